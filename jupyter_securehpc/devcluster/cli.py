@@ -1,0 +1,88 @@
+"""``securehpc dev up|down|status|install|env``: the local cluster for the demo and the tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .cluster import LocalCluster
+from .layout import ClusterLayout, default_state_dir
+from .packages import install_all
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    dev = subparsers.add_parser("dev", help="the local single-machine cluster (demo and tests)")
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="folder of the cluster's state and logs (default: $SECUREHPC_DEV_STATE or /var/lib/securehpc-dev)",
+    )
+    verbs = dev.add_subparsers(dest="verb", required=True, metavar="VERB")
+    up = verbs.add_parser("up", help="install what is missing, start every service (idempotent)")
+    up.add_argument("--no-install", action="store_true", help="do not apt-get/npm install missing packages")
+    up.set_defaults(handler=_up)
+    verbs.add_parser("down", help="stop every service of this cluster (by pid)").set_defaults(handler=_down)
+    status = verbs.add_parser("status", help="per service: running or not, why not, and the fix")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+    verbs.add_parser("install", help="install missing Debian and Node packages only").set_defaults(
+        handler=lambda args: install_all()
+    )
+    verbs.add_parser("env", help="print shell exports that point clients at this cluster").set_defaults(
+        handler=_env
+    )
+
+
+def _cluster(args: argparse.Namespace) -> LocalCluster:
+    return LocalCluster(ClusterLayout.load_or_create(args.state_dir or default_state_dir()))
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError("the local cluster runs Slurm and munge as root: run this command as root")
+
+
+def _up(args: argparse.Namespace) -> int:
+    _require_root()
+    cluster = _cluster(args)
+    cluster.up(install=not args.no_install)
+    for service in cluster.status():
+        print(f"{'up  ' if service.running else 'DOWN'}  {service.name:<10} {service.detail}")
+    layout = cluster.layout
+    print(
+        f"\nLocal cluster is up (state in {layout.state_dir}).\n"
+        f"  Slurm:   export SLURM_CONF={layout.slurm_conf}   (partitions gpu, cpu; gres gpu:{layout.gpus})\n"
+        f"  OpenBao: export VAULT_ADDR={layout.openbao_addr}   (root token: {layout.openbao_init_file})\n"
+        "Stop it with: securehpc dev down"
+    )
+    return 0 if all(service.running for service in cluster.status()) else 1
+
+
+def _down(args: argparse.Namespace) -> int:
+    _require_root()
+    _cluster(args).down()
+    print("local cluster stopped")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    statuses = _cluster(args).status()
+    if args.json:
+        json.dump([service.as_dict() for service in statuses], sys.stdout, indent=2)
+        print()
+    else:
+        for service in statuses:
+            print(f"{'up  ' if service.running else 'DOWN'}  {service.name:<10} {service.detail}")
+            if service.fix:
+                print(f"      {'':<10} fix: {service.fix}")
+    return 0 if all(service.running for service in statuses) else 3
+
+
+def _env(args: argparse.Namespace) -> int:
+    for name, value in _cluster(args).layout.client_env().items():
+        print(f"export {name}={value}")
+    return 0

@@ -1,0 +1,147 @@
+"""Bring the whole local cluster up, down, and tell how each service is doing."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from ..node import prereqs
+from . import munge, openbao, packages, slurm
+from .layout import ClusterLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service's state as ``securehpc dev status`` reports it."""
+
+    name: str
+    running: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class LocalCluster:
+    """munge, Slurm and OpenBao for one :class:`ClusterLayout`; every method is safe to repeat."""
+
+    def __init__(self, layout: ClusterLayout) -> None:
+        self.layout = layout
+
+    def prepare_host(self) -> None:
+        """Make this machine look like a secure compute node: FUSE usable by job users."""
+        if prereqs.check_fuse() is not None and os.geteuid() == 0:
+            # Real nodes ship /dev/fuse as 0666 through udev; machines without udev have 0600.
+            prereqs.FUSE_DEVICE.chmod(0o666)
+            log.info("made %s mode 0666, as on a compute node", prereqs.FUSE_DEVICE)
+
+    def up(self, *, install: bool = True) -> None:
+        if install:
+            packages.install_all()
+        self.prepare_host()
+        munge.up(self.layout)
+        slurm.up(self.layout)
+        openbao.up(self.layout)
+
+    def down(self) -> None:
+        # Reverse order: Slurm cancels its jobs while munge still authenticates the request.
+        openbao.down(self.layout)
+        slurm.down(self.layout)
+        munge.daemon(self.layout).stop()
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            self._munge_status(),
+            *self._slurm_status(),
+            self._openbao_status(),
+            self._node_status(),
+            self._tools_status(),
+        ]
+
+    # One method per service: each says what is wrong and the command that fixes it.
+    def _munge_status(self) -> ServiceStatus:
+        pid = munge.daemon(self.layout).pid()
+        if pid is None:
+            return ServiceStatus("munge", False, "munged is not running", "securehpc dev up")
+        if not munge.works(self.layout):
+            return ServiceStatus(
+                "munge", False, f"munged (pid {pid}) does not decode its own credentials", "securehpc dev up"
+            )
+        return ServiceStatus("munge", True, f"pid {pid}, socket {self.layout.munge_socket}")
+
+    def _slurm_status(self) -> list[ServiceStatus]:
+        ctld, slurmd = slurm.daemons(self.layout)
+        ctld_pid, slurmd_pid = ctld.pid(), slurmd.pid()
+        statuses = []
+        if ctld_pid is None:
+            statuses.append(ServiceStatus("slurmctld", False, "slurmctld is not running", "securehpc dev up"))
+        elif not slurm.controller_answers(self.layout):
+            statuses.append(
+                ServiceStatus(
+                    "slurmctld",
+                    False,
+                    f"slurmctld (pid {ctld_pid}) does not answer `scontrol ping` "
+                    f"(is munge running?): {ctld.log_tail(1)}",
+                    "securehpc dev up",
+                )
+            )
+        else:
+            statuses.append(
+                ServiceStatus("slurmctld", True, f"pid {ctld_pid}, port {self.layout.slurmctld_port}")
+            )
+        state = slurm.node_state(self.layout) if ctld_pid is not None else None
+        if slurmd_pid is None:
+            statuses.append(ServiceStatus("slurmd", False, "slurmd is not running", "securehpc dev up"))
+        elif state not in slurm.USABLE_STATES:
+            statuses.append(
+                ServiceStatus(
+                    "slurmd",
+                    False,
+                    f"slurmd (pid {slurmd_pid}) runs but node {self.layout.node_name} is {state or 'unknown'}",
+                    f"SLURM_CONF={self.layout.slurm_conf} scontrol update "
+                    f"nodename={self.layout.node_name} state=resume; or securehpc dev up",
+                )
+            )
+        else:
+            statuses.append(
+                ServiceStatus(
+                    "slurmd",
+                    True,
+                    f"pid {slurmd_pid}, node {self.layout.node_name} {state}, gres gpu:{self.layout.gpus}",
+                )
+            )
+        return statuses
+
+    def _openbao_status(self) -> ServiceStatus:
+        pid = openbao.daemon(self.layout).pid()
+        if pid is None:
+            return ServiceStatus("openbao", False, "the OpenBao server is not running", "securehpc dev up")
+        state = openbao.health(self.layout)
+        if state is None:
+            return ServiceStatus(
+                "openbao", False, f"pid {pid} does not answer on {self.layout.openbao_addr}", "securehpc dev up"
+            )
+        if not state["initialized"] or state["sealed"]:
+            what = "sealed" if state["initialized"] else "not initialised"
+            return ServiceStatus("openbao", False, f"pid {pid} is {what}", "securehpc dev up (unseals it)")
+        return ServiceStatus("openbao", True, f"pid {pid}, {self.layout.openbao_addr}, unsealed")
+
+    def _node_status(self) -> ServiceStatus:
+        problems = prereqs.node_problems()
+        if problems:
+            return ServiceStatus(
+                "node", False, "; ".join(p.what for p in problems), "; ".join(p.fix for p in problems)
+            )
+        return ServiceStatus("node", True, "bubblewrap, gocryptfs, /dev/fuse 0666, user namespaces")
+
+    def _tools_status(self) -> ServiceStatus:
+        missing = packages.missing_apt_packages()
+        missing_node = packages.missing_node_packages()
+        if missing or missing_node:
+            names = missing + [f"npm:{name}" for name in missing_node]
+            return ServiceStatus("packages", False, f"missing: {', '.join(names)}", "securehpc dev install")
+        return ServiceStatus("packages", True, "Debian and Node packages installed")

@@ -1,0 +1,115 @@
+"""What a compute node needs before the launcher may touch a key, and how to fix what is missing.
+
+Every check returns ``None`` when the node is fine, or a :class:`Problem` naming what is wrong and the
+command an admin runs to fix it. The launcher refuses to start (before any key is unwrapped) while a
+problem remains; ``securehpc-node check`` and ``securehpc dev status`` print the same findings.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+FUSE_DEVICE = Path("/dev/fuse")
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.what}\n  fix: {self.fix}"
+
+
+def check_tool(name: str, package: str) -> Problem | None:
+    if shutil.which(name) is None:
+        return Problem(f"`{name}` is not installed", f"apt-get install {package}")
+    return None
+
+
+def check_fuse(device: Path = FUSE_DEVICE) -> Problem | None:
+    """gocryptfs mounts from inside a user namespace, where setuid fusermount does not work: the job's
+    user needs read and write access to the FUSE device itself."""
+    try:
+        mode = device.stat().st_mode
+    except FileNotFoundError:
+        return Problem(f"{device} does not exist (FUSE is not available)", "modprobe fuse")
+    if not stat.S_ISCHR(mode):
+        return Problem(f"{device} is not a character device", "modprobe fuse, then check /dev")
+    if stat.S_IMODE(mode) & 0o666 != 0o666:
+        return Problem(
+            f"{device} has mode {stat.S_IMODE(mode):04o}; job users cannot open it",
+            f"chmod 0666 {device} (make it permanent with a udev rule: "
+            'KERNEL=="fuse", MODE="0666")',
+        )
+    return None
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    except OSError:
+        return None
+
+
+def check_user_namespaces(user: str = "nobody") -> Problem | None:
+    """Try it: an unprivileged user starts a bubblewrap sandbox with every namespace unshared."""
+    if _sysctl("user.max_user_namespaces") == "0":
+        return Problem(
+            "user namespaces are disabled (user.max_user_namespaces = 0)",
+            "sysctl -w user.max_user_namespaces=15000 (and persist it in /etc/sysctl.d/)",
+        )
+    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+        return Problem(
+            "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)",
+            "sysctl -w kernel.unprivileged_userns_clone=1 (and persist it in /etc/sysctl.d/)",
+        )
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return Problem(
+            "AppArmor forbids unprivileged user namespaces",
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for bwrap",
+        )
+    if shutil.which("bwrap") is None:
+        return check_tool("bwrap", "bubblewrap")
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"]
+    demote: Callable[[], None] | None = None
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+
+        def demote() -> None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+
+    try:
+        result = subprocess.run(  # noqa: PLW1509 - preexec_fn drops root for this one check only
+            argv, capture_output=True, text=True, timeout=20, preexec_fn=demote, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Problem("bubblewrap did not finish a trivial sandbox in 20 s", "check `bwrap --version`")
+    if result.returncode != 0:
+        return Problem(
+            f"an unprivileged user cannot create a sandbox: {result.stderr.strip()}",
+            "enable unprivileged user namespaces (see the README's node prerequisites)",
+        )
+    return None
+
+
+def node_problems() -> list[Problem]:
+    """Everything that stops the launcher on this node, in the order an admin should fix it."""
+    checks = [
+        check_tool("bwrap", "bubblewrap"),
+        check_tool("gocryptfs", "gocryptfs"),
+        check_tool("fusermount3", "fuse3"),
+        check_fuse(),
+        check_user_namespaces(),
+    ]
+    return [problem for problem in checks if problem is not None]
