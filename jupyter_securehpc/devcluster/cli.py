@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs.add_parser("install", help="install missing Debian and Node packages only").set_defaults(
         handler=lambda args: install_all()
     )
-    verbs.add_parser("env", help="print shell exports that point clients at this cluster").set_defaults(
-        handler=_env
-    )
+    verbs.add_parser("env", help="print shell exports that point clients at this cluster").set_defaults(handler=_env)
 
 
 def _cluster(args: argparse.Namespace) -> LocalCluster:

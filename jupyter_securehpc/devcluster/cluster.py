@@ -90,9 +90,7 @@ class LocalCluster:
                 )
             )
         else:
-            statuses.append(
-                ServiceStatus("slurmctld", True, f"pid {ctld_pid}, port {self.layout.slurmctld_port}")
-            )
+            statuses.append(ServiceStatus("slurmctld", True, f"pid {ctld_pid}, port {self.layout.slurmctld_port}"))
         state = slurm.node_state(self.layout) if ctld_pid is not None else None
         if slurmd_pid is None:
             statuses.append(ServiceStatus("slurmd", False, "slurmd is not running", "securehpc dev up"))
@@ -133,9 +131,7 @@ class LocalCluster:
     def _node_status(self) -> ServiceStatus:
         problems = prereqs.node_problems()
         if problems:
-            return ServiceStatus(
-                "node", False, "; ".join(p.what for p in problems), "; ".join(p.fix for p in problems)
-            )
+            return ServiceStatus("node", False, "; ".join(p.what for p in problems), "; ".join(p.fix for p in problems))
         return ServiceStatus("node", True, "bubblewrap, gocryptfs, /dev/fuse 0666, user namespaces")
 
     def _tools_status(self) -> ServiceStatus:

@@ -43,9 +43,7 @@ def works(layout: ClusterLayout) -> bool:
     """Whether a credential encoded through our socket decodes again (munge's own self test)."""
     sock = f"--socket={layout.munge_socket}"
     try:
-        cred = subprocess.run(
-            ["munge", "--no-input", sock], capture_output=True, timeout=5, check=True
-        ).stdout
+        cred = subprocess.run(["munge", "--no-input", sock], capture_output=True, timeout=5, check=True).stdout
         subprocess.run(["unmunge", sock], input=cred, capture_output=True, timeout=5, check=True)
     except (subprocess.SubprocessError, OSError):
         return False

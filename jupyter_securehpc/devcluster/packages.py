@@ -73,9 +73,7 @@ def install_node() -> None:
     # `npm ci` installs exactly the locked versions into ./node_modules; nothing global.
     command = "ci" if (root / "package-lock.json").exists() else "install"
     log.info("installing Node programs in %s", root / "node_modules")
-    subprocess.run(
-        ["npm", command, "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True, timeout=900
-    )
+    subprocess.run(["npm", command, "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True, timeout=900)
 
 
 def install_all() -> None:

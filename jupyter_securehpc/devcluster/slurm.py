@@ -41,12 +41,12 @@ SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket={layout.munge_socket}
 CredType=cred/munge
-StateSaveLocation={slurm / 'ctld'}
-SlurmdSpoolDir={slurm / 'spool'}
-SlurmctldPidFile={layout.run_dir / 'slurmctld.pid'}
-SlurmdPidFile={layout.run_dir / 'slurmd.pid'}
-SlurmctldLogFile={layout.log_dir / 'slurmctld.log'}
-SlurmdLogFile={layout.log_dir / 'slurmd.log'}
+StateSaveLocation={slurm / "ctld"}
+SlurmdSpoolDir={slurm / "spool"}
+SlurmctldPidFile={layout.run_dir / "slurmctld.pid"}
+SlurmdPidFile={layout.run_dir / "slurmd.pid"}
+SlurmctldLogFile={layout.log_dir / "slurmctld.log"}
+SlurmdLogFile={layout.log_dir / "slurmd.log"}
 # No cgroups in a container or a small VM: track processes by parent pid, bind nothing.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -164,8 +164,7 @@ def up(layout: ClusterLayout) -> None:
         run(layout, "scontrol", "update", f"nodename={layout.node_name}", "state=resume")
         if not wait_until(lambda: node_usable(layout), timeout=20):
             raise RuntimeError(
-                f"node {layout.node_name} is {node_state(layout) or 'unknown'}; slurmd's log says:\n"
-                f"{slurmd.log_tail()}"
+                f"node {layout.node_name} is {node_state(layout) or 'unknown'}; slurmd's log says:\n{slurmd.log_tail()}"
             )
 
 

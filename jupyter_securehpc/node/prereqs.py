@@ -12,7 +12,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +45,7 @@ def check_fuse(device: Path = FUSE_DEVICE) -> Problem | None:
     if stat.S_IMODE(mode) & 0o666 != 0o666:
         return Problem(
             f"{device} has mode {stat.S_IMODE(mode):04o}; job users cannot open it",
-            f"chmod 0666 {device} (make it permanent with a udev rule: "
-            'KERNEL=="fuse", MODE="0666")',
+            f'chmod 0666 {device} (make it permanent with a udev rule: KERNEL=="fuse", MODE="0666")',
         )
     return None
 
@@ -79,20 +77,13 @@ def check_user_namespaces(user: str = "nobody") -> Problem | None:
     if shutil.which("bwrap") is None:
         return check_tool("bwrap", "bubblewrap")
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"]
-    demote: Callable[[], None] | None = None
+    # As root, run the trial as an unprivileged user: root can always create namespaces.
+    as_user = {}
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
-        uid, gid = entry.pw_uid, entry.pw_gid
-
-        def demote() -> None:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-
+        as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
     try:
-        result = subprocess.run(  # noqa: PLW1509 - preexec_fn drops root for this one check only
-            argv, capture_output=True, text=True, timeout=20, preexec_fn=demote, check=False
-        )
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False, **as_user)
     except subprocess.TimeoutExpired:
         return Problem("bubblewrap did not finish a trivial sandbox in 20 s", "check `bwrap --version`")
     if result.returncode != 0:
