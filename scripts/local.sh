@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The two commands of the README, for a fresh Debian 12 machine, as root; both idempotent.
+#
+#   bash scripts/local.sh up      install everything, start the local cluster, print where things are
+#   bash scripts/local.sh test    install everything, run ruff and the whole test suite
+#   bash scripts/local.sh down    stop the local cluster (by pid)
+#   bash scripts/local.sh status  per service: running or not, why not, the fix
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV="${SECUREHPC_VENV:-$PWD/.venv}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/local.sh: run as root (it installs Debian packages and starts Slurm and munge)" >&2
+    exit 1
+fi
+
+python_ok() {
+    command -v python3 >/dev/null &&
+        python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+}
+
+bootstrap() {
+    # The Python toolchain first: the rest of the installation is done by `securehpc dev install`.
+    local apt=()
+    python_ok || apt+=(python3 python3-venv python3-dev)
+    command -v npm >/dev/null || apt+=(nodejs npm)
+    command -v git >/dev/null || apt+=(git)
+    if [ ${#apt[@]} -gt 0 ]; then
+        say "apt-get install ${apt[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends ca-certificates "${apt[@]}"
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    # Reinstall only when the packaging metadata changed (the install is editable: code changes need none).
+    local stamp="$VENV/.securehpc-installed"
+    local want
+    want="$(sha256sum pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        say "pip install -e .[test]"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        echo "$want" >"$stamp"
+    fi
+    say "securehpc dev install (Debian and Node packages)"
+    "$VENV/bin/securehpc" dev install
+}
+
+case "${1:-}" in
+up)
+    bootstrap
+    exec "$VENV/bin/securehpc" dev up --no-install
+    ;;
+test)
+    bootstrap
+    say "ruff"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    say "pytest"
+    exec "$VENV/bin/python" -m pytest "${@:2}"
+    ;;
+down | status)
+    exec "$VENV/bin/securehpc" dev "$1"
+    ;;
+*)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
