@@ -42,7 +42,10 @@ def test_a_recycled_pid_is_not_ours_and_is_not_killed(tmp_path):
 
 
 def test_sigterm_resistant_process_is_killed(tmp_path):
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(300)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(300)"
+    )
     daemon = make_daemon(tmp_path, [sys.executable, "-c", script])
     pid = daemon.start()
     # Wait until the handler is installed, or SIGTERM may arrive first and end it the easy way.
