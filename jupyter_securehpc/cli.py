@@ -11,20 +11,35 @@ import argparse
 import logging
 import sys
 
+from traitlets import TraitError
+
+from .audit import AuditError
 from .devcluster import cli as devcluster_cli
+from .keys import KeyStoreError
+from .projects import cli as projects_cli
+from .projects.db import SchemaError
+from .projects.names import InvalidName
+from .projects.service import BadInput, Refused
+from .stores.gocryptfs import StoreError
 
-
-class CommandError(Exception):
-    """A refusal or bad input, reported to the user as one line; exit status 1."""
+# Failures a person can act on: one line on stderr, no traceback.
+EXPECTED_ERRORS = (
+    BadInput, InvalidName, KeyStoreError, StoreError, SchemaError, AuditError, TraitError, FileNotFoundError,
+    RuntimeError,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="securehpc", description="Manage jupyter-securehpc: the local cluster, projects, keys, audit."
+        prog="securehpc",
+        description="Manage jupyter-securehpc: the local cluster, projects, keys, audit.",
+        parents=[projects_cli.common_options()],
     )
     parser.add_argument("--debug", action="store_true", help="log every step (never secrets)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     devcluster_cli.register(sub)
+    projects_cli.register(sub)
+    projects_cli.add_global_defaults(parser)
     return parser
 
 
@@ -36,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args) or 0)
-    except (CommandError, RuntimeError) as error:
+    except Refused as error:
+        print(f"securehpc: refused: {error}", file=sys.stderr)
+        return 1
+    except EXPECTED_ERRORS as error:
         print(f"securehpc: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

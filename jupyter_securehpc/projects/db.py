@@ -1,0 +1,72 @@
+"""Open the database and bring its schema to the version this code expects, without losing data.
+
+Every schema change is a numbered step in ``UPGRADES`` that transforms version N-1 into N inside one
+transaction. A fresh database is created at the newest version directly. A database written by a newer
+version of jupyter-securehpc is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .model import Base, SchemaVersion
+
+log = logging.getLogger(__name__)
+
+
+def _v1_initial(connection: Connection) -> None:
+    Base.metadata.create_all(connection)
+
+
+# version -> step that upgrades version-1 to it. Append; never edit a released step.
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial}
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def current_version(connection: Connection) -> int:
+    if not inspect(connection).has_table(SchemaVersion.__tablename__):
+        return 0
+    row = connection.execute(select(SchemaVersion.version)).first()
+    return row[0] if row else 0
+
+
+def upgrade(engine: Engine, upgrades: dict[int, Callable[[Connection], None]] | None = None) -> int:
+    """Apply the missing upgrade steps in order; return the version reached."""
+    steps = UPGRADES if upgrades is None else upgrades
+    latest = max(steps)
+    with engine.begin() as connection:
+        version = current_version(connection)
+        if version > latest:
+            raise SchemaError(
+                f"the database is at schema version {version}, newer than this jupyter-securehpc "
+                f"understands ({latest}): upgrade jupyter-securehpc"
+            )
+        for target in range(version + 1, latest + 1):
+            log.info("upgrading database schema to version %d", target)
+            steps[target](connection)
+            SchemaVersion.__table__.create(connection, checkfirst=True)
+            connection.execute(SchemaVersion.__table__.delete())
+            connection.execute(SchemaVersion.__table__.insert().values(id=1, version=target))
+    return latest
+
+
+def _sqlite_foreign_keys(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """An engine for ``url`` (SQLite file, PostgreSQL, ...) with its schema upgraded."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_foreign_keys)
+    upgrade(engine)
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,130 @@
+"""A project's policy: what hub admins allow its sessions and members. Deny by default.
+
+Each setting has a parser that turns the text an admin types (``policy set P max_gpus=2``) into a value,
+or refuses it with a message naming the setting, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+from .roles import Role
+
+
+class InvalidPolicy(ValueError):
+    """An unknown policy key or a bad value; nothing was changed."""
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[0-9]+", text.strip()):
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"true", "yes", "on", "1"}:
+        return True
+    if lowered in {"false", "no", "off", "0"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _minutes(text: str) -> int:
+    """``90``, ``90m``, ``8h`` or ``2d`` -> minutes (Slurm's --time takes minutes)."""
+    match = re.fullmatch(r"([0-9]+)([mhd]?)", text.strip())
+    if not match:
+        raise ValueError("expected minutes, or a number with m, h or d (e.g. 90, 8h, 2d)")
+    minutes = int(match[1]) * {"": 1, "m": 1, "h": 60, "d": 1440}[match[2]]
+    if not 1 <= minutes <= 30 * 1440:
+        raise ValueError("expected 1 minute to 30 days")
+    return minutes
+
+
+def _partition(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise ValueError("expected a Slurm partition name (letters, digits, '-', '_')")
+    return text
+
+
+def _roles(text: str) -> frozenset[Role]:
+    """``data_owner,data_scientist``; ``none`` (or nothing) for no role."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if parts == ["none"]:
+        return frozenset()
+    return frozenset(Role.parse(part) for part in parts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-project limits and permissions. The defaults are the safe choice for sensitive data."""
+
+    partition: str = "gpu"
+    max_gpus: int = 1
+    max_cpus: int = 4
+    max_memory_gb: int = 16
+    max_wall_time: int = 8 * 60  # minutes
+    exclusive: bool = True
+    terminals: bool = False
+    download_roles: frozenset[Role] = frozenset()
+    upload_roles: frozenset[Role] = frozenset({Role.DATA_OWNER})
+    key_ttl: int = 300  # seconds a wrapped session token stays valid
+    release_reviewers: int = 1
+
+    def as_dict(self) -> dict:
+        out = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            out[item.name] = sorted(role.value for role in value) if isinstance(value, frozenset) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Policy:
+        """The policy stored in the database (``as_dict`` output); missing keys take the defaults."""
+        values = {}
+        for key, value in data.items():
+            if key not in PARSERS:
+                continue  # written by a newer version; this version does not enforce it
+            values[key] = frozenset(Role(v) for v in value) if key.endswith("_roles") else value
+        return cls(**values)
+
+    def with_settings(self, assignments: list[str]) -> Policy:
+        """A copy with ``KEY=VALUE`` assignments applied; all are checked before any is applied."""
+        if not assignments:
+            raise InvalidPolicy(f"nothing to set: give KEY=VALUE pairs; keys: {', '.join(PARSERS)}")
+        changes = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            key = key.strip()
+            if not sep:
+                raise InvalidPolicy(f"{assignment!r} is not KEY=VALUE")
+            if key not in PARSERS:
+                raise InvalidPolicy(f"unknown policy key {key!r}: use one of {', '.join(PARSERS)}")
+            try:
+                changes[key] = PARSERS[key](text)
+            except ValueError as error:
+                raise InvalidPolicy(f"bad value {text!r} for {key}: {error}") from None
+        return replace(self, **changes)
+
+
+PARSERS: dict[str, Callable[[str], object]] = {
+    "partition": _partition,
+    "max_gpus": _int_in(0, 64),
+    "max_cpus": _int_in(1, 1024),
+    "max_memory_gb": _int_in(1, 16384),
+    "max_wall_time": _minutes,
+    "exclusive": _bool,
+    "terminals": _bool,
+    "download_roles": _roles,
+    "upload_roles": _roles,
+    "key_ttl": _int_in(30, 86400),
+    "release_reviewers": _int_in(1, 10),
+}

@@ -1,0 +1,534 @@
+"""The data owner's and admin's operations on projects, as one library the CLI and the web pages call.
+
+Every operation: authorise (``authz.decide``), validate, do the work all or nothing, and write one audit
+event with who, what, which object and the outcome. A refusal or bad input raises before anything
+changes; a failure half-way (OpenBao down, disk full) undoes what was done: database transaction rolled
+back, new keys and store folders deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..audit import AuditLog
+from ..keys import KeyStore
+from ..stores.gocryptfs import init_store
+from ..stores.importer import SourceError, check_source, import_folder, remove_stale_incoming
+from .authz import Action, Subject, decide
+from .model import Dataset, Member, Project, Share, utcnow
+from .names import InvalidName, name_key, validate_name
+from .policy import InvalidPolicy, Policy
+from .roles import Role
+
+log = logging.getLogger(__name__)
+
+_USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,254}")
+
+
+class Refused(PermissionError):
+    """The acting user may not do this; the message says who, what and why."""
+
+
+class BadInput(ValueError):
+    """The request names something that does not exist or is not valid; nothing was changed."""
+
+
+def validate_username(value: str) -> str:
+    if not _USERNAME.fullmatch(value or ""):
+        raise BadInput(
+            f"user name {value!r} is not valid: use 1-255 letters, digits and . _ @ + - (as the hub shows it)"
+        )
+    return value
+
+
+def split_dataset_ref(ref: str) -> tuple[str, str]:
+    """``PROJECT/DATASET`` -> (project, dataset)."""
+    project, sep, dataset = ref.partition("/")
+    if not sep or not project or not dataset or "/" in dataset:
+        raise BadInput(f"{ref!r} is not PROJECT/DATASET")
+    return project, dataset
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the admin running the command, or a user the admin acts as (``--as``)."""
+
+    admin: str
+    as_user: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        if self.as_user is not None:
+            return Subject(self.as_user, is_admin=False)
+        return Subject(self.admin, is_admin=True)
+
+
+class ProjectService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        keys: KeyStore,
+        audit: AuditLog,
+        store_root: Path,
+        actor: Actor,
+    ) -> None:
+        self.sessions = sessions
+        self.keys = keys
+        self.audit = audit
+        self.store_root = Path(store_root)
+        self.actor = actor
+
+    # --- plumbing ------------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def _event(self, action: Action | str, obj: str, outcome: str, project: str | None, reason: str, **details) -> None:
+        self.audit.append(
+            actor=self.actor.subject.username,
+            on_behalf_of=self.actor.admin if self.actor.as_user is not None else None,
+            action=action.value if isinstance(action, Action) else action,
+            obj=obj,
+            outcome=outcome,
+            project=project,
+            reason=reason,
+            **details,
+        )
+
+    def _bad_input(self, action: Action, obj: str, project: str | None, error: Exception) -> BadInput:
+        self._event(action, obj, "failed", project, str(error))
+        return error if isinstance(error, BadInput) else BadInput(str(error))
+
+    def _authorize(self, session: Session, action: Action, project: Project | None, obj: str) -> None:
+        role = self._role(session, project, self.actor.subject.username) if project else None
+        decision = decide(self.actor.subject, action, role, self._policy(project) if project else None)
+        if not decision:
+            self._event(action, obj, "denied", project.name if project else None, decision.reason)
+            raise Refused(f"{self.actor.subject.username} may not {action.value} on {obj}: {decision.reason}")
+
+    def _project(self, session: Session, name: str, action: Action) -> Project:
+        project = session.scalar(select(Project).where(Project.name_key == name_key(name)))
+        if project is None or project.name != name:
+            # Exact names only: a look-alike must not act on another project.
+            error = BadInput(f"project {name!r} does not exist (see `securehpc project list`)")
+            raise self._bad_input(action, f"project:{name}", None, error)
+        return project
+
+    @staticmethod
+    def _role(session: Session, project: Project, username: str) -> Role | None:
+        member = session.scalar(select(Member).where(Member.project_id == project.id, Member.username == username))
+        return Role(member.role) if member else None
+
+    @staticmethod
+    def _policy(project: Project) -> Policy:
+        return Policy.from_dict(project.policy or {})
+
+    def _workspace_dir(self, project: str) -> Path:
+        return self.store_root / "projects" / project / "workspace"
+
+    def _dataset_dir(self, project: str, dataset: str) -> Path:
+        return self.store_root / "projects" / project / "datasets" / dataset
+
+    @staticmethod
+    def _accepted_shares_into(session: Session, project: Project) -> list[tuple[str, str]]:
+        rows = session.execute(
+            select(Project.name, Dataset.name)
+            .join(Dataset, Dataset.project_id == Project.id)
+            .join(Share, Share.dataset_id == Dataset.id)
+            .where(Share.target_project_id == project.id, Share.state == "accepted")
+            .order_by(Project.name, Dataset.name)
+        )
+        return [(owner, dataset) for owner, dataset in rows]
+
+    # --- projects ------------------------------------------------------------------------------
+    def create_project(self, name: str, owner: str) -> dict:
+        obj = f"project:{name}"
+        undo: list[Callable[[], None]] = []
+        with self._transaction() as session:
+            self._authorize(session, Action.PROJECT_CREATE, None, obj)
+            try:
+                validate_name("project", name)
+                validate_username(owner)
+            except (InvalidName, BadInput) as error:
+                raise self._bad_input(Action.PROJECT_CREATE, obj, None, error) from None
+            existing = session.scalar(select(Project).where(Project.name_key == name_key(name)))
+            if existing is not None:
+                error = BadInput(
+                    f"project {name!r} collides with existing project {existing.name!r}: choose another name"
+                )
+                raise self._bad_input(Action.PROJECT_CREATE, obj, None, error)
+            try:
+                project = Project(name=name, name_key=name_key(name), created_by=self.actor.subject.username, policy={})
+                session.add(project)
+                session.add(
+                    Member(
+                        project=project,
+                        username=owner,
+                        role=Role.DATA_OWNER.value,
+                        added_by=self.actor.subject.username,
+                    )
+                )
+                session.flush()
+                self.keys.create_project_key(name)
+                undo.append(lambda: self.keys.delete_project_key(name))
+                self.keys.write_project_policy(name, [])
+                undo.append(lambda: self.keys.delete_project_policy(name))
+                workspace = self._workspace_dir(name)
+                workspace.parent.mkdir(parents=True, exist_ok=True)
+                undo.append(lambda: shutil.rmtree(workspace.parent, ignore_errors=True))
+                init_store(workspace, self.keys.read_workspace_key(name))
+            except Exception as error:
+                _run_undo(undo)
+                self._event(Action.PROJECT_CREATE, obj, "failed", name, _short(error))
+                raise
+        self._event(Action.PROJECT_CREATE, obj, "allowed", name, "hub admin", owner=owner)
+        return {"project": name, "owner": owner}
+
+    def list_projects(self) -> list[dict]:
+        subject = self.actor.subject
+        with self.sessions() as session:
+            query = select(Project).order_by(Project.name)
+            if not subject.is_admin:
+                query = query.join(Member).where(Member.username == subject.username)
+            projects = session.scalars(query).all()
+            result = [
+                {"name": p.name, "role": (r.value if (r := self._role(session, p, subject.username)) else None)}
+                for p in projects
+            ]
+        self._event(
+            "project.list",
+            "projects",
+            "allowed",
+            None,
+            "own projects" if not subject.is_admin else "hub admin",
+            count=len(result),
+        )
+        return result
+
+    def show_project(self, name: str) -> dict:
+        with self.sessions() as session:
+            project = self._project(session, name, Action.PROJECT_SHOW)
+            self._authorize(session, Action.PROJECT_SHOW, project, f"project:{name}")
+            shared_out = session.execute(
+                select(Dataset.name, Project.name, Share.state)
+                .join(Share, Share.dataset_id == Dataset.id)
+                .join(Project, Project.id == Share.target_project_id)
+                .where(Dataset.project_id == project.id)
+                .order_by(Dataset.name, Project.name)
+            )
+            result = {
+                "name": project.name,
+                "created_at": project.created_at.isoformat(timespec="seconds") + "Z",
+                "created_by": project.created_by,
+                "members": [
+                    {"user": m.username, "role": m.role} for m in sorted(project.members, key=lambda m: m.username)
+                ],
+                "datasets": sorted(d.name for d in project.datasets),
+                "shared_out": [{"dataset": d, "with": p, "state": s} for d, p, s in shared_out],
+                "shared_in": [f"{o}/{d}" for o, d in self._accepted_shares_into(session, project)],
+                "policy": self._policy(project).as_dict(),
+            }
+        self._event(Action.PROJECT_SHOW, f"project:{name}", "allowed", name, "member or admin")
+        return result
+
+    # --- members -------------------------------------------------------------------------------
+    def add_member(self, project_name: str, username: str, role: str) -> dict:
+        obj = f"member:{project_name}/{username}"
+        with self._transaction() as session:
+            project = self._project(session, project_name, Action.MEMBER_ADD)
+            self._authorize(session, Action.MEMBER_ADD, project, obj)
+            try:
+                validate_username(username)
+                new_role = Role.parse(role)
+            except (BadInput, ValueError) as error:
+                raise self._bad_input(Action.MEMBER_ADD, obj, project_name, error) from None
+            member = session.scalar(select(Member).where(Member.project_id == project.id, Member.username == username))
+            old_role = member.role if member else None
+            if member is None:
+                session.add(
+                    Member(
+                        project=project, username=username, role=new_role.value, added_by=self.actor.subject.username
+                    )
+                )
+            else:
+                if old_role == Role.DATA_OWNER.value and new_role is not Role.DATA_OWNER:
+                    self._refuse_last_owner(session, project, username, Action.MEMBER_ADD, obj)
+                member.role = new_role.value
+        self._event(
+            Action.MEMBER_ADD,
+            obj,
+            "allowed",
+            project_name,
+            "data owner or admin",
+            role=new_role.value,
+            previous_role=old_role,
+        )
+        return {"project": project_name, "user": username, "role": new_role.value, "previous_role": old_role}
+
+    def remove_member(self, project_name: str, username: str) -> dict:
+        obj = f"member:{project_name}/{username}"
+        with self._transaction() as session:
+            project = self._project(session, project_name, Action.MEMBER_REMOVE)
+            self._authorize(session, Action.MEMBER_REMOVE, project, obj)
+            member = session.scalar(select(Member).where(Member.project_id == project.id, Member.username == username))
+            if member is None:
+                error = BadInput(f"{username!r} is not a member of project {project_name!r}")
+                raise self._bad_input(Action.MEMBER_REMOVE, obj, project_name, error)
+            if member.role == Role.DATA_OWNER.value:
+                self._refuse_last_owner(session, project, username, Action.MEMBER_REMOVE, obj)
+            session.delete(member)
+        self._event(Action.MEMBER_REMOVE, obj, "allowed", project_name, "data owner or admin", role=member.role)
+        return {"project": project_name, "user": username, "removed_role": member.role}
+
+    def _refuse_last_owner(self, session: Session, project: Project, username: str, action: Action, obj: str) -> None:
+        owners = session.scalars(
+            select(Member.username).where(Member.project_id == project.id, Member.role == Role.DATA_OWNER.value)
+        ).all()
+        if owners == [username]:
+            error = BadInput(f"{username!r} is the last data owner of {project.name!r}: add another data owner first")
+            raise self._bad_input(action, obj, project.name, error)
+
+    # --- policy --------------------------------------------------------------------------------
+    def show_policy(self, project_name: str) -> dict:
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.POLICY_SHOW)
+            self._authorize(session, Action.POLICY_SHOW, project, f"policy:{project_name}")
+            policy = self._policy(project).as_dict()
+        self._event(Action.POLICY_SHOW, f"policy:{project_name}", "allowed", project_name, "member or admin")
+        return policy
+
+    def set_policy(self, project_name: str, assignments: list[str]) -> dict:
+        obj = f"policy:{project_name}"
+        with self._transaction() as session:
+            project = self._project(session, project_name, Action.POLICY_SET)
+            self._authorize(session, Action.POLICY_SET, project, obj)
+            try:
+                policy = self._policy(project).with_settings(assignments)
+            except InvalidPolicy as error:
+                raise self._bad_input(Action.POLICY_SET, obj, project_name, error) from None
+            project.policy = policy.as_dict()
+        changed = sorted({a.partition("=")[0].strip() for a in assignments})
+        self._event(
+            Action.POLICY_SET, obj, "allowed", project_name, "hub admin", changed=changed, policy=policy.as_dict()
+        )
+        return policy.as_dict()
+
+    # --- datasets ------------------------------------------------------------------------------
+    def import_dataset(self, project_name: str, dataset: str, source: Path) -> dict:
+        obj = f"dataset:{project_name}/{dataset}"
+        undo: list[Callable[[], None]] = []
+        with self._transaction() as session:
+            project = self._project(session, project_name, Action.DATASET_IMPORT)
+            self._authorize(session, Action.DATASET_IMPORT, project, obj)
+            try:
+                validate_name("dataset", dataset)
+            except InvalidName as error:
+                raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error) from None
+            existing = session.scalar(
+                select(Dataset).where(Dataset.project_id == project.id, Dataset.name_key == name_key(dataset))
+            )
+            if existing is not None:
+                error = BadInput(
+                    f"dataset {dataset!r} collides with {project_name}/{existing.name}: choose another name"
+                )
+                raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error)
+            try:
+                check_source(Path(source))
+            except SourceError as error:
+                raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error) from None
+            target = self._dataset_dir(project_name, dataset)
+            remove_stale_incoming(target.parent)
+            try:
+                self.keys.create_dataset_key(project_name, dataset)
+                undo.append(lambda: self.keys.delete_dataset_key(project_name, dataset))
+                result = import_folder(Path(source), target, self.keys.read_dataset_key(project_name, dataset))
+                undo.append(lambda: shutil.rmtree(target, ignore_errors=True))
+                session.add(
+                    Dataset(
+                        project=project,
+                        name=dataset,
+                        name_key=name_key(dataset),
+                        created_by=self.actor.subject.username,
+                        file_count=result.file_count,
+                        size_bytes=result.size_bytes,
+                        manifest_sha256=result.manifest_sha256,
+                    )
+                )
+                session.flush()
+            except Exception as error:
+                _run_undo(undo)
+                self._event(Action.DATASET_IMPORT, obj, "failed", project_name, _short(error))
+                raise
+        self._event(
+            Action.DATASET_IMPORT, obj, "allowed", project_name, "data owner or admin",
+            files=result.file_count, bytes=result.size_bytes, manifest_sha256=result.manifest_sha256,
+        )  # fmt: skip
+        return {"dataset": f"{project_name}/{dataset}", "files": result.file_count, "bytes": result.size_bytes,
+                "manifest_sha256": result.manifest_sha256}  # fmt: skip
+
+    def list_datasets(self, project_name: str) -> dict:
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.DATASET_LIST)
+            self._authorize(session, Action.DATASET_LIST, project, f"datasets:{project_name}")
+            own = [
+                {"dataset": d.name, "files": d.file_count, "bytes": d.size_bytes, "manifest_sha256": d.manifest_sha256}
+                for d in sorted(project.datasets, key=lambda d: d.name)
+            ]
+            offers = session.execute(
+                select(Project.name, Dataset.name, Share.state)
+                .join(Dataset, Dataset.project_id == Project.id)
+                .join(Share, Share.dataset_id == Dataset.id)
+                .where(Share.target_project_id == project.id, Share.state != "revoked")
+                .order_by(Project.name, Dataset.name)
+            )
+            shared_in = [{"dataset": f"{o}/{d}", "state": s} for o, d, s in offers]
+        self._event(Action.DATASET_LIST, f"datasets:{project_name}", "allowed", project_name, "member or admin")
+        return {"project": project_name, "datasets": own, "shared_in": shared_in}
+
+    def _dataset(self, session: Session, ref: str, action: Action) -> tuple[Project, Dataset]:
+        try:
+            project_name, dataset_name = split_dataset_ref(ref)
+        except BadInput as error:
+            raise self._bad_input(action, f"dataset:{ref}", None, error) from None
+        project = self._project(session, project_name, action)
+        dataset = session.scalar(
+            select(Dataset).where(Dataset.project_id == project.id, Dataset.name_key == name_key(dataset_name))
+        )
+        if dataset is None or dataset.name != dataset_name:
+            error = BadInput(f"dataset {ref!r} does not exist (see `securehpc dataset list {project_name}`)")
+            raise self._bad_input(action, f"dataset:{ref}", project_name, error)
+        return project, dataset
+
+    def share_dataset(self, ref: str, other: str) -> dict:
+        obj = f"share:{ref}->{other}"
+        with self._transaction() as session:
+            project, dataset = self._dataset(session, ref, Action.DATASET_SHARE)
+            self._authorize(session, Action.DATASET_SHARE, project, obj)
+            target = self._project(session, other, Action.DATASET_SHARE)
+            if target.id == project.id:
+                raise self._bad_input(
+                    Action.DATASET_SHARE, obj, project.name, BadInput(f"{ref} already belongs to {other}")
+                )
+            share = session.scalar(
+                select(Share).where(Share.dataset_id == dataset.id, Share.target_project_id == target.id)
+            )
+            if share is not None and share.state != "revoked":
+                error = BadInput(f"{ref} is already shared with {other} ({share.state})")
+                raise self._bad_input(Action.DATASET_SHARE, obj, project.name, error)
+            if share is None:
+                share = Share(
+                    dataset=dataset, target_project=target, state="pending", offered_by=self.actor.subject.username
+                )
+                session.add(share)
+            else:
+                share.state, share.offered_by, share.offered_at = "pending", self.actor.subject.username, utcnow()
+                share.decided_by = share.decided_at = None
+        self._event(
+            Action.DATASET_SHARE, obj, "allowed", project.name, "data owner or admin", target=other, state="pending"
+        )
+        return {"dataset": ref, "with": other, "state": "pending"}
+
+    def accept_share(self, other: str, ref: str) -> dict:
+        obj = f"share:{ref}->{other}"
+        with self._transaction() as session:
+            target = self._project(session, other, Action.DATASET_ACCEPT)
+            self._authorize(session, Action.DATASET_ACCEPT, target, obj)
+            project, dataset = self._dataset(session, ref, Action.DATASET_ACCEPT)
+            share = session.scalar(
+                select(Share).where(Share.dataset_id == dataset.id, Share.target_project_id == target.id)
+            )
+            if share is None or share.state != "pending":
+                state = share.state if share else "not offered"
+                error = BadInput(f"{ref} has no pending offer to {other} ({state}): its data owner must share it first")
+                raise self._bad_input(Action.DATASET_ACCEPT, obj, other, error)
+            share.state, share.decided_by, share.decided_at = "accepted", self.actor.subject.username, utcnow()
+            session.flush()
+            self._rewrite_policy(session, target, Action.DATASET_ACCEPT, obj)
+        self._event(
+            Action.DATASET_ACCEPT,
+            obj,
+            "allowed",
+            other,
+            "data owner of the receiving project or admin",
+            source=project.name,
+        )
+        return {"dataset": ref, "with": other, "state": "accepted"}
+
+    def revoke_share(self, ref: str, other: str) -> dict:
+        obj = f"share:{ref}->{other}"
+        with self._transaction() as session:
+            project, dataset = self._dataset(session, ref, Action.DATASET_REVOKE)
+            self._authorize(session, Action.DATASET_REVOKE, project, obj)
+            target = self._project(session, other, Action.DATASET_REVOKE)
+            share = session.scalar(
+                select(Share).where(Share.dataset_id == dataset.id, Share.target_project_id == target.id)
+            )
+            if share is None or share.state == "revoked":
+                error = BadInput(f"{ref} is not shared with {other}")
+                raise self._bad_input(Action.DATASET_REVOKE, obj, project.name, error)
+            previous = share.state
+            share.state, share.decided_by, share.decided_at = "revoked", self.actor.subject.username, utcnow()
+            session.flush()
+            if previous == "accepted":
+                self._rewrite_policy(session, target, Action.DATASET_REVOKE, obj)
+        self._event(
+            Action.DATASET_REVOKE, obj, "allowed", project.name, "data owner or admin", target=other, previous=previous
+        )
+        return {"dataset": ref, "with": other, "state": "revoked", "previous": previous}
+
+    def _rewrite_policy(self, session: Session, project: Project, action: Action, obj: str) -> None:
+        """Give ``project``'s sessions exactly the dataset keys of its accepted shares (rolls back on error)."""
+        try:
+            self.keys.write_project_policy(project.name, self._accepted_shares_into(session, project))
+        except Exception as error:
+            self._event(action, obj, "failed", project.name, _short(error))
+            raise
+
+    # --- keys ----------------------------------------------------------------------------------
+    def wrap_session_key(self, project_name: str, user: str, ttl: int | None) -> dict:
+        """A wrapped single-use token for USER's session in PROJECT (admins and tests; the spawner does this)."""
+        obj = f"session-key:{project_name}/{user}"
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.KEY_WRAP)
+            self._authorize(session, Action.KEY_WRAP, project, obj)
+            policy = self._policy(project)
+            role = self._role(session, project, user)
+            member_decision = decide(Subject(user), Action.SESSION_START, role, policy)
+            if not member_decision:
+                self._event(Action.KEY_WRAP, obj, "denied", project_name, member_decision.reason)
+                raise Refused(f"no session key for {user} in {project_name}: {member_decision.reason}")
+            ttl = policy.key_ttl if ttl is None else ttl
+            if not 1 <= ttl <= policy.key_ttl:
+                error = BadInput(f"--ttl {ttl} is outside 1..{policy.key_ttl} seconds (the project's key_ttl)")
+                raise self._bad_input(Action.KEY_WRAP, obj, project_name, error)
+            datasets = [(project_name, d.name) for d in sorted(project.datasets, key=lambda d: d.name)]
+            datasets += self._accepted_shares_into(session, project)
+        try:
+            wrapped = self.keys.wrap_session(user, project_name, ttl)
+        except Exception as error:
+            self._event(Action.KEY_WRAP, obj, "failed", project_name, _short(error))
+            raise
+        self._event(Action.KEY_WRAP, obj, "allowed", project_name, "hub admin", user=user, ttl=ttl, role=role.value)
+        return {"wrapped": wrapped, "datasets": [f"{o}/{d}" for o, d in datasets], "role": role.value, "ttl": ttl}
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0][:300]
+
+
+def _run_undo(undo: list[Callable[[], None]]) -> None:
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception:  # best effort: report, keep undoing the rest
+            log.exception("could not undo a step of a failed operation")

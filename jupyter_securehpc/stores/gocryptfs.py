@@ -1,0 +1,108 @@
+"""Create gocryptfs stores and run code on their plaintext inside a private sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# The key is 256 random bits from OpenBao, not a human password: scrypt's hardening buys nothing, so use
+# gocryptfs' cheapest setting and spare every mount a second of CPU.
+SCRYPT_N = "10"
+
+
+class StoreError(RuntimeError):
+    """A store could not be created, mounted or written; the message says what and where."""
+
+
+def key_to_password(key: bytes) -> bytes:
+    return key.hex().encode()
+
+
+def _pipe_with(data: bytes) -> int:
+    """A pipe's read end that yields ``data`` then EOF (the key never touches a disk or argv)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def init_store(cipher_dir: Path, key: bytes) -> None:
+    """Make an empty, initialised gocryptfs store in ``cipher_dir`` (which must not exist yet)."""
+    cipher_dir.mkdir(mode=0o755)
+    result = subprocess.run(
+        ["gocryptfs", "-init", "-q", "-scryptn", SCRYPT_N, str(cipher_dir)],
+        input=key_to_password(key),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StoreError(f"gocryptfs could not initialise {cipher_dir}: {result.stderr.decode().strip()}")
+    # The config holds the master key encrypted with the store key; readers of the store need it.
+    (cipher_dir / "gocryptfs.conf").chmod(0o444)
+
+
+def sandbox_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) -> list[str]:
+    """bubblewrap around ``python -m jupyter_securehpc.stores.inside``: no network, private mounts."""
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid", "0",
+        "--gid", "0",
+        "--cap-add", "ALL",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--dev-bind", "/dev/fuse", "/dev/fuse",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",  # noqa: S108 - a private, empty tmpfs inside the sandbox
+        "--tmpfs", "/mnt",
+        "--bind" if writable else "--ro-bind", str(cipher_dir), "/mnt/cipher",
+    ]  # fmt: skip
+    for inside, outside in binds.items():
+        argv += ["--ro-bind", str(outside), inside]
+    return argv
+
+
+def run_inside(
+    cipher_dir: Path,
+    key: bytes,
+    mode: str,
+    *,
+    binds: dict[str, Path] | None = None,
+    writable: bool = False,
+    timeout: float = 3600,
+) -> dict:
+    """Mount the store inside a fresh sandbox and run ``mode`` of ``stores/inside.py`` on it.
+
+    Returns the JSON that the inside step printed; raises StoreError with its message if it failed.
+    """
+    key_fd = _pipe_with(key_to_password(key))
+    try:
+        result = subprocess.run(
+            [
+                *sandbox_argv(cipher_dir, binds=binds or {}, writable=writable),
+                sys.executable,
+                "-m",
+                "jupyter_securehpc.stores.inside",
+                mode,
+            ],
+            pass_fds=(key_fd,),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SECUREHPC_KEY_FD": str(key_fd)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        os.close(key_fd)
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no message"
+        raise StoreError(f"{mode} in {cipher_dir} failed: {message}")
+    return json.loads(result.stdout)

@@ -1,0 +1,105 @@
+"""Runs inside the store sandbox (see gocryptfs.run_inside): mount, then copy or hash the plaintext.
+
+Invoked as ``python -m jupyter_securehpc.stores.inside MODE`` with the store key on the file descriptor
+``$SECUREHPC_KEY_FD``, the ciphertext at /mnt/cipher and (for ``copy``) the source folder at /mnt/src. Prints
+one JSON object on stdout; on failure a one-line reason on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CIPHER = Path("/mnt/cipher")
+PLAIN = Path("/mnt/plain")
+SOURCE = Path("/mnt/src")
+MANIFEST = ".securehpc-manifest.json"
+CHUNK = 1 << 20
+
+
+def mount(read_only: bool) -> None:
+    PLAIN.mkdir()
+    key_fd = int(os.environ.pop("SECUREHPC_KEY_FD"))
+    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), str(CIPHER), str(PLAIN)]
+    # gocryptfs forks a daemon that keeps its output open: collect messages in a file (in the sandbox's
+    # private /tmp), not a pipe, or waiting for the pipe's end would wait for the unmount.
+    with tempfile.TemporaryFile("w+") as messages:
+        result = subprocess.run(argv, stdin=key_fd, stdout=messages, stderr=messages, timeout=120, check=False)
+        os.close(key_fd)
+        if result.returncode != 0:
+            messages.seek(0)
+            sys.exit(f"cannot mount the store: {messages.read().strip() or result.returncode}")
+
+
+def copy_file(source: Path, target: Path) -> str:
+    digest = hashlib.sha256()
+    with open(source, "rb") as reader, open(target, "xb") as writer:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as reader:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy() -> dict:
+    """Copy /src into the store; return the manifest (relative path -> sha256) of what was written."""
+    files = {}
+    for folder, dirnames, filenames in os.walk(SOURCE):
+        relative = Path(folder).relative_to(SOURCE)
+        for name in sorted(dirnames):
+            (PLAIN / relative / name).mkdir()
+        for name in sorted(filenames):
+            files[str(relative / name)] = copy_file(Path(folder) / name, PLAIN / relative / name)
+    manifest = {"files": files}
+    with open(PLAIN / MANIFEST, "x") as handle:
+        json.dump(manifest, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return manifest
+
+
+def hashes() -> dict:
+    """Hash every file in the mounted store; also return the manifest stored at import."""
+    files = {}
+    for folder, _dirnames, filenames in os.walk(PLAIN):
+        for name in filenames:
+            path = Path(folder) / name
+            relative = str(path.relative_to(PLAIN))
+            if relative != MANIFEST:
+                files[relative] = hash_file(path)
+    stored = json.loads((PLAIN / MANIFEST).read_text()) if (PLAIN / MANIFEST).exists() else None
+    return {"files": files, "stored_manifest": stored}
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    try:
+        if mode == "copy":
+            mount(read_only=False)
+            result = copy()
+        elif mode == "hashes":
+            mount(read_only=True)
+            result = hashes()
+        else:
+            sys.exit(f"unknown mode {mode!r}")
+    except OSError as error:
+        sys.exit(f"{error.strerror or error} ({Path(error.filename).name if error.filename else mode})")
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
