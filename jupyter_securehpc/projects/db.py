@@ -57,16 +57,30 @@ def upgrade(engine: Engine, upgrades: dict[int, Callable[[Connection], None]] | 
     return latest
 
 
-def _sqlite_foreign_keys(dbapi_connection, _record) -> None:  # noqa: ANN001
+def _sqlite_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+    # Python's sqlite3 module commits on its own before DDL; take over transaction control so that an
+    # upgrade step (ALTER TABLE ...) is rolled back with the rest when it fails.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def open_database(url: str) -> sessionmaker[Session]:
-    """An engine for ``url`` (SQLite file, PostgreSQL, ...) with its schema upgraded."""
-    engine = create_engine(url, future=True)
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; on SQLite with foreign keys enforced and transactional DDL."""
+    engine = create_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_foreign_keys)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Sessions on ``url`` (SQLite file, PostgreSQL, ...), its schema upgraded first."""
+    engine = make_engine(url)
     upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)

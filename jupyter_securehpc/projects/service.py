@@ -9,7 +9,9 @@ back, new keys and store folders deleted.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..audit import AuditLog
 from ..keys import KeyStore
 from ..stores.gocryptfs import init_store
-from ..stores.importer import SourceError, check_source, import_folder, remove_stale_incoming
+from ..stores.importer import SourceError, check_source, import_folder, incoming_dir, remove_stale_incoming
 from .authz import Action, Subject, decide
 from .model import Dataset, Member, Project, Share, utcnow
 from .names import InvalidName, name_key, validate_name
@@ -167,7 +169,16 @@ class ProjectService:
                     f"project {name!r} collides with existing project {existing.name!r}: choose another name"
                 )
                 raise self._bad_input(Action.PROJECT_CREATE, obj, None, error)
+            project_dir = self.store_root / "projects" / name
+            if project_dir.exists():
+                error = BadInput(
+                    f"{project_dir} exists but no project {name!r} is registered (another database, or an "
+                    "interrupted create?): check it, and remove it if it is not needed"
+                )
+                raise self._bad_input(Action.PROJECT_CREATE, obj, None, error)
             try:
+                # Fails fast when OpenBao is down or sealed, before anything is created.
+                self.keys.ensure_mount()
                 project = Project(name=name, name_key=name_key(name), created_by=self.actor.subject.username, policy={})
                 session.add(project)
                 session.add(
@@ -179,14 +190,20 @@ class ProjectService:
                     )
                 )
                 session.flush()
-                self.keys.create_project_key(name)
-                undo.append(lambda: self.keys.delete_project_key(name))
-                self.keys.write_project_policy(name, [])
-                undo.append(lambda: self.keys.delete_project_policy(name))
-                workspace = self._workspace_dir(name)
-                workspace.parent.mkdir(parents=True, exist_ok=True)
-                undo.append(lambda: shutil.rmtree(workspace.parent, ignore_errors=True))
-                init_store(workspace, self.keys.read_workspace_key(name))
+                # Build the project's folder aside and store the key last: an interruption leaves only an
+                # unregistered folder of ciphertext whose key was never stored.
+                remove_stale_incoming(project_dir.parent)
+                with incoming_dir(project_dir.parent) as incoming:
+                    incoming.mkdir(mode=0o755)
+                    (incoming / "datasets").mkdir(mode=0o755)
+                    key = secrets.token_bytes(32)
+                    init_store(incoming / "workspace", key)
+                    self.keys.create_project_key(name, key)
+                    undo.append(lambda: self.keys.delete_project_key(name))
+                    self.keys.write_project_policy(name, [])
+                    undo.append(lambda: self.keys.delete_project_policy(name))
+                    os.rename(incoming, project_dir)
+                    undo.append(lambda: shutil.rmtree(project_dir, ignore_errors=True))
             except Exception as error:
                 _run_undo(undo)
                 self._event(Action.PROJECT_CREATE, obj, "failed", name, _short(error))
@@ -347,12 +364,18 @@ class ProjectService:
             except SourceError as error:
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error) from None
             target = self._dataset_dir(project_name, dataset)
+            if target.exists():
+                error = BadInput(f"{target} exists but no dataset {dataset!r} is registered: check it and remove it")
+                raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error)
             remove_stale_incoming(target.parent)
             try:
-                self.keys.create_dataset_key(project_name, dataset)
-                undo.append(lambda: self.keys.delete_dataset_key(project_name, dataset))
-                result = import_folder(Path(source), target, self.keys.read_dataset_key(project_name, dataset))
+                self.keys.ensure_mount()  # fail fast (OpenBao down or sealed) before copying anything
+                # The key lives in memory during the copy and is stored only once the ciphertext is verified.
+                key = secrets.token_bytes(32)
+                result = import_folder(Path(source), target, key)
                 undo.append(lambda: shutil.rmtree(target, ignore_errors=True))
+                self.keys.create_dataset_key(project_name, dataset, key)
+                undo.append(lambda: self.keys.delete_dataset_key(project_name, dataset))
                 session.add(
                     Dataset(
                         project=project,
@@ -514,7 +537,7 @@ class ProjectService:
             datasets = [(project_name, d.name) for d in sorted(project.datasets, key=lambda d: d.name)]
             datasets += self._accepted_shares_into(session, project)
         try:
-            wrapped = self.keys.wrap_session(user, project_name, ttl)
+            wrapped = self.keys.wrap_session(user, project_name, ttl, datasets=datasets)
         except Exception as error:
             self._event(Action.KEY_WRAP, obj, "failed", project_name, _short(error))
             raise

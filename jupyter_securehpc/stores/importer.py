@@ -1,19 +1,22 @@
 """``dataset import``: encrypt a local folder into a new dataset store, all or nothing.
 
-The copy goes into ``.incoming-*`` beside the final folder, is verified through a second, fresh mount
-against the hash manifest taken while copying, and only then renamed into place. Any failure removes the
-incoming folder; a crash leaves only an ``.incoming-*`` folder that no database row points to (removed by
-the next import into that project).
+The copy goes into a locked ``.incoming-*`` folder beside the final one, is verified through a second,
+fresh mount against the hash manifest taken while copying, and only then renamed into place. Any failure
+removes the incoming folder; a crash leaves an unlocked ``.incoming-*`` folder that no database row points
+to and whose key was never stored (the next import into that folder removes it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +77,38 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
+@contextmanager
+def incoming_dir(parent: Path) -> Iterator[Path]:
+    """A new ``.incoming-*`` folder in ``parent``, locked while this process builds it.
+
+    The lock (``flock`` on a sibling ``.lock`` file) tells :func:`remove_stale_incoming` that the folder
+    is still being written; when the builder dies, the kernel drops the lock and the folder counts as stale.
+    On success the caller renames the folder away; on failure it is removed.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / f"{INCOMING_PREFIX}{secrets.token_hex(8)}"
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)  # gone already when the caller renamed it
+            lock_path.unlink(missing_ok=True)
+
+
 def remove_stale_incoming(parent: Path) -> None:
-    """Delete what interrupted imports left (ciphertext only, never registered)."""
-    if parent.is_dir():
-        for entry in parent.iterdir():
-            if entry.name.startswith(INCOMING_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
+    """Delete what interrupted imports left: ciphertext whose key was never stored, never registered."""
+    if not parent.is_dir():
+        return
+    for lock_path in parent.glob(f"{INCOMING_PREFIX}*.lock"):
+        with open(lock_path) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another import is writing it right now
+            shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
 
 
 def import_folder(src: Path, target: Path, key: bytes) -> ImportResult:
@@ -88,9 +117,7 @@ def import_folder(src: Path, target: Path, key: bytes) -> ImportResult:
     check_source(src)
     if target.exists():
         raise StoreError(f"{target} exists already")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    incoming = target.parent / f"{INCOMING_PREFIX}{secrets.token_hex(8)}"
-    try:
+    with incoming_dir(target.parent) as incoming:
         init_store(incoming, key)
         copied = run_inside(incoming, key, "copy", binds={"/mnt/src": src}, writable=True)
         # Read everything back through a new mount: this checks the ciphertext on disk, not a cache.
@@ -105,9 +132,6 @@ def import_folder(src: Path, target: Path, key: bytes) -> ImportResult:
         _fsync_tree(incoming)
         os.rename(incoming, target)
         _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
     size = sum(os.path.getsize(os.path.join(src, path)) for path in copied["files"])
     return ImportResult(len(copied["files"]), size, manifest_digest(copied))
 
