@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # The key is 256 random bits from OpenBao, not a human password: scrypt's hardening buys nothing, so use
@@ -45,6 +46,21 @@ def init_store(cipher_dir: Path, key: bytes) -> None:
         raise StoreError(f"gocryptfs could not initialise {cipher_dir}: {result.stderr.decode().strip()}")
     # The config holds the master key encrypted with the store key; readers of the store need it.
     (cipher_dir / "gocryptfs.conf").chmod(0o444)
+
+
+def mount_store(cipher: Path, target: Path, key_fd: int, *, read_only: bool) -> None:
+    """Mount a store with the key read from ``key_fd`` (a pipe); must run inside a sandbox that may mount.
+
+    Raises StoreError with gocryptfs' own message ("Password incorrect.", ...) if it fails.
+    """
+    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), str(cipher), str(target)]
+    # gocryptfs forks a daemon that keeps its output open: collect messages in a file (in the sandbox's
+    # private /tmp), not a pipe, or waiting for the pipe's end would wait for the unmount.
+    with tempfile.TemporaryFile("w+") as messages:
+        result = subprocess.run(argv, stdin=key_fd, stdout=messages, stderr=messages, timeout=120, check=False)
+        if result.returncode != 0:
+            messages.seek(0)
+            raise StoreError(f"cannot mount {target}: {messages.read().strip() or result.returncode}")
 
 
 def sandbox_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) -> list[str]:

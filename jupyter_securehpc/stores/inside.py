@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from .gocryptfs import StoreError, mount_store
 
 CIPHER = Path("/mnt/cipher")
 PLAIN = Path("/mnt/plain")
@@ -25,15 +25,12 @@ CHUNK = 1 << 20
 def mount(read_only: bool) -> None:
     PLAIN.mkdir()
     key_fd = int(os.environ.pop("SECUREHPC_KEY_FD"))
-    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), str(CIPHER), str(PLAIN)]
-    # gocryptfs forks a daemon that keeps its output open: collect messages in a file (in the sandbox's
-    # private /tmp), not a pipe, or waiting for the pipe's end would wait for the unmount.
-    with tempfile.TemporaryFile("w+") as messages:
-        result = subprocess.run(argv, stdin=key_fd, stdout=messages, stderr=messages, timeout=120, check=False)
+    try:
+        mount_store(CIPHER, PLAIN, key_fd, read_only=read_only)
+    except StoreError as error:
+        sys.exit(str(error))
+    finally:
         os.close(key_fd)
-        if result.returncode != 0:
-            messages.seek(0)
-            sys.exit(f"cannot mount the store: {messages.read().strip() or result.returncode}")
 
 
 def copy_file(source: Path, target: Path) -> str:

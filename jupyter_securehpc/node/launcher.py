@@ -1,0 +1,152 @@
+"""Run a program in the project sandbox: check the node, take the key once, mount, run, leave nothing.
+
+Order matters: everything that can be checked without the key is checked first (node prerequisites,
+the user, the stores), so that a job that cannot run never consumes its single-use token. The keys then
+live in this process's memory only until each is written into the pipe that gocryptfs reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
+from ..stores.gocryptfs import key_to_password
+from . import inside
+from .prereqs import node_problems
+from .sandbox import Mount, mounts_for, outer_argv, program_env
+from .spec import SessionSpec
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SECUREHPC_WRAPPED_TOKEN"  # noqa: S105 - the name of the variable, not a token
+# sysexits.h codes, so that Slurm's job state tells an admin which step failed.
+EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 64, 69, 77
+
+
+class LaunchError(Exception):
+    """The session cannot start; ``exit_code`` says which kind of failure, the message what to do."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def take_token(from_stdin: bool) -> str:
+    """The wrapped token, from the environment (removed from it at once) or one line of standard input."""
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token and from_stdin:
+        token = sys.stdin.readline().strip()
+    if not token:
+        where = "standard input" if from_stdin else f"${TOKEN_ENV} (or use --token-stdin)"
+        raise LaunchError(f"no wrapped token: expected it in {where}", EX_USAGE)
+    return token
+
+
+def check_ready(spec: SessionSpec) -> list[Mount]:
+    """Everything that needs no key: the node, the user, the stores. Raises LaunchError."""
+    problems = node_problems()
+    if problems:
+        details = "\n".join(f"  - {problem}" for problem in problems)
+        raise LaunchError(f"this node cannot run secure sessions:\n{details}", EX_UNAVAILABLE)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    if me != spec.user:
+        raise LaunchError(f"this session is for user {spec.user}, but the job runs as {me}", EX_NOPERM)
+    mounts = mounts_for(spec)
+    for mount in mounts:
+        config = mount.host_cipher / "gocryptfs.conf"
+        if not os.access(config, os.R_OK):
+            raise LaunchError(
+                f"store {mount.host_cipher} is missing or not readable by {me}: check the store root "
+                f"({spec.store_root}) is mounted on this node and the project's permissions",
+                EX_UNAVAILABLE,
+            )
+        if not mount.read_only and not os.access(mount.host_cipher, os.W_OK | os.X_OK):
+            raise LaunchError(
+                f"{me} may not write to the workspace store {mount.host_cipher}: give the project's members "
+                "write access to it (see the admin guide)",
+                EX_UNAVAILABLE,
+            )
+    return mounts
+
+
+def unwrap_keys(spec: SessionSpec, token: str) -> dict[str, bytes]:
+    """mount target -> key, for exactly this session's stores; refuses a used, expired or foreign token."""
+    # No token of its own: the wrapping token is the only credential a node gets.
+    keys = KeyStore(KeyStoreConfig(url=spec.vault_addr, token="", **spec.key_store))
+    try:
+        session = keys.unwrap_session(
+            token, datasets=spec.datasets, project=spec.project, issued_at=spec.issued_at, ttl=spec.ttl
+        )
+    except KeyStoreError as error:
+        raise LaunchError(f"the session key was refused: {error}", EX_NOPERM) from None
+    by_target = {"/project": session.workspace}
+    for mount in mounts_for(spec)[1:]:
+        owner, dataset = mount.target.split("/")[-2:]
+        by_target[mount.target] = session.datasets[f"{owner}/{dataset}"]
+    return by_target
+
+
+def _key_pipe(key: bytes) -> int:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, key_to_password(key))
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:
+    """Start the sandbox and wait for it; SIGTERM/SIGINT/SIGHUP take the whole sandbox down."""
+    fds = [_key_pipe(keys[mount.target]) for mount in mounts]
+    keys.clear()
+    me = pwd.getpwuid(os.getuid())
+    config = {
+        "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],
+        "uid": me.pw_uid,
+        "gid": me.pw_gid,
+        "program": program,
+        "env": program_env(spec, me.pw_name),
+    }
+    argv = [
+        *outer_argv(mounts),
+        "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
+        "--setenv", inside.ENV_NAME, json.dumps(config),
+        sys.executable, "-m", "jupyter_securehpc.node.inside",
+    ]  # fmt: skip
+    try:
+        sandbox = subprocess.Popen(argv, pass_fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+    def stop(signum: int, _frame: object) -> None:
+        # The sandbox's pid namespace dies with its first process: every process and mount in it goes too.
+        log.info("signal %d: stopping the sandbox", signum)
+        sandbox.kill()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    status = sandbox.wait()
+    return 128 - status if status < 0 else status
+
+
+def exec_program(spec: SessionSpec, program: list[str], *, token_from_stdin: bool) -> int:
+    token = take_token(token_from_stdin)
+    mounts = check_ready(spec)
+    keys = unwrap_keys(spec, token)
+    del token
+    return run_in_sandbox(spec, mounts, keys, program)
+
+
+def load_spec(path: Path | None) -> SessionSpec:
+    source = path or os.environ.get("SECUREHPC_SESSION_SPEC")
+    if not source:
+        raise LaunchError("no session spec: pass --spec FILE or set $SECUREHPC_SESSION_SPEC", EX_USAGE)
+    return SessionSpec.from_file(Path(source))

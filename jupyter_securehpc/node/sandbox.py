@@ -1,0 +1,126 @@
+"""The bubblewrap command lines of the project sandbox.
+
+Two layers, because FUSE must be mounted by a process with ``CAP_SYS_ADMIN`` in its user namespace, while
+the user's program must run without any capability:
+
+1. The outer sandbox (started by the launcher as the real user): new user, mount, pid, ipc, uts, cgroup and
+   network namespaces; uid 0 *inside* its user namespace with all capabilities there (none outside). Its
+   root is an empty tmpfs holding only read-only system and Python paths, the ciphertext of exactly this
+   session's stores, a private /tmp, and ``/dev/fuse``. ``node/inside.py`` mounts the stores there.
+2. The inner sandbox (started by ``inside.py``): a nested user namespace mapping the real uid, every
+   capability dropped, user namespaces disabled, the ciphertext folders hidden; it runs the program.
+
+Nothing of another project is bound in, so no path inside leads to it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jupyter_securehpc
+
+from .spec import SessionSpec
+
+CIPHER_ROOT = "/run/securehpc/cipher"
+WORKSPACE = "/project"
+DATASETS = "/datasets"
+# Top-level system folders that programs need, bound read-only (or recreated as the symlinks they are on
+# merged-/usr systems). /home, /root, /srv, /var, /mnt, /media and the store root are never bound.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One gocryptfs store: its ciphertext (host path and where the outer sandbox sees it) and mount point."""
+
+    host_cipher: Path
+    cipher: str
+    target: str
+    read_only: bool
+
+    def as_dict(self, fd: int) -> dict:
+        return {"cipher": self.cipher, "target": self.target, "read_only": self.read_only, "fd": fd}
+
+
+def mounts_for(spec: SessionSpec) -> list[Mount]:
+    """The workspace (read-write unless the role only looks) and every dataset (always read-only)."""
+    mounts = [Mount(spec.workspace_store(), f"{CIPHER_ROOT}/workspace", WORKSPACE, not spec.workspace_writable)]
+    for owner, dataset in spec.datasets:
+        mounts.append(
+            Mount(spec.dataset_store(owner, dataset), f"{CIPHER_ROOT}/datasets/{owner}/{dataset}",
+                  f"{DATASETS}/{owner}/{dataset}", True)
+        )  # fmt: skip
+    return mounts
+
+
+def readonly_paths() -> list[Path]:
+    """Python environment and this package (for editable installs), which may live outside /usr."""
+    package_root = Path(jupyter_securehpc.__file__).resolve().parent.parent
+    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), package_root}
+    return sorted(p for p in paths if not any(p.is_relative_to(f"/{d}") for d in SYSTEM_DIRS))
+
+
+def outer_argv(mounts: list[Mount], extra_ro: list[Path] = ()) -> list[str]:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    argv += ["--uid", "0", "--gid", "0", "--cap-add", "ALL"]
+    for name in SYSTEM_DIRS:
+        path = Path("/") / name
+        if path.is_symlink():
+            argv += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            argv += ["--ro-bind", str(path), str(path)]
+    for path in [*readonly_paths(), *extra_ro]:
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse"]
+    # GPUs: only what the node has; Slurm's CUDA_VISIBLE_DEVICES (passed in the environment) selects.
+    for device in sorted(glob.glob("/dev/nvidia*")):
+        argv += ["--dev-bind", device, device]
+    argv += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
+    argv += ["--dir", WORKSPACE, "--dir", DATASETS]
+    for mount in mounts:
+        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
+        argv += ["--dir", mount.target]
+    argv += ["--chdir", "/"]
+    return argv
+
+
+def inner_argv(uid: int, gid: int, program: list[str]) -> list[str]:
+    """The nested sandbox that runs the user's program: real uid, no capabilities, no new namespaces."""
+    return [
+        "bwrap",
+        "--unshare-user", "--unshare-pid", "--disable-userns",
+        "--uid", str(uid), "--gid", str(gid),
+        "--cap-drop", "ALL",
+        "--die-with-parent",
+        "--bind", "/", "/",
+        "--proc", "/proc",
+        # The program sees plaintext under /project and /datasets, never the ciphertext folders.
+        "--tmpfs", "/run",
+        "--chdir", WORKSPACE,
+        "--",
+        *program,
+    ]  # fmt: skip
+
+
+def program_env(spec: SessionSpec, uid_name: str) -> dict[str, str]:
+    """The program's whole environment (bwrap --clearenv drops everything else, tokens included)."""
+    env = {
+        "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": f"/home/{uid_name}",
+        "USER": uid_name,
+        "LOGNAME": uid_name,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's private tmpfs
+        "SECUREHPC_PROJECT": spec.project,
+        "SECUREHPC_ROLE": spec.role.value,
+        "SECUREHPC_WORKSPACE": WORKSPACE,
+        "SECUREHPC_DATASETS": DATASETS,
+    }
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "TERM"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env

@@ -1,0 +1,111 @@
+"""The session spec: what a job may mount and run, written by the hub, read by the launcher.
+
+It holds no secret (the wrapped token travels separately). Issue-wise, the spawner signs it with the hub's
+key and the launcher verifies the signature before it unwraps anything; here it is parsed and checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..projects.names import InvalidName, validate_name
+from ..projects.roles import Role
+
+
+class SpecError(ValueError):
+    """The session spec is missing, unreadable or inconsistent; the message says which field."""
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    project: str
+    user: str
+    role: Role
+    store_root: Path
+    vault_addr: str
+    # (owner project, dataset) of every dataset the session mounts read-only: its own and shared ones.
+    datasets: tuple[tuple[str, str], ...] = ()
+    issued_at: float | None = None
+    ttl: int | None = None
+    # The hub's KeyStoreConfig names (mount, prefix, policy prefix): the node must look where the hub wrote.
+    key_store: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def workspace_writable(self) -> bool:
+        # Observers look; only owners and scientists write (authz.Action.WORKSPACE_WRITE).
+        return self.role in {Role.DATA_OWNER, Role.DATA_SCIENTIST}
+
+    def workspace_store(self) -> Path:
+        return self.store_root / "projects" / self.project / "workspace"
+
+    def dataset_store(self, owner: str, dataset: str) -> Path:
+        return self.store_root / "projects" / owner / "datasets" / dataset
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.update(
+            role=self.role.value, store_root=str(self.store_root), datasets=[f"{o}/{d}" for o, d in self.datasets]
+        )
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SessionSpec:
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise SpecError(f"the session spec is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise SpecError("the session spec must be a JSON object")
+        try:
+            project = validate_name("project", _field(data, "project", str))
+            datasets = []
+            for ref in data.get("datasets") or []:
+                owner, _, dataset = str(ref).partition("/")
+                datasets.append((validate_name("project", owner), validate_name("dataset", dataset)))
+            role = Role.parse(_field(data, "role", str))
+        except (InvalidName, ValueError) as error:
+            raise SpecError(f"session spec: {error}") from None
+        store_root = Path(_field(data, "store_root", str))
+        if not store_root.is_absolute():
+            raise SpecError(f"session spec: store_root {store_root} is not an absolute path")
+        issued_at, ttl = data.get("issued_at"), data.get("ttl")
+        return cls(
+            project=project,
+            user=_field(data, "user", str),
+            role=role,
+            store_root=store_root,
+            vault_addr=_field(data, "vault_addr", str),
+            datasets=tuple(datasets),
+            issued_at=float(issued_at) if issued_at is not None else None,
+            ttl=int(ttl) if ttl is not None else None,
+            key_store=_key_store(data.get("key_store") or {}),
+            extra=data.get("extra") or {},
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> SessionSpec:
+        try:
+            return cls.from_json(Path(path).read_text())
+        except OSError as error:
+            raise SpecError(f"cannot read the session spec {path}: {error.strerror}") from None
+
+
+KEY_STORE_FIELDS = ("kv_mount", "prefix", "policy_prefix")
+
+
+def _key_store(data: object) -> dict:
+    if not isinstance(data, dict) or set(data) - set(KEY_STORE_FIELDS):
+        raise SpecError(f"session spec: key_store may hold only {', '.join(KEY_STORE_FIELDS)}")
+    if not all(isinstance(value, str) for value in data.values()):
+        raise SpecError("session spec: key_store values must be strings")
+    return dict(data)
+
+
+def _field(data: dict, name: str, kind: type) -> object:
+    value = data.get(name)
+    if not isinstance(value, kind) or value == "":
+        raise SpecError(f"session spec: {name!r} is missing or not a {kind.__name__}")
+    return value

@@ -1,0 +1,375 @@
+"""The node launcher as a real unprivileged user: single-use key, encrypted mounts, a sandbox with no network.
+
+A real site (projects, a dataset shared into the project, an unrelated project) is built through the CLI
+on the test cluster's OpenBao; then ``securehpc-node exec`` runs Python inside the sandbox as the test
+user, directly and under a real ``sbatch``. No GPU is involved: /dev/nvidia* do not exist on this machine,
+so their pass-through is not exercised here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sites import Site, files_containing, make_site, make_source
+
+pytestmark = [pytest.mark.openbao, pytest.mark.sandbox]
+NODE = str(Path(sys.executable).with_name("securehpc-node"))
+
+# Runs inside the sandbox: reports what it can and cannot do, as JSON on one line, then waits for a line on
+# stdin (so the test can look at the host meanwhile), then writes the canary into the workspace.
+PROBE = r"""
+import ctypes, hashlib, json, os, socket, sys
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as error:
+        return type(error).__name__
+def tcp(host, port):
+    with socket.create_connection((host, port), timeout=2):
+        pass
+def write(path):
+    with open(path, "w") as handle:
+        handle.write("x")
+def new_userns():
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+args = json.loads(sys.argv[1])
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+report = {
+    "uid": os.getuid(),
+    "cwd": os.getcwd(),
+    "cap_eff": status["CapEff"].strip(),
+    "dataset": {
+        name: hashlib.sha256(open(os.path.join(args["dataset"], name), "rb").read()).hexdigest()
+        for name in args["names"]
+    },
+    "openbao": attempt(lambda: tcp("127.0.0.1", args["openbao_port"])),
+    "hub": attempt(lambda: tcp("127.0.0.1", args["hub_port"])),
+    "external": attempt(lambda: tcp("192.0.2.1", 443)),
+    "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
+    "write_dataset": attempt(lambda: write(os.path.join(args["dataset"], "new.txt"))),
+    "write_workspace": attempt(lambda: write("/project/probe.txt")),
+    "new_userns": attempt(new_userns),
+    "store_root_visible": os.path.exists(args["store_root"]),
+    "cipher_visible": os.listdir("/run"),
+    "datasets": sorted(os.path.join(o, d) for o in os.listdir("/datasets") for d in os.listdir(f"/datasets/{o}")),
+    "env_token": [k for k in os.environ if "TOKEN" in k],
+}
+print(json.dumps(report), flush=True)
+sys.stdin.readline()
+with open("/project/canary.txt", "w") as handle:
+    handle.write(args["canary"])
+"""
+
+
+@dataclass
+class Session:
+    site: Site
+    spec: Path
+    user: object
+    source_hashes: dict[str, str]
+    canary: str
+
+    def wrap(self) -> str:
+        return self.site.json("key", "wrap", "sleep", "--user", self.user.name, "--ttl", "120")["token"]
+
+    def probe_args(self, hub_port: int) -> str:
+        return json.dumps(
+            {
+                "dataset": "/datasets/mri/scans",
+                "names": sorted(self.source_hashes),
+                "openbao_port": int(self.site.env["VAULT_ADDR"].rsplit(":", 1)[1]),
+                "hub_port": hub_port,
+                "store_root": str(self.site.store_root),
+                "canary": self.canary,
+            }
+        )
+
+    def start(self, token: str, program: list[str], **popen) -> subprocess.Popen:
+        env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": token, "LANG": "C.UTF-8"}
+        return subprocess.Popen(
+            [NODE, "exec", "--spec", str(self.spec), "--", *program],
+            env=env,
+            text=True,
+            **self.user.run_as(),
+            **popen,
+        )
+
+
+@pytest.fixture(scope="module")
+def session(local_cluster, unix_user) -> Session:
+    """Project sleep (the test user is a data scientist) with dataset mri/scans shared into it; project
+    other with its own dataset, shared with nobody."""
+    # Not under pytest's tmp_path (0700): the job user must reach the spec and the store root.
+    root = Path(tempfile.mkdtemp(prefix="securehpc-launcher-"))
+    root.chmod(0o755)
+    try:
+        yield _build_session(root, local_cluster, unix_user)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build_session(root: Path, local_cluster, unix_user) -> Session:
+    site = make_site(root, local_cluster.layout)
+    site.ok("project", "create", "sleep", "--owner", "alice")
+    site.ok("member", "add", "sleep", unix_user.name, "--role", "data_scientist")
+    site.ok("project", "create", "mri", "--owner", "carol")
+    site.ok("project", "create", "other", "--owner", "dora")
+    canary = "CANARY-launcher-7f3a"
+    source_hashes = make_source(root / "src", canary)
+    site.ok("dataset", "import", "mri", "scans", str(root / "src"), as_user="carol")
+    site.ok("dataset", "import", "other", "secret", str(root / "src"), as_user="dora")
+    site.ok("dataset", "share", "mri/scans", "--with", "sleep", as_user="carol")
+    site.ok("dataset", "accept", "sleep", "mri/scans", as_user="alice")
+    # The site grants project members write access to their workspace store (admin guide).
+    for path in [
+        site.store_root / "projects" / "sleep" / "workspace",
+        *(site.store_root / "projects" / "sleep" / "workspace").rglob("*"),
+    ]:
+        os.chown(path, unix_user.uid, unix_user.gid)
+    spec = root / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "project": "sleep",
+                "user": unix_user.name,
+                "role": "data_scientist",
+                "store_root": str(site.store_root),
+                "vault_addr": site.env["VAULT_ADDR"],
+                "datasets": ["mri/scans"],
+                "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
+            }
+        )
+    )
+    spec.chmod(0o644)
+    return Session(site, spec, unix_user, source_hashes, canary)
+
+
+@pytest.fixture
+def fake_hub_port():
+    """A listening TCP port on the host, standing for the hub outside the sandbox."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def user_processes(uid: int) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid and (entry / "stat").read_text().split(") ")[1][0] != "Z":
+                    found.append((entry / "comm").read_text().strip())
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def host_has_plaintext_mount() -> bool:
+    return "fuse.gocryptfs" in Path("/proc/mounts").read_text()
+
+
+def wait_for(check, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+def assert_nothing_left(uid: int) -> None:
+    assert wait_for(lambda: user_processes(uid) == []), user_processes(uid)
+    assert not host_has_plaintext_mount()
+
+
+def test_sandbox_reads_the_dataset_and_reaches_nothing(session, fake_hub_port):
+    token = session.wrap()
+    probe = session.start(
+        token,
+        ["python3", "-c", PROBE, session.probe_args(fake_hub_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        line = probe.stdout.readline()
+        assert line, probe.stderr.read()
+        report = json.loads(line)
+        # While it runs, the host sees no plaintext mount, and the token is in no argument list and in the
+        # environment of no process the launcher started. (The launcher's own /proc/PID/environ keeps the
+        # block it was started with: the kernel does not update it when Python removes the variable. Only
+        # the user and root can read it, and the token is already used up; --token-stdin avoids even that.)
+        assert not host_has_plaintext_mount()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    assert token.encode() not in (entry / "cmdline").read_bytes()
+                    if int(entry.name) != probe.pid:
+                        assert token.encode() not in (entry / "environ").read_bytes()
+                except OSError:
+                    pass
+        probe.communicate("go\n", timeout=60)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+    assert probe.returncode == 0
+
+    assert report["uid"] == session.user.uid
+    assert report["cwd"] == "/project"
+    assert int(report["cap_eff"], 16) == 0
+    assert report["dataset"] == session.source_hashes
+    assert report["openbao"] == "ConnectionRefusedError"
+    assert report["hub"] == "ConnectionRefusedError"
+    assert report["external"] in {"OSError", "ConnectionRefusedError", "TimeoutError"}
+    assert report["dns"] == "gaierror"
+    assert report["write_dataset"] in {"OSError", "PermissionError"}  # EROFS
+    assert report["write_workspace"] == "ok"
+    assert report["new_userns"] != "ok"
+    assert report["store_root_visible"] is False
+    assert report["cipher_visible"] == []
+    assert report["datasets"] == ["mri/scans"]
+    assert report["env_token"] == []
+
+    assert_nothing_left(session.user.uid)
+    assert files_containing(session.site.store_root / "projects" / "sleep", session.canary.encode()) == []
+
+
+def test_second_use_of_a_token_is_refused_before_mounting(session):
+    token = session.wrap()
+    first = session.start(token, ["true"])
+    assert first.wait(timeout=120) == 0
+    second = session.start(token, ["sh", "-c", "echo MOUNTED"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 77
+    assert "MOUNTED" not in out
+    assert "already used or revoked" in err
+    assert token not in err
+    assert_nothing_left(session.user.uid)
+
+
+def test_sigterm_takes_the_whole_sandbox_down(session):
+    sleeper = session.start(session.wrap(), ["sleep", "300"])
+    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid))
+    sleeper.send_signal(signal.SIGTERM)
+    sleeper.wait(timeout=30)
+    assert_nothing_left(session.user.uid)
+
+
+def test_sigkill_of_the_launcher_takes_the_whole_sandbox_down(session):
+    sleeper = session.start(session.wrap(), ["sleep", "300"])
+    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid))
+    sleeper.kill()
+    sleeper.wait(timeout=30)
+    assert_nothing_left(session.user.uid)
+
+
+def test_sigkill_of_gocryptfs_leaves_nothing_either(session):
+    sleeper = session.start(session.wrap(), ["sleep", "300"])
+    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid))
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (entry / "comm").read_text().strip() == "gocryptfs":
+            if entry.stat().st_uid == session.user.uid:
+                os.kill(int(entry.name), signal.SIGKILL)
+    # The program may go on with a dead mount; stopping the launcher cleans up everything.
+    sleeper.terminate()
+    sleeper.wait(timeout=30)
+    assert_nothing_left(session.user.uid)
+
+
+def test_wrong_user_is_refused_before_the_key_is_used(session):
+    spec = json.loads(session.spec.read_text())
+    spec["user"] = "someone-else"
+    other = session.spec.with_name("other-user-spec.json")
+    other.write_text(json.dumps(spec))
+    other.chmod(0o644)
+    token = session.wrap()
+    env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": token}
+    result = subprocess.run(
+        [NODE, "exec", "--spec", str(other), "--", "true"],
+        env=env, capture_output=True, text=True, timeout=60, check=False, **session.user.run_as(),
+    )  # fmt: skip
+    assert result.returncode == 77
+    assert "this session is for user someone-else" in result.stderr
+    # The token was not consumed: the right session can still use it.
+    assert session.start(token, ["true"]).wait(timeout=120) == 0
+
+
+def test_missing_token_and_bad_spec_are_clear_errors(session, tmp_path):
+    result = subprocess.run(
+        [NODE, "exec", "--spec", str(session.spec), "--", "true"],
+        env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60, check=False,
+        **session.user.run_as(),
+    )  # fmt: skip
+    assert result.returncode == 64 and "no wrapped token" in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"project": "../x", "user": "u", "role": "data_scientist"}))
+    result = subprocess.run(
+        [NODE, "exec", "--spec", str(bad), "--", "true"],
+        env={"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": "x"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 64 and "project name" in result.stderr
+
+
+def sbatch(session, slurm_env, token: str, program: str, *options: str, wait: bool = True):
+    script = f"#!/bin/sh\nexec {NODE} exec --spec {session.spec} -- {program}\n"
+    # The token reaches the job through sbatch's environment, never its arguments.
+    env = {**slurm_env, "SECUREHPC_WRAPPED_TOKEN": token}
+    return subprocess.run(
+        ["sbatch", "--parsable", *(["--wait"] if wait else []), f"--uid={session.user.name}",
+         f"--gid={session.user.gid}", "--chdir=/tmp", "--output=/dev/null", "--time=5", *options],
+        input=script, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def test_under_sbatch_the_job_reads_the_dataset(session, slurm_env):
+    check = (
+        "python3 -c 'import hashlib,sys; "
+        'sys.exit(0 if hashlib.sha256(open("/datasets/mri/scans/README.txt","rb").read()).hexdigest()'
+        f' == "{session.source_hashes["README.txt"]}" else 3)\''
+    )
+    result = sbatch(session, slurm_env, session.wrap(), check, "--partition=gpu", "--gres=gpu:1")
+    assert result.returncode == 0, result.stderr
+    assert_nothing_left(session.user.uid)
+
+
+def test_scancel_leaves_nothing(session, slurm_env):
+    result = sbatch(session, slurm_env, session.wrap(), "sleep 300", wait=False)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid), timeout=60)
+    subprocess.run(["scancel", job_id], env=slurm_env, check=True, timeout=30)
+    assert_nothing_left(session.user.uid)
+
+
+def test_kill_9_of_the_job_script_leaves_nothing(session, slurm_env):
+    result = sbatch(session, slurm_env, session.wrap(), "sleep 300", wait=False)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().split(";")[0]
+    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid), timeout=60)
+    launcher = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and entry.stat().st_uid == session.user.uid
+        and b"securehpc-node" in (entry / "cmdline").read_bytes()
+    ]
+    assert len(launcher) == 1
+    os.kill(launcher[0], signal.SIGKILL)
+    assert_nothing_left(session.user.uid)
+    subprocess.run(["scancel", job_id], env=slurm_env, check=False, timeout=30)
