@@ -17,9 +17,13 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# The system's Python, not one under /root (pyenv, ...): the node launcher runs as the job's user, who must
+# be able to execute the environment's interpreter.
+PYTHON=/usr/bin/python3
+
 python_ok() {
-    command -v python3 >/dev/null &&
-        python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
+    [ -x "$PYTHON" ] &&
+        "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
 }
 
 bootstrap() {
@@ -34,9 +38,14 @@ bootstrap() {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends ca-certificates "${apt[@]}"
     fi
+    if [ -x "$VENV/bin/python" ] &&
+        [ "$("$VENV/bin/python" -c 'import sys; print(sys.base_prefix)')" != "$("$PYTHON" -c 'import sys; print(sys.base_prefix)')" ]; then
+        say "$VENV was made from another Python; recreating it from $PYTHON"
+        rm -rf "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV"
-        python3 -m venv "$VENV"
+        "$PYTHON" -m venv "$VENV"
     fi
     # Reinstall only when the packaging metadata changed (the install is editable: code changes need none).
     local stamp="$VENV/.securehpc-installed"

@@ -8,6 +8,7 @@ so their pass-through is not exercised here.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -16,9 +17,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sites import Site, files_containing, make_site, make_source
@@ -373,3 +377,104 @@ def test_kill_9_of_the_job_script_leaves_nothing(session, slurm_env):
     os.kill(launcher[0], signal.SIGKILL)
     assert_nothing_left(session.user.uid)
     subprocess.run(["scancel", job_id], env=slurm_env, check=False, timeout=30)
+
+
+# A stand-in for jupyterhub-singleuser: an HTTP server on the inside unix socket that also calls the hub
+# API through the inside hub socket (JUPYTERHUB_API_URL), as the real server does for authentication.
+FAKE_SERVER = r"""
+import http.server, json, os, socket, socketserver, urllib.parse
+api = os.environ["JUPYTERHUB_API_URL"]
+hub_socket = urllib.parse.unquote(urllib.parse.urlsplit(api).netloc)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def address_string(self):
+        return "sandbox"
+    def do_GET(self):
+        if self.path.endswith("/via-hub"):
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(hub_socket)
+                conn.sendall(b"GET /hub/api/ HTTP/1.0\r\nHost: hub\r\n\r\n")
+                reply = b""
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            body = reply.split(b"\r\n\r\n", 1)[1]
+        else:
+            body = json.dumps({"api": api, "cwd": os.getcwd(), "uid": os.getuid()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+Server(os.environ["SECUREHPC_SERVER_SOCKET"], Handler).serve_forever()
+"""
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    reports: ClassVar[list] = []
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.reply(json.dumps({"version": "fake-hub"}).encode())
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        FakeHub.reports.append((self.path, self.headers.get("Authorization"), json.loads(body)))
+        self.reply(b"{}")
+
+
+@pytest.fixture
+def fake_hub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    FakeHub.reports = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, fake_hub):
+    env = {
+        "PATH": os.environ["PATH"],
+        "SECUREHPC_WRAPPED_TOKEN": session.wrap(),
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
+        "JUPYTERHUB_API_TOKEN": "server-api-token",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/u/sleep/",
+        "SECUREHPC_PORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc/port",
+    }
+    launcher = subprocess.Popen(
+        [NODE, "serve", "--spec", str(session.spec), "--", "python3", "-c", FAKE_SERVER],
+        env=env, text=True, stderr=subprocess.PIPE, **session.user.run_as(),
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: FakeHub.reports or launcher.poll() is not None, timeout=60)
+        assert launcher.poll() is None, launcher.stderr.read()
+        path, authorization, body = FakeHub.reports[0]
+        assert path == "/hub/api/securehpc/port"
+        assert authorization == "token server-api-token"
+        assert set(body) == {"port"} and isinstance(body["port"], int)
+        base = f"http://127.0.0.1:{body['port']}/user/u/sleep"
+        inside = json.loads(urllib.request.urlopen(f"{base}/", timeout=10).read())  # noqa: S310
+        assert inside["api"] == "http+unix://%2Fsockets%2Fhub-api.sock/hub/api"
+        assert inside["cwd"] == "/project" and inside["uid"] == session.user.uid
+        via_hub = json.loads(urllib.request.urlopen(f"{base}/via-hub", timeout=10).read())  # noqa: S310
+        assert via_hub == {"version": "fake-hub"}
+        assert not host_has_plaintext_mount()
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert_nothing_left(session.user.uid)
+    assert not list(Path("/tmp").glob("securehpc-sockets-*"))
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/", timeout=5)  # noqa: S310

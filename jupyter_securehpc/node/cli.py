@@ -1,7 +1,8 @@
 """``securehpc-node``: the launcher on the compute node.
 
 - ``check``: what this node lacks to run secure sessions, and the fix;
-- ``exec --spec FILE -- PROGRAM ARGS...``: run a program in the project sandbox (headless runs, tests).
+- ``exec --spec FILE -- PROGRAM ARGS...``: run a program in the project sandbox (headless runs, tests);
+- ``serve --spec FILE [--ip IP] [--port N]``: the user's Jupyter server in the sandbox, for the spawner.
 
 The wrapped single-use token comes from ``$SECUREHPC_WRAPPED_TOKEN`` (removed from the environment before
 anything else starts) or, with ``--token-stdin``, from the first line of standard input. Never pass it as
@@ -11,12 +12,14 @@ an argument.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from .launcher import LaunchError, exec_program, load_spec
 from .prereqs import node_problems
+from .serve import serve
 from .spec import SpecError
 
 
@@ -30,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--spec", type=Path, help="session spec (JSON); default $SECUREHPC_SESSION_SPEC")
     run.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")
+    srv = sub.add_parser("serve", help="run the Jupyter server in the sandbox behind two relays")
+    srv.add_argument("--spec", type=Path, help="session spec (JSON); default $SECUREHPC_SESSION_SPEC")
+    srv.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
+    srv.add_argument("--ip", default="127.0.0.1", help="address the hub's proxy connects to (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=0, help="TCP port for the proxy (default: any free port)")
+    srv.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM (default: jupyterhub-singleuser)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="securehpc-node: %(message)s")
 
@@ -42,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
-    if not program:
+    if args.command == "exec" and not program:
         parser.error("exec needs a program: securehpc-node exec --spec FILE -- PROGRAM ARGS...")
     try:
-        return exec_program(load_spec(args.spec), program, token_from_stdin=args.token_stdin)
+        spec = load_spec(args.spec)
+        if args.command == "serve":
+            return asyncio.run(serve(spec, program, ip=args.ip, port=args.port, token_from_stdin=args.token_stdin))
+        return exec_program(spec, program, token_from_stdin=args.token_stdin)
     except SpecError as error:
         print(f"securehpc-node: {error}", file=sys.stderr)
         return 64

@@ -102,8 +102,16 @@ def _key_pipe(key: bytes) -> int:
     return read_end
 
 
-def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:
-    """Start the sandbox and wait for it; SIGTERM/SIGINT/SIGHUP take the whole sandbox down."""
+def sandbox_command(
+    spec: SessionSpec,
+    mounts: list[Mount],
+    keys: dict[str, bytes],
+    program: list[str],
+    *,
+    extra_env: dict[str, str] | None = None,
+    sockets: Path | None = None,
+) -> tuple[list[str], list[int]]:
+    """The outer bwrap command and the key pipes it inherits (the caller closes them after starting it)."""
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
     me = pwd.getpwuid(os.getuid())
@@ -112,14 +120,20 @@ def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes
         "uid": me.pw_uid,
         "gid": me.pw_gid,
         "program": program,
-        "env": program_env(spec, me.pw_name),
+        "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
     }
     argv = [
-        *outer_argv(mounts),
+        *outer_argv(mounts, sockets=sockets),
         "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
         "--setenv", inside.ENV_NAME, json.dumps(config),
         sys.executable, "-m", "jupyter_securehpc.node.inside",
     ]  # fmt: skip
+    return argv, fds
+
+
+def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:
+    """Start the sandbox and wait for it; SIGTERM/SIGINT/SIGHUP take the whole sandbox down."""
+    argv, fds = sandbox_command(spec, mounts, keys, program)
     try:
         sandbox = subprocess.Popen(argv, pass_fds=fds)
     finally:

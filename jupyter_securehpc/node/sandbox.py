@@ -64,7 +64,10 @@ def readonly_paths() -> list[Path]:
     return sorted(p for p in paths if not any(p.is_relative_to(f"/{d}") for d in SYSTEM_DIRS))
 
 
-def outer_argv(mounts: list[Mount], extra_ro: list[Path] = ()) -> list[str]:
+SOCKETS = "/sockets"
+
+
+def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | None = None) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     argv += ["--uid", "0", "--gid", "0", "--cap-add", "ALL"]
     for name in SYSTEM_DIRS:
@@ -81,6 +84,9 @@ def outer_argv(mounts: list[Mount], extra_ro: list[Path] = ()) -> list[str]:
         argv += ["--dev-bind", device, device]
     argv += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
     argv += ["--dir", WORKSPACE, "--dir", DATASETS]
+    if sockets is not None:
+        # The only door: a host folder (0700, the user's) with the server's and the hub API's unix sockets.
+        argv += ["--bind", str(sockets), SOCKETS]
     for mount in mounts:
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
         argv += ["--dir", mount.target]
