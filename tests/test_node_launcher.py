@@ -70,6 +70,8 @@ report = {
     "cipher_visible": os.listdir("/run"),
     "datasets": sorted(os.path.join(o, d) for o in os.listdir("/datasets") for d in os.listdir(f"/datasets/{o}")),
     "env_token": [k for k in os.environ if "TOKEN" in k],
+    "dev_null": attempt(lambda: write("/dev/null")),
+    "dev_fuse": os.path.exists("/dev/fuse"),
 }
 print(json.dumps(report), flush=True)
 sys.stdin.readline()
@@ -248,6 +250,8 @@ def test_sandbox_reads_the_dataset_and_reaches_nothing(session, fake_hub_port):
     assert report["cipher_visible"] == []
     assert report["datasets"] == ["mri/scans"]
     assert report["env_token"] == []
+    assert report["dev_null"] == "ok"
+    assert report["dev_fuse"] is False
 
     assert_nothing_left(session.user.uid)
     assert files_containing(session.site.store_root / "projects" / "sleep", session.canary.encode()) == []

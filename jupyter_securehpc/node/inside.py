@@ -24,7 +24,13 @@ def main() -> None:
     config = json.loads(os.environ.pop(ENV_NAME))
     for store in config["mounts"]:
         try:
-            mount_store(Path(store["cipher"]), Path(store["target"]), store["fd"], read_only=store["read_only"])
+            mount_store(
+                Path(store["cipher"]),
+                Path(store["target"]),
+                store["fd"],
+                read_only=store["read_only"],
+                options=store.get("options", ()),
+            )
         except StoreError as error:
             print(f"securehpc-node: {error}", file=sys.stderr)
             sys.exit(MOUNT_FAILED)

@@ -51,6 +51,11 @@ def take_token(from_stdin: bool) -> str:
 
 def check_ready(spec: SessionSpec) -> list[Mount]:
     """Everything that needs no key: the node, the user, the stores. Raises LaunchError."""
+    if os.getuid() == 0:
+        raise LaunchError(
+            "refusing to run a session as root: sessions run as their user (submit the job with that user's uid)",
+            EX_NOPERM,
+        )
     problems = node_problems()
     if problems:
         details = "\n".join(f"  - {problem}" for problem in problems)
@@ -110,11 +115,15 @@ def sandbox_command(
     *,
     extra_env: dict[str, str] | None = None,
     sockets: Path | None = None,
+    uid: int | None = None,
 ) -> tuple[list[str], list[int]]:
-    """The outer bwrap command and the key pipes it inherits (the caller closes them after starting it)."""
+    """The outer bwrap command and the key pipes it inherits (the caller closes them after starting it).
+
+    ``uid`` is the user the command will run as (default: this process's user).
+    """
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
-    me = pwd.getpwuid(os.getuid())
+    me = pwd.getpwuid(os.getuid() if uid is None else uid)
     config = {
         "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],
         "uid": me.pw_uid,

@@ -33,6 +33,13 @@ DATASETS = "/datasets"
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 
 
+# Datasets never change after their import, so the kernel may keep their pages across opens: without it,
+# FUSE drops the cache on every open and warm reads cost as much as cold ones (benchmarks/sandbox_read.py).
+DATASET_OPTIONS = ("-kernel_cache",)
+# Several members may work in one project at once, on different nodes, on the same ciphertext.
+WORKSPACE_OPTIONS = ("-sharedstorage",)
+
+
 @dataclass(frozen=True)
 class Mount:
     """One gocryptfs store: its ciphertext (host path and where the outer sandbox sees it) and mount point."""
@@ -41,18 +48,33 @@ class Mount:
     cipher: str
     target: str
     read_only: bool
+    options: tuple[str, ...] = ()
 
     def as_dict(self, fd: int) -> dict:
-        return {"cipher": self.cipher, "target": self.target, "read_only": self.read_only, "fd": fd}
+        return {
+            "cipher": self.cipher,
+            "target": self.target,
+            "read_only": self.read_only,
+            "options": list(self.options),
+            "fd": fd,
+        }
 
 
 def mounts_for(spec: SessionSpec) -> list[Mount]:
     """The workspace (read-write unless the role only looks) and every dataset (always read-only)."""
-    mounts = [Mount(spec.workspace_store(), f"{CIPHER_ROOT}/workspace", WORKSPACE, not spec.workspace_writable)]
+    mounts = [
+        Mount(
+            spec.workspace_store(),
+            f"{CIPHER_ROOT}/workspace",
+            WORKSPACE,
+            read_only=not spec.workspace_writable,
+            options=WORKSPACE_OPTIONS,
+        )
+    ]
     for owner, dataset in spec.datasets:
         mounts.append(
             Mount(spec.dataset_store(owner, dataset), f"{CIPHER_ROOT}/datasets/{owner}/{dataset}",
-                  f"{DATASETS}/{owner}/{dataset}", True)
+                  f"{DATASETS}/{owner}/{dataset}", read_only=True, options=DATASET_OPTIONS)
         )  # fmt: skip
     return mounts
 
@@ -78,10 +100,7 @@ def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | N
             argv += ["--ro-bind", str(path), str(path)]
     for path in [*readonly_paths(), *extra_ro]:
         argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse"]
-    # GPUs: only what the node has; Slurm's CUDA_VISIBLE_DEVICES (passed in the environment) selects.
-    for device in sorted(glob.glob("/dev/nvidia*")):
-        argv += ["--dev-bind", device, device]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse", *gpu_devices()]
     argv += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
     argv += ["--dir", WORKSPACE, "--dir", DATASETS]
     if sockets is not None:
@@ -91,6 +110,14 @@ def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | N
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
         argv += ["--dir", mount.target]
     argv += ["--chdir", "/"]
+    return argv
+
+
+def gpu_devices() -> list[str]:
+    """bwrap arguments for the node's GPU device files; Slurm's CUDA_VISIBLE_DEVICES selects among them."""
+    argv = []
+    for device in sorted(glob.glob("/dev/nvidia*")):
+        argv += ["--dev-bind", device, device]
     return argv
 
 
@@ -104,6 +131,10 @@ def inner_argv(uid: int, gid: int, program: list[str]) -> list[str]:
         "--die-with-parent",
         "--bind", "/", "/",
         "--proc", "/proc",
+        # A /dev of its own: device nodes bound from the outer sandbox are unusable in a nested user
+        # namespace (nodev), and /dev/fuse stays outside (the program mounts nothing).
+        "--dev", "/dev",
+        *gpu_devices(),
         # The program sees plaintext under /project and /datasets, never the ciphertext folders.
         "--tmpfs", "/run",
         "--chdir", WORKSPACE,

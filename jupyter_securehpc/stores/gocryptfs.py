@@ -48,12 +48,20 @@ def init_store(cipher_dir: Path, key: bytes) -> None:
     (cipher_dir / "gocryptfs.conf").chmod(0o444)
 
 
-def mount_store(cipher: Path, target: Path, key_fd: int, *, read_only: bool) -> None:
+ALLOWED_OPTIONS = frozenset({"-kernel_cache", "-sharedstorage", "-noprealloc", "-serialize_reads"})
+
+
+def mount_store(
+    cipher: Path, target: Path, key_fd: int, *, read_only: bool, options: tuple[str, ...] | list[str] = ()
+) -> None:
     """Mount a store with the key read from ``key_fd`` (a pipe); must run inside a sandbox that may mount.
 
     Raises StoreError with gocryptfs' own message ("Password incorrect.", ...) if it fails.
     """
-    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), str(cipher), str(target)]
+    unknown = set(options) - ALLOWED_OPTIONS
+    if unknown:
+        raise StoreError(f"gocryptfs options {sorted(unknown)} are not allowed; use {sorted(ALLOWED_OPTIONS)}")
+    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), *options, str(cipher), str(target)]
     # gocryptfs forks a daemon that keeps its output open: collect messages in a file (in the sandbox's
     # private /tmp), not a pipe, or waiting for the pipe's end would wait for the unmount.
     with tempfile.TemporaryFile("w+") as messages:
