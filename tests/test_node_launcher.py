@@ -482,3 +482,41 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
     assert not list(Path("/tmp").glob("securehpc-sockets-*"))
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/", timeout=5)  # noqa: S310
+
+
+STAGED_PROBE = r"""
+import hashlib, json, os
+mounts = {line.split()[1]: line.split()[2] for line in open("/proc/mounts")}
+def write():
+    try:
+        open("/datasets/mri/scans/new.txt", "w").close()
+        return "ok"
+    except OSError as error:
+        return type(error).__name__
+print(json.dumps({
+    "fs": mounts.get("/datasets/mri/scans"),
+    "workspace_fs": mounts.get("/project"),
+    "readme": hashlib.sha256(open("/datasets/mri/scans/README.txt", "rb").read()).hexdigest(),
+    "write": write(),
+}))
+"""
+
+
+def test_a_small_dataset_is_staged_into_private_memory(session):
+    spec = json.loads(session.spec.read_text())
+    spec["stage_limit_mib"] = 64
+    staged_spec = session.spec.with_name("staged-spec.json")
+    staged_spec.write_text(json.dumps(spec))
+    staged_spec.chmod(0o644)
+    env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": session.wrap()}
+    result = subprocess.run(
+        [NODE, "exec", "--spec", str(staged_spec), "--", "python3", "-c", STAGED_PROBE],
+        env=env, capture_output=True, text=True, timeout=120, check=False, **session.user.run_as(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["fs"] == "tmpfs"
+    assert report["workspace_fs"] == "fuse.gocryptfs"
+    assert report["readme"] == session.source_hashes["README.txt"]
+    assert report["write"] in {"OSError", "PermissionError"}
+    assert_nothing_left(session.user.uid)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..stores.gocryptfs import StoreError, mount_store
 from .sandbox import inner_argv
+from .staging import stage
 
 ENV_NAME = "SECUREHPC_INSIDE"
 MOUNT_FAILED = 70
@@ -22,16 +23,22 @@ MOUNT_FAILED = 70
 
 def main() -> None:
     config = json.loads(os.environ.pop(ENV_NAME))
-    for store in config["mounts"]:
+    for index, store in enumerate(config["mounts"]):
+        target = Path(store["target"])
+        # A staged dataset is mounted aside, copied into memory at its place, and the mount dropped.
+        mount_point = Path(f"/run/securehpc/plain{index}") if store.get("stage_bytes") else target
+        mount_point.mkdir(parents=True, exist_ok=True)
         try:
             mount_store(
                 Path(store["cipher"]),
-                Path(store["target"]),
+                mount_point,
                 store["fd"],
                 read_only=store["read_only"],
                 options=store.get("options", ()),
             )
-        except StoreError as error:
+            if store.get("stage_bytes"):
+                stage(mount_point, target, store["stage_bytes"])
+        except (StoreError, OSError) as error:
             print(f"securehpc-node: {error}", file=sys.stderr)
             sys.exit(MOUNT_FAILED)
         finally:

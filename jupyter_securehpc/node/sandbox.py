@@ -49,6 +49,8 @@ class Mount:
     target: str
     read_only: bool
     options: tuple[str, ...] = ()
+    # > 0: copy the plaintext (about this many bytes) into the sandbox's memory at start (node/staging.py).
+    stage_bytes: int = 0
 
     def as_dict(self, fd: int) -> dict:
         return {
@@ -56,8 +58,14 @@ class Mount:
             "target": self.target,
             "read_only": self.read_only,
             "options": list(self.options),
+            "stage_bytes": self.stage_bytes,
             "fd": fd,
         }
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (ciphertext: a little more than the plaintext)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def mounts_for(spec: SessionSpec) -> list[Mount]:
@@ -71,10 +79,15 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
             options=WORKSPACE_OPTIONS,
         )
     ]
+    budget = spec.stage_limit_mib << 20
     for owner, dataset in spec.datasets:
+        store = spec.dataset_store(owner, dataset)
+        size = tree_size(store) if budget else 0
+        staged = 0 < size <= budget
+        budget -= size if staged else 0
         mounts.append(
-            Mount(spec.dataset_store(owner, dataset), f"{CIPHER_ROOT}/datasets/{owner}/{dataset}",
-                  f"{DATASETS}/{owner}/{dataset}", read_only=True, options=DATASET_OPTIONS)
+            Mount(store, f"{CIPHER_ROOT}/datasets/{owner}/{dataset}", f"{DATASETS}/{owner}/{dataset}",
+                  read_only=True, options=DATASET_OPTIONS, stage_bytes=size if staged else 0)
         )  # fmt: skip
     return mounts
 

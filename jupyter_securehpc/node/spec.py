@@ -29,6 +29,9 @@ class SessionSpec:
     datasets: tuple[tuple[str, str], ...] = ()
     issued_at: float | None = None
     ttl: int | None = None
+    # Datasets whose ciphertext adds up to at most this many MiB are copied into the sandbox's memory at
+    # start (faster reads, more memory); 0 = never. Set from the project's memory policy by the spawner.
+    stage_limit_mib: int = 0
     # The hub's KeyStoreConfig names (mount, prefix, policy prefix): the node must look where the hub wrote.
     key_store: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -81,6 +84,7 @@ class SessionSpec:
             datasets=tuple(datasets),
             issued_at=float(issued_at) if issued_at is not None else None,
             ttl=int(ttl) if ttl is not None else None,
+            stage_limit_mib=_non_negative(data.get("stage_limit_mib", 0), "stage_limit_mib"),
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
         )
@@ -91,6 +95,12 @@ class SessionSpec:
             return cls.from_json(Path(path).read_text())
         except OSError as error:
             raise SpecError(f"cannot read the session spec {path}: {error.strerror}") from None
+
+
+def _non_negative(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(f"session spec: {name} must be a whole number >= 0, got {value!r}")
+    return value
 
 
 KEY_STORE_FIELDS = ("kv_mount", "prefix", "policy_prefix")
