@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import statistics
@@ -25,25 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import drop_caches, make_data
+
 from jupyter_securehpc.stores.importer import import_folder
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_data(root: Path, large_mib: int, small_files: int) -> int:
-    """One large file (an MRI-like volume) and many 4 KiB files (annotations); returns the bytes."""
-    (root / "small").mkdir(parents=True)
-    with open(root / "volume.nii", "wb") as handle:
-        for _ in range(large_mib):
-            handle.write(os.urandom(1 << 20))
-    for index in range(small_files):
-        (root / "small" / f"event{index:05}.txt").write_bytes(os.urandom(4096))
-    return large_mib * (1 << 20) + small_files * 4096
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def timed(action) -> float:

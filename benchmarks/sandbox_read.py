@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import drop_caches, make_data
+
 from jupyter_securehpc.node.launcher import sandbox_command
 from jupyter_securehpc.node.sandbox import DATASET_OPTIONS, Mount, mounts_for, tree_size
 from jupyter_securehpc.node.spec import SessionSpec
@@ -46,20 +48,6 @@ VARIANTS = {
     "-kernel_cache (launcher default)": (DATASET_OPTIONS, False),
     "staged in memory (launcher, within budget)": (DATASET_OPTIONS, True),
 }
-
-
-def make_data(root: Path, large_mib: int, small_files: int) -> None:
-    (root / "small").mkdir(parents=True)
-    with open(root / "volume.nii", "wb") as handle:
-        for _ in range(large_mib):
-            handle.write(os.urandom(1 << 20))
-    for index in range(small_files):
-        (root / "small" / f"event{index:05}.txt").write_bytes(os.urandom(4096))
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def run_plain(mode: str, source: Path) -> float:

@@ -13,6 +13,7 @@ import sys
 
 from traitlets import TraitError
 
+from . import config_reference
 from .audit import AuditError
 from .devcluster import cli as devcluster_cli
 from .keys import KeyStoreError
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     devcluster_cli.register(sub)
     projects_cli.register(sub)
+    reference = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    reference.set_defaults(handler=lambda args: print(config_reference.reference()))
     projects_cli.add_global_defaults(parser)
     return parser
 

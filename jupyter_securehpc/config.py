@@ -17,6 +17,8 @@ DEFAULT_CONFIG_FILE = Path("/etc/securehpc/securehpc_config.py")
 
 
 class SecureHPC(Configurable):
+    """Where this site keeps its projects database, encrypted stores and audit log."""
+
     db_url = Unicode(
         help="""SQLAlchemy URL of the projects database, e.g. ``sqlite:////var/lib/securehpc/securehpc.sqlite``
         or ``postgresql://securehpc@db/securehpc``. Default: ``$SECUREHPC_DB``, else a SQLite file in

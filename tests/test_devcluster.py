@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jupyter_securehpc.devcluster import munge, openbao, slurm
+from jupyter_securehpc.devcluster import munge, oidc, openbao, slurm
 from jupyter_securehpc.devcluster.cluster import LocalCluster
 
-SERVICES = ("munge", "slurmctld", "slurmd", "openbao")
+SERVICES = ("munge", "slurmctld", "slurmd", "openbao", "oidc")
 
 
 def securehpc(*args: str) -> subprocess.CompletedProcess:
@@ -26,6 +26,7 @@ def service_pids(cluster: LocalCluster) -> dict[str, int | None]:
         "slurmctld": ctld.pid(),
         "slurmd": slurmd.pid(),
         "openbao": openbao.daemon(cluster.layout).pid(),
+        "oidc": oidc.daemon(cluster.layout).pid(),
     }
 
 
@@ -42,10 +43,11 @@ def processes_of(cluster: LocalCluster) -> dict[str, int]:
         except OSError:
             continue
         program = os.path.basename(argv[0].decode(errors="replace"))
-        ours = state.encode() in b"\0".join(argv) or f"SLURM_CONF={state}/".encode() in environ
+        ours = state.encode() in b"\0".join(argv) or f"={state}/".encode() in environ
         if not ours:
             continue
-        name = {"munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "bao": "openbao"}.get(program)
+        names = {"munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "bao": "openbao", "node": "oidc"}
+        name = names.get(program)
         if name:
             counts[name] += 1
     return counts

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import hub, oidc
 from .cluster import LocalCluster
 from .layout import ClusterLayout, default_state_dir
 from .packages import install_all
@@ -33,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         handler=lambda args: install_all()
     )
     verbs.add_parser("env", help="print shell exports that point clients at this cluster").set_defaults(handler=_env)
+    hub_parser = verbs.add_parser("hub", help="a JupyterHub that logs in through the local OpenID provider")
+    hub_parser.add_argument("action", choices=["up", "down", "status"])
+    hub_parser.set_defaults(handler=_hub)
+    verbs.add_parser(
+        "accounts", help="the OpenID provider's demo accounts, with passwords and one-time codes (demo only)"
+    ).set_defaults(handler=_accounts)
 
 
 def _cluster(args: argparse.Namespace) -> LocalCluster:
@@ -55,6 +62,7 @@ def _up(args: argparse.Namespace) -> int:
         f"\nLocal cluster is up (state in {layout.state_dir}).\n"
         f"  Slurm:   export SLURM_CONF={layout.slurm_conf}   (partitions gpu, cpu; gres gpu:{layout.gpus})\n"
         f"  OpenBao: export VAULT_ADDR={layout.openbao_addr}   (root token: {layout.openbao_init_file})\n"
+        f"  OpenID:  {layout.oidc_issuer}   (demo accounts: securehpc dev accounts; hub: securehpc dev hub up)\n"
         "Stop it with: securehpc dev down"
     )
     return 0 if all(service.running for service in cluster.status()) else 1
@@ -83,4 +91,38 @@ def _status(args: argparse.Namespace) -> int:
 def _env(args: argparse.Namespace) -> int:
     for name, value in _cluster(args).layout.client_env().items():
         print(f"export {name}={value}")
+    return 0
+
+
+def _hub(args: argparse.Namespace) -> int:
+    layout = _cluster(args).layout
+    if args.action == "up":
+        _require_root()
+        hub.up(layout)
+        site = hub.default_site(layout)
+        print(
+            f"JupyterHub is up at {layout.hub_url}/ (log in as a demo account: securehpc dev accounts).\n"
+            "Project roles come from the accounts' groups; logins naming a project that does not exist are "
+            "refused, so create the demo projects first, e.g.:\n"
+            f"  SECUREHPC_DB={site['SecureHPC.db_url']} SECUREHPC_AUDIT_LOG={site['SecureHPC.audit_log']} "
+            f"SECUREHPC_STORE_ROOT={site['SecureHPC.store_root']} VAULT_ADDR={layout.openbao_addr} "
+            "VAULT_TOKEN=... securehpc project create sleep --owner alice"
+        )
+    elif args.action == "down":
+        _require_root()
+        hub.down(layout)
+        print("JupyterHub stopped")
+    running, detail = hub.status_line(layout)
+    if args.action == "status":
+        print(f"{'up  ' if running else 'DOWN'}  {'jupyterhub':<10} {detail}")
+    return 0 if running or args.action == "down" else 3
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    # Printed on purpose, for the person running the demo: these accounts exist only on the local provider.
+    layout = _cluster(args).layout
+    for account in oidc.accounts(layout):
+        second = f"one-time code {account['otp']}" if account["otp"] else "no second factor"
+        groups = " ".join(account["groups"])
+        print(f"{account['username']:<12} password {account['password']:<18} {second:<22} {groups}")
     return 0

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..node import prereqs
-from . import munge, openbao, packages, slurm
+from . import hub, munge, oidc, openbao, packages, slurm
 from .layout import ClusterLayout
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,11 @@ class ServiceStatus:
 
 
 class LocalCluster:
-    """munge, Slurm and OpenBao for one :class:`ClusterLayout`; every method is safe to repeat."""
+    """munge, Slurm, OpenBao and the OpenID provider for one :class:`ClusterLayout`; every method is safe to repeat.
+
+    The hub is not started by ``up`` (it needs a site chosen by the demo or the test: see ``devcluster.hub``),
+    but ``down`` stops it too, so that no process of the cluster outlives it.
+    """
 
     def __init__(self, layout: ClusterLayout) -> None:
         self.layout = layout
@@ -46,9 +50,12 @@ class LocalCluster:
         munge.up(self.layout)
         slurm.up(self.layout)
         openbao.up(self.layout)
+        oidc.up(self.layout)
 
     def down(self) -> None:
         # Reverse order: Slurm cancels its jobs while munge still authenticates the request.
+        hub.down(self.layout)
+        oidc.down(self.layout)
         openbao.down(self.layout)
         slurm.down(self.layout)
         munge.daemon(self.layout).stop()
@@ -58,6 +65,7 @@ class LocalCluster:
             self._munge_status(),
             *self._slurm_status(),
             self._openbao_status(),
+            self._oidc_status(),
             self._node_status(),
             self._tools_status(),
         ]
@@ -127,6 +135,16 @@ class LocalCluster:
             what = "sealed" if state["initialized"] else "not initialised"
             return ServiceStatus("openbao", False, f"pid {pid} is {what}", "securehpc dev up (unseals it)")
         return ServiceStatus("openbao", True, f"pid {pid}, {self.layout.openbao_addr}, unsealed")
+
+    def _oidc_status(self) -> ServiceStatus:
+        pid = oidc.daemon(self.layout).pid()
+        if pid is None:
+            return ServiceStatus("oidc", False, "the OpenID Connect provider is not running", "securehpc dev up")
+        if oidc.discovery(self.layout) is None:
+            return ServiceStatus(
+                "oidc", False, f"pid {pid} does not answer on {self.layout.oidc_issuer}", "securehpc dev up"
+            )
+        return ServiceStatus("oidc", True, f"pid {pid}, issuer {self.layout.oidc_issuer}")
 
     def _node_status(self) -> ServiceStatus:
         problems = prereqs.node_problems()

@@ -19,7 +19,13 @@ DEFAULT_PORTS = {
     "slurmd_port": 16818,
     "openbao_port": 18200,
     "openbao_cluster_port": 18201,
+    "oidc_port": 19080,
+    "hub_port": 18000,
+    "hub_api_port": 18081,
+    "proxy_api_port": 18001,
 }
+# Ports added after the first release: a cluster.json written before them gets them on its next load.
+LATER_PORTS = ("oidc_port", "hub_port", "hub_api_port", "proxy_api_port")
 
 
 def free_port() -> int:
@@ -45,6 +51,10 @@ class ClusterLayout:
     cluster_name: str = "securehpc"
     node_name: str = "securehpc-n1"
     gpus: int = 2
+    oidc_port: int = DEFAULT_PORTS["oidc_port"]
+    hub_port: int = DEFAULT_PORTS["hub_port"]
+    hub_api_port: int = DEFAULT_PORTS["hub_api_port"]
+    proxy_api_port: int = DEFAULT_PORTS["proxy_api_port"]
 
     @classmethod
     def load_or_create(cls, state_dir: Path | str, *, random_ports: bool = False) -> ClusterLayout:
@@ -57,17 +67,26 @@ class ClusterLayout:
         saved = state_dir / "cluster.json"
         if saved.exists():
             data = json.loads(saved.read_text())
-            data["state_dir"] = state_dir
-            return cls(**data)
+            missing = [name for name in LATER_PORTS if name not in data]
+            for name in missing:
+                data[name] = free_port() if random_ports else DEFAULT_PORTS[name]
+            layout = cls(**{**data, "state_dir": state_dir})
+            if missing:
+                # Saved at once, so that the next load finds the same ports.
+                layout._save()
+            return layout
         ports = {name: free_port() for name in DEFAULT_PORTS} if random_ports else dict(DEFAULT_PORTS)
         layout = cls(state_dir=state_dir, **ports)
         # 0755: munge's socket and the Slurm configuration below must be reachable by job users.
         state_dir.mkdir(parents=True, exist_ok=True)
         state_dir.chmod(0o755)
-        data = asdict(layout)
-        data.pop("state_dir")
-        atomic_write(saved, json.dumps(data, indent=2) + "\n", mode=0o644)
+        layout._save()
         return layout
+
+    def _save(self) -> None:
+        data = asdict(self)
+        data.pop("state_dir")
+        atomic_write(self.state_dir / "cluster.json", json.dumps(data, indent=2) + "\n", mode=0o644)
 
     # --- munge -----------------------------------------------------------------------------------
     @property
@@ -112,6 +131,33 @@ class ClusterLayout:
     @property
     def openbao_init_file(self) -> Path:
         return self.openbao_dir / "private" / "init.json"
+
+    # --- OpenID Connect provider ---------------------------------------------------------------
+    @property
+    def oidc_dir(self) -> Path:
+        return self.state_dir / "oidc"
+
+    @property
+    def oidc_issuer(self) -> str:
+        return f"http://127.0.0.1:{self.oidc_port}"
+
+    @property
+    def oidc_config_file(self) -> Path:
+        # Holds the hub's client secret, cookie keys and the signing key: 0600 in a 0700 folder.
+        return self.oidc_dir / "private" / "provider.json"
+
+    @property
+    def oidc_accounts_file(self) -> Path:
+        return self.oidc_dir / "private" / "accounts.json"
+
+    # --- hub -------------------------------------------------------------------------------------
+    @property
+    def hub_dir(self) -> Path:
+        return self.state_dir / "hub"
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.hub_port}"
 
     # --- processes -------------------------------------------------------------------------------
     @property

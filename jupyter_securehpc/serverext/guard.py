@@ -1,0 +1,216 @@
+"""The request guard: every request of the web app passes ``Rules.decide`` before its handler method runs.
+
+Hooked at ``Application.get_handler_delegate``, which tornado calls for every matched route, nested
+routers and the 404 fallback included, so handlers that extensions add after us are guarded too. The
+handler class is swapped for a subclass (made once per class) whose ``prepare`` first runs the original
+``prepare`` (authentication, XSRF, host and origin checks: the actor is known and unauthenticated requests
+are already refused or redirected) and then asks the rules. A refusal is an ``HTTPError`` raised before the
+handler method: the body is the error page or JSON with a short reason, never a byte of the file.
+
+Also here: the Content-Security-Policy added to every response (an output transform, so static files and
+error pages get it too), and the audit events for refusals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from typing import Any
+from urllib.parse import unquote
+
+from tornado import httputil, web
+
+from jupyter_securehpc.audit import AuditError, AuditLog
+from jupyter_securehpc.projects.authz import Action
+
+from .rules import RequestFacts, Rules, Verdict
+from .session import Session
+
+# web_app.settings key under which the guard is found by the authorizer.
+SETTINGS_KEY = "securehpc_guard"
+
+# Sandbox flags JupyterLab needs to work at all (scripts, its own origin for cookies and storage, the login
+# form, dialogs, "open in new tab"). Left out on purpose: allow-downloads (blocks data:/blob: downloads from
+# outputs), allow-popups-to-escape-sandbox, allow-top-navigation.
+CSP_SANDBOX = "sandbox allow-scripts allow-same-origin allow-forms allow-modals allow-popups"
+
+
+def content_security_policy(may_download: bool) -> str:
+    # A role that may download must be able to save what /files sends it; the browser refuses downloads
+    # started from a sandboxed page without allow-downloads.
+    sandbox = CSP_SANDBOX + (" allow-downloads" if may_download else "")
+    return f"{sandbox}; frame-ancestors 'none'"
+
+
+def make_csp_transform(policy: str) -> type[web.OutputTransform]:
+    """An output transform adding ``policy`` to every response.
+
+    Added as a second header when a handler set its own: browsers enforce every policy they receive, so
+    this never loosens a stricter one (``/files`` sets ``sandbox allow-scripts``).
+    """
+
+    class SecureHPCCSP(web.OutputTransform):
+        def transform_first_chunk(
+            self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+        ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+            if policy not in headers.get_list("Content-Security-Policy"):
+                headers.add("Content-Security-Policy", policy)
+            return status_code, headers, chunk
+
+    return SecureHPCCSP
+
+
+class Guard:
+    """Decides requests for one session and records refusals in the audit log."""
+
+    def __init__(self, session: Session, rules: Rules, audit: AuditLog, base_url: str, log: logging.Logger) -> None:
+        self.session = session
+        self.rules = rules
+        self.audit = audit
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.log = log
+        self._guarded: dict[type, type] = {}
+        self._lock = threading.Lock()
+
+    # --- installing --------------------------------------------------------------------------------------
+
+    def install(self, web_app: web.Application) -> None:
+        """Guard every route of ``web_app`` and add the CSP to every response."""
+        original = web_app.get_handler_delegate
+
+        def get_handler_delegate(
+            request: httputil.HTTPServerRequest,
+            target_class: type[web.RequestHandler],
+            target_kwargs: dict[str, Any] | None = None,
+            path_args: list[bytes] | None = None,
+            path_kwargs: dict[str, bytes] | None = None,
+        ) -> Any:
+            return original(request, self.guarded(target_class), target_kwargs, path_args, path_kwargs)
+
+        # An instance attribute: tornado's routers call ``application.get_handler_delegate`` for each request.
+        web_app.get_handler_delegate = get_handler_delegate  # type: ignore[method-assign]
+        web_app.add_transform(make_csp_transform(content_security_policy(bool(self.rules.download))))
+        web_app.settings[SETTINGS_KEY] = self
+
+    def guarded(self, handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+        """The subclass of ``handler_class`` whose ``prepare`` asks the guard; made once per class."""
+        if getattr(handler_class, "_securehpc_guarded", False):
+            return handler_class
+        subclass = self._guarded.get(handler_class)
+        if subclass is None:
+            with self._lock:
+                subclass = self._guarded.get(handler_class) or self._make_guarded(handler_class)
+                self._guarded[handler_class] = subclass
+        return subclass
+
+    def _make_guarded(self, handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+        guard = self
+
+        async def prepare(handler: web.RequestHandler, *args: Any, **kwargs: Any) -> None:
+            try:
+                result = super(subclass, handler).prepare(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            except web.HTTPError as error:
+                # The catch-all 404 handler raises in prepare, after authenticating: an authenticated request
+                # for an unknown route under a file-serving prefix is still a refusal to record.
+                if error.status_code == 404 and _current_user(handler) is not None:
+                    await guard.check(handler, handler_class)
+                raise
+            if handler._finished:  # redirected to the login page, or answered otherwise
+                return
+            await guard.check(handler, handler_class)
+
+        # Same name as the original: request logs and Prometheus labels stay as they were.
+        subclass = type(handler_class.__name__, (handler_class,), {"prepare": prepare, "_securehpc_guarded": True})
+        subclass.__qualname__ = handler_class.__qualname__
+        subclass.__module__ = handler_class.__module__
+        return subclass
+
+    # --- deciding ----------------------------------------------------------------------------------------
+
+    def route_of(self, request: httputil.HTTPServerRequest) -> str:
+        """The request path below base_url, percent-decoded (routing itself matches the raw path)."""
+        path = request.path or "/"
+        if path.startswith(self.base_url):
+            path = "/" + path[len(self.base_url) :]
+        return unquote(path)
+
+    def facts(self, handler: web.RequestHandler, handler_class: type) -> RequestFacts:
+        request = handler.request
+        return RequestFacts(
+            method=(request.method or "").upper(),
+            route=self.route_of(request),
+            handler_class=handler_class,
+            path_args=[a for a in handler.path_args if isinstance(a, str)],
+            path_kwargs={k: v for k, v in handler.path_kwargs.items() if isinstance(v, str)},
+            # Read as the handler will: tornado gives the last value of a repeated argument, stripped
+            # (``?format=text&format=base64``, ``?format=base64%20`` must be seen as base64 here too).
+            query={name: handler.get_query_argument(name) for name in request.query_arguments},
+            body=request.body if isinstance(request.body, bytes) else b"",
+        )
+
+    def verdict(self, handler: web.RequestHandler, handler_class: type) -> Verdict:
+        """The rules' verdict for this request, computed once (the authorizer asks again)."""
+        cached = getattr(handler, "_securehpc_verdict", None)
+        if cached is not None:
+            return cached
+        verdict = self.user_verdict(_current_user(handler))
+        if verdict is None:
+            verdict = self.rules.decide(self.facts(handler, handler_class))
+        handler._securehpc_verdict = verdict  # type: ignore[attr-defined]
+        return verdict
+
+    def user_verdict(self, user: Any) -> Verdict | None:
+        """Refuse a hub user other than the session's (a hub admin with access to this server): admins run
+        the platform but get no data rights (``projects.authz``). Token and cookie users of a server started
+        outside the hub (tests, the benchmark) carry no hub name and are the session's user."""
+        hub_user = getattr(user, "hub_user", None)
+        if isinstance(hub_user, dict) and hub_user.get("name") != self.session.user:
+            return Verdict(False, 403, f"this server belongs to {self.session.user}", Action.SESSION_START.value)
+        return None
+
+    async def check(self, handler: web.RequestHandler, handler_class: type) -> None:
+        verdict = self.verdict(handler, handler_class)
+        if verdict.allowed:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self.record, handler, verdict)
+        raise web.HTTPError(verdict.status, verdict.reason, reason=_http_reason(verdict.status))
+
+    # --- audit -------------------------------------------------------------------------------------------
+
+    def record(self, handler: web.RequestHandler, verdict: Verdict) -> None:
+        """One audit event per refusal. The URL is logged without its query string (tokens live there)."""
+        user = _current_user(handler)
+        actor = getattr(user, "username", None) or "anonymous"
+        route = self.route_of(handler.request)
+        try:
+            self.audit.append(
+                actor=actor,
+                action=verdict.action or "request.refused",
+                obj=route,
+                outcome="denied",
+                project=self.session.project,
+                reason=verdict.reason,
+                method=(handler.request.method or "").upper(),
+                role=self.session.role.value,
+                status=verdict.status,
+            )
+        except (AuditError, OSError, ValueError) as err:
+            # The request stays refused; the admin must learn that the record is missing.
+            self.log.error("securehpc: could not record a refusal in the audit log %s: %s", self.audit.path, err)
+        self.log.warning(
+            "securehpc: refused %s %s for %s (%s): %s", handler.request.method, route, actor, verdict.status,
+            verdict.reason,
+        )  # fmt: skip
+
+
+def _current_user(handler: web.RequestHandler) -> Any:
+    # jupyter handlers keep the user in _jupyter_current_user; plain tornado handlers have none.
+    return getattr(handler, "_jupyter_current_user", None)
+
+
+def _http_reason(status: int) -> str:
+    return {403: "Forbidden", 404: "Not Found"}.get(status, "Refused")

@@ -1,0 +1,75 @@
+"""No path leaves the project root: every API path is checked as text, then resolved and compared.
+
+Two steps, both required:
+
+1. As text, before touching the file system: no NUL or other control characters, no backslash, no percent
+   escape left after the server decoded the URL once (double encoding, ``%252e%252e``, is how ``..`` hides
+   from a single decode), no absolute path, no empty, ``.`` or ``..`` segment, no hidden segment.
+2. On the file system: ``realpath`` of the joined path (symlinks followed, also ones a kernel created a
+   second ago) must lie under ``realpath`` of the root by ``os.path.commonpath``, never by string prefix:
+   ``/data/projAB`` starts with ``/data/projA`` but is a sibling, not a child.
+
+Hidden files (a segment starting with ``.``) are refused here whatever ``ContentsManager.allow_hidden``
+says, and the extension also forces ``allow_hidden = False``: ``.ipynb_checkpoints``, ``.git`` or a
+kernel's ``.cache`` are not project documents, and jupyter-server's own hidden-file checks have had gaps.
+
+What this cannot close: a kernel runs as the same user and may swap a checked directory for a symlink
+between this check and the server's ``open`` (a race). The sandbox is what keeps such a symlink from
+reaching another project: other projects' stores are not mounted in it.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote
+
+
+class PathRefused(Exception):
+    """The path is not a path inside the project; ``reason`` is short and safe to show and log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_text(api_path: str, url_separator: bool = True) -> list[str]:
+    """The segments of ``api_path``, or ``PathRefused``.
+
+    ``url_separator``: the path comes from a URL pattern that keeps the ``/`` before it (``/api/contents/a``
+    gives ``/a``), so one leading ``/`` is a separator; elsewhere (``/files/`` arguments, JSON bodies) a
+    leading ``/`` makes an absolute path. One trailing ``/`` names a folder.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in api_path):
+        raise PathRefused("control character in path")
+    if "\\" in api_path:
+        raise PathRefused("backslash in path")
+    if unquote(api_path) != api_path:
+        raise PathRefused("percent escape in a decoded path (double encoding)")
+    text = api_path[1:] if url_separator and api_path.startswith("/") else api_path
+    text = text[:-1] if text.endswith("/") else text
+    if not text:
+        return []
+    if text.startswith("/"):
+        raise PathRefused("absolute path")
+    segments = text.split("/")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise PathRefused("empty, '.' or '..' segment in path")
+        if segment.startswith("."):
+            raise PathRefused("hidden file or folder")
+    return segments
+
+
+def resolve_inside(root_real: str, api_path: str, url_separator: bool = True) -> str:
+    """The real file-system path of ``api_path`` under ``root_real`` (itself a realpath), or ``PathRefused``.
+
+    The target need not exist (a PUT creates it); what exists of it is resolved through symlinks.
+    """
+    segments = check_text(api_path, url_separator)
+    real = os.path.realpath(os.path.join(root_real, *segments))
+    if real != root_real and os.path.commonpath([root_real, real]) != root_real:
+        raise PathRefused("path resolves outside the project")
+    relative = os.path.relpath(real, root_real)
+    if relative != "." and any(part.startswith(".") for part in relative.split(os.sep)):
+        raise PathRefused("path resolves to a hidden file or folder")
+    return real
