@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sites import Site, files_containing, make_site, make_source
+
+from jupyter_securehpc import jobspec
 
 pytestmark = [pytest.mark.openbao, pytest.mark.sandbox]
 NODE = str(Path(sys.executable).with_name("securehpc-node"))
@@ -87,6 +90,24 @@ class Session:
     user: object
     source_hashes: dict[str, str]
     canary: str
+    signing_key: Ed25519PrivateKey
+    public_key: Path
+
+    def spec_data(self) -> dict:
+        return json.loads(self.spec.read_text())["spec"]
+
+    def write_spec(self, name: str, **changes) -> Path:
+        """A spec signed by the hub's key, with ``changes`` applied, readable by the job user."""
+        path = self.spec.with_name(name)
+        path.write_text(jobspec.sign({**self.spec_data(), **changes}, self.signing_key))
+        path.chmod(0o644)
+        return path
+
+    def env(self, token: str | None = None, **extra) -> dict[str, str]:
+        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "SECUREHPC_HUB_PUBLIC_KEY": str(self.public_key)}
+        if token is not None:
+            env["SECUREHPC_WRAPPED_TOKEN"] = token
+        return {**env, **extra}
 
     def wrap(self) -> str:
         return self.site.json("key", "wrap", "sleep", "--user", self.user.name, "--ttl", "120")["token"]
@@ -104,10 +125,9 @@ class Session:
         )
 
     def start(self, token: str, program: list[str], **popen) -> subprocess.Popen:
-        env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": token, "LANG": "C.UTF-8"}
         return subprocess.Popen(
             [NODE, "exec", "--spec", str(self.spec), "--", *program],
-            env=env,
+            env=self.env(token),
             text=True,
             **self.user.run_as(),
             **popen,
@@ -145,22 +165,20 @@ def _build_session(root: Path, local_cluster, unix_user) -> Session:
         *(site.store_root / "projects" / "sleep" / "workspace").rglob("*"),
     ]:
         os.chown(path, unix_user.uid, unix_user.gid)
+    signing_key = jobspec.generate_key(root / "hub-signing.pem")
     spec = root / "spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "project": "sleep",
-                "user": unix_user.name,
-                "role": "data_scientist",
-                "store_root": str(site.store_root),
-                "vault_addr": site.env["VAULT_ADDR"],
-                "datasets": ["mri/scans"],
-                "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
-            }
-        )
-    )
+    spec_data = {
+        "project": "sleep",
+        "user": unix_user.name,
+        "role": "data_scientist",
+        "store_root": str(site.store_root),
+        "vault_addr": site.env["VAULT_ADDR"],
+        "datasets": ["mri/scans"],
+        "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
+    }
+    spec.write_text(jobspec.sign(spec_data, signing_key))
     spec.chmod(0o644)
-    return Session(site, spec, unix_user, source_hashes, canary)
+    return Session(site, spec, unix_user, source_hashes, canary, signing_key, root / "hub-signing.pub")
 
 
 @pytest.fixture
@@ -300,16 +318,11 @@ def test_sigkill_of_gocryptfs_leaves_nothing_either(session):
 
 
 def test_wrong_user_is_refused_before_the_key_is_used(session):
-    spec = json.loads(session.spec.read_text())
-    spec["user"] = "someone-else"
-    other = session.spec.with_name("other-user-spec.json")
-    other.write_text(json.dumps(spec))
-    other.chmod(0o644)
+    other = session.write_spec("other-user-spec.json", user="someone-else")
     token = session.wrap()
-    env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": token}
     result = subprocess.run(
         [NODE, "exec", "--spec", str(other), "--", "true"],
-        env=env, capture_output=True, text=True, timeout=60, check=False, **session.user.run_as(),
+        env=session.env(token), capture_output=True, text=True, timeout=60, check=False, **session.user.run_as(),
     )  # fmt: skip
     assert result.returncode == 77
     assert "this session is for user someone-else" in result.stderr
@@ -317,27 +330,58 @@ def test_wrong_user_is_refused_before_the_key_is_used(session):
     assert session.start(token, ["true"]).wait(timeout=120) == 0
 
 
-def test_missing_token_and_bad_spec_are_clear_errors(session, tmp_path):
-    result = subprocess.run(
-        [NODE, "exec", "--spec", str(session.spec), "--", "true"],
-        env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60, check=False,
-        **session.user.run_as(),
+def run_node(session, spec: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [NODE, "exec", "--spec", str(spec), "--", "true"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, **session.user.run_as(),
     )  # fmt: skip
+
+
+def test_missing_token_and_bad_spec_are_clear_errors(session):
+    result = run_node(session, session.spec, session.env())
     assert result.returncode == 64 and "no wrapped token" in result.stderr
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"project": "../x", "user": "u", "role": "data_scientist"}))
-    result = subprocess.run(
-        [NODE, "exec", "--spec", str(bad), "--", "true"],
-        env={"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": "x"},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    bad = session.write_spec("bad-spec.json", project="../x")
+    result = run_node(session, bad, session.env("x"))
     assert result.returncode == 64 and "project name" in result.stderr
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "edited", "other-key", "not-json", "extra-field"])
+def test_a_spec_the_hub_did_not_sign_is_refused_before_the_token_is_used(session, forgery):
+    path = session.spec.with_name(f"forged-{forgery}.json")
+    envelope = json.loads(session.spec.read_text())
+    if forgery == "unsigned":
+        text = json.dumps(envelope["spec"])
+    elif forgery == "edited":
+        envelope["spec"]["datasets"] = ["other/secret"]
+        text = json.dumps(envelope)
+    elif forgery == "other-key":
+        text = jobspec.sign({**envelope["spec"], "datasets": ["other/secret"]}, Ed25519PrivateKey.generate())
+    elif forgery == "not-json":
+        text = "#!/bin/sh\n"
+    else:
+        envelope["extra"] = "x"
+        text = json.dumps(envelope)
+    path.write_text(text)
+    path.chmod(0o644)
+    token = session.wrap()
+    result = run_node(session, path, session.env(token))
+    assert result.returncode == 77, result.stderr
+    assert "job spec" in result.stderr
+    # The token was not consumed: the genuine spec still works with it.
+    assert session.start(token, ["true"]).wait(timeout=120) == 0
+
+
+def test_without_the_hub_public_key_nothing_starts(session):
+    env = session.env(session.wrap(), SECUREHPC_HUB_PUBLIC_KEY=str(session.public_key) + ".missing")
+    result = run_node(session, session.spec, env)
+    assert result.returncode == 69
+    assert "no hub public key" in result.stderr
 
 
 def sbatch(session, slurm_env, token: str, program: str, *options: str, wait: bool = True):
     script = f"#!/bin/sh\nexec {NODE} exec --spec {session.spec} -- {program}\n"
     # The token reaches the job through sbatch's environment, never its arguments.
-    env = {**slurm_env, "SECUREHPC_WRAPPED_TOKEN": token}
+    env = {**slurm_env, **session.env(token)}
     return subprocess.run(
         ["sbatch", "--parsable", *(["--wait"] if wait else []), f"--uid={session.user.name}",
          f"--gid={session.user.gid}", "--chdir=/tmp", "--output=/dev/null", "--time=5", *options],
@@ -447,8 +491,7 @@ def fake_hub():
 
 def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, fake_hub):
     env = {
-        "PATH": os.environ["PATH"],
-        "SECUREHPC_WRAPPED_TOKEN": session.wrap(),
+        **session.env(session.wrap()),
         "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
         "JUPYTERHUB_API_TOKEN": "server-api-token",
         "JUPYTERHUB_SERVICE_PREFIX": "/user/u/sleep/",
@@ -503,12 +546,8 @@ print(json.dumps({
 
 
 def test_a_small_dataset_is_staged_into_private_memory(session):
-    spec = json.loads(session.spec.read_text())
-    spec["stage_limit_mib"] = 64
-    staged_spec = session.spec.with_name("staged-spec.json")
-    staged_spec.write_text(json.dumps(spec))
-    staged_spec.chmod(0o644)
-    env = {"PATH": os.environ["PATH"], "SECUREHPC_WRAPPED_TOKEN": session.wrap()}
+    staged_spec = session.write_spec("staged-spec.json", stage_limit_mib=64)
+    env = session.env(session.wrap())
     result = subprocess.run(
         [NODE, "exec", "--spec", str(staged_spec), "--", "python3", "-c", STAGED_PROBE],
         env=env, capture_output=True, text=True, timeout=120, check=False, **session.user.run_as(),

@@ -16,6 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .. import jobspec
 from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
 from ..stores.gocryptfs import key_to_password
 from . import inside
@@ -168,8 +171,36 @@ def exec_program(spec: SessionSpec, program: list[str], *, token_from_stdin: boo
     return run_in_sandbox(spec, mounts, keys, program)
 
 
+PUBLIC_KEY_ENV = "SECUREHPC_HUB_PUBLIC_KEY"
+DEFAULT_PUBLIC_KEY = Path("/etc/securehpc/hub-signing.pub")
+
+
+def hub_public_key() -> Ed25519PublicKey:
+    """The hub's spec-signing key: ``$SECUREHPC_HUB_PUBLIC_KEY`` or /etc/securehpc/hub-signing.pub."""
+    path = Path(os.environ.get(PUBLIC_KEY_ENV) or DEFAULT_PUBLIC_KEY)
+    try:
+        return jobspec.load_public_key(path)
+    except FileNotFoundError:
+        raise LaunchError(
+            f"no hub public key at {path}: install the hub's hub-signing.pub there (or set ${PUBLIC_KEY_ENV});"
+            " without it no job spec can be trusted",
+            EX_UNAVAILABLE,
+        ) from None
+    except (ValueError, jobspec.SignatureError) as error:
+        raise LaunchError(f"the hub public key {path} is not usable: {error}", EX_UNAVAILABLE) from None
+
+
 def load_spec(path: Path | None) -> SessionSpec:
+    """The session spec, only if the hub signed it (checked before any token is looked at)."""
     source = path or os.environ.get("SECUREHPC_SESSION_SPEC")
     if not source:
         raise LaunchError("no session spec: pass --spec FILE or set $SECUREHPC_SESSION_SPEC", EX_USAGE)
-    return SessionSpec.from_file(Path(source))
+    try:
+        text = Path(source).read_text()
+    except OSError as error:
+        raise LaunchError(f"cannot read the session spec {source}: {error.strerror}", EX_USAGE) from None
+    try:
+        spec = jobspec.verify(text, hub_public_key())
+    except jobspec.SignatureError as error:
+        raise LaunchError(f"{error} ({source})", EX_NOPERM) from None
+    return SessionSpec.from_json(json.dumps(spec))
