@@ -21,16 +21,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import jupyter_securehpc
-
+from ..util.pyenv import SYSTEM_DIRS, readonly_paths
 from .spec import SessionSpec
 
 CIPHER_ROOT = "/run/securehpc/cipher"
 WORKSPACE = "/project"
 DATASETS = "/datasets"
-# Top-level system folders that programs need, bound read-only (or recreated as the symlinks they are on
-# merged-/usr systems). /home, /root, /srv, /var, /mnt, /media and the store root are never bound.
-SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 
 
 # Datasets never change after their import, so the kernel may keep their pages across opens: without it,
@@ -92,13 +88,6 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
     return mounts
 
 
-def readonly_paths() -> list[Path]:
-    """Python environment and this package (for editable installs), which may live outside /usr."""
-    package_root = Path(jupyter_securehpc.__file__).resolve().parent.parent
-    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), package_root}
-    return sorted(p for p in paths if not any(p.is_relative_to(f"/{d}") for d in SYSTEM_DIRS))
-
-
 SOCKETS = "/sockets"
 
 
@@ -111,10 +100,11 @@ def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | N
             argv += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             argv += ["--ro-bind", str(path), str(path)]
-    for path in [*readonly_paths(), *extra_ro]:
-        argv += ["--ro-bind", str(path), str(path)]
     argv += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse", *gpu_devices()]
     argv += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
+    # After the tmpfs folders: the Python environment may live under one of them (a checkout in /tmp).
+    for path in [*readonly_paths(), *extra_ro]:
+        argv += ["--ro-bind", str(path), str(path)]
     argv += ["--dir", WORKSPACE, "--dir", DATASETS]
     if sockets is not None:
         # The only door: a host folder (0700, the user's) with the server's and the hub API's unix sockets.

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..util.pyenv import readonly_paths
+
 # The key is 256 random bits from OpenBao, not a human password: scrypt's hardening buys nothing, so use
 # gocryptfs' cheapest setting and spare every mount a second of CPU.
 SCRYPT_N = "10"
@@ -89,6 +91,9 @@ def sandbox_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) ->
         "--tmpfs", "/mnt",
         "--bind" if writable else "--ro-bind", str(cipher_dir), "/mnt/cipher",
     ]  # fmt: skip
+    # The Python environment again, in case it lives under /tmp (hidden by the private tmpfs above).
+    for path in readonly_paths():
+        argv += ["--ro-bind", str(path), str(path)]
     for inside, outside in binds.items():
         argv += ["--ro-bind", str(outside), inside]
     return argv
