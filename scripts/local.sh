@@ -57,6 +57,11 @@ bootstrap() {
         "$VENV/bin/python" -m pip install -q -e '.[test]'
         echo "$want" >"$stamp"
     fi
+    # Job users run this environment inside their sandboxes: check that an unprivileged user can.
+    if ! setpriv --reuid=nobody --regid=nogroup --clear-groups "$VENV/bin/python" -c 'import jupyter_securehpc' 2>/dev/null; then
+        say "WARNING: unprivileged users cannot run $VENV/bin/python with this checkout ($PWD):"
+        say "         make the checkout and its parent folders readable (chmod o+rx); job sandboxes need it"
+    fi
     say "securehpc dev install (Debian and Node packages)"
     "$VENV/bin/securehpc" dev install
 }
