@@ -1,0 +1,66 @@
+"""The Slurm batch script of a secure session: rendered only from validated values, never user text.
+
+Every ``#SBATCH`` line comes from an int or a name that passed ``projects.names``; every value that
+reaches the shell is quoted with ``shlex.quote`` all the same. The signed job spec travels inside the
+script as a quoted here-document (one line of JSON, which cannot contain the terminator line). The
+wrapped token is not in the script: it reaches the job through sbatch's environment.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from ..projects.policy import Policy
+from .options import SessionRequest
+
+TAG_PREFIX = "securehpc"
+SPEC_END = "SECUREHPC_SPEC_END"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the admin configures for every job (SecureSlurmSpawner traits)."""
+
+    node_command: str = "securehpc-node"
+    output: str = "/tmp/securehpc-%j.log"  # noqa: S108 - on the node, the user's own file
+    extra_sbatch: tuple[str, ...] = ()
+
+
+def job_tag(user: str, project: str, server_id: str) -> str:
+    """The ``--comment`` that ties a job to its server, for reconciliation after a hub restart."""
+    return f"{TAG_PREFIX}:{user}:{project}:{server_id}"
+
+
+def render(request: SessionRequest, policy: Policy, *, tag: str, signed_spec: str, settings: JobSettings) -> str:
+    if "\n" in signed_spec or SPEC_END in signed_spec:
+        raise ValueError("the job spec must be one line of JSON")
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={shlex.quote('securehpc-' + request.project)}",
+        f"#SBATCH --comment={shlex.quote(tag)}",
+        "#SBATCH --no-requeue",
+        f"#SBATCH --partition={shlex.quote(policy.partition)}",
+        f"#SBATCH --cpus-per-task={int(request.cpus)}",
+        f"#SBATCH --mem={int(request.memory_gb)}G",
+        f"#SBATCH --time={int(request.minutes)}",
+        f"#SBATCH --output={shlex.quote(settings.output)}",
+    ]
+    if request.gpus:
+        lines.append(f"#SBATCH --gres=gpu:{int(request.gpus)}")
+    if policy.exclusive:
+        lines.append("#SBATCH --exclusive")
+    lines += [f"#SBATCH {option}" for option in settings.extra_sbatch]
+    lines += [
+        "set -euo pipefail",
+        'spec="$(mktemp)"',
+        "trap 'rm -f \"$spec\"' EXIT",
+        f"cat > \"$spec\" <<'{SPEC_END}'",
+        signed_spec,
+        SPEC_END,
+        # Not exec: the trap removes the spec file when the launcher ends. The launcher reports its port to
+        # the hub itself, on the node's address that the proxy reaches.
+        f'{shlex.quote(settings.node_command)} serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"',
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""The spawner's guards without a hub: options, the batch script, the port report, the job spec signature."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from jupyter_securehpc import jobspec
+from jupyter_securehpc.projects.policy import Policy
+from jupyter_securehpc.spawner.api import PortReportError, parse_port_report
+from jupyter_securehpc.spawner.options import OptionsError, parse
+from jupyter_securehpc.spawner.script import JobSettings, job_tag, render
+
+POLICIES = {
+    "sleep": Policy().with_settings(["max_gpus=2", "max_cpus=8", "max_memory_gb=32", "max_wall_time=8h"]),
+    "mri": Policy().with_settings(["max_gpus=0", "partition=cpu", "exclusive=false"]),
+}
+
+
+def test_defaults_take_the_policy_and_one_gpu():
+    request = parse({"project": ["sleep"]}, POLICIES)
+    assert (request.gpus, request.cpus, request.memory_gb, request.minutes) == (1, 8, 32, 480)
+    assert parse({"project": "mri"}, POLICIES).gpus == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"project": "cardio"}, "not a member of project 'cardio'"),
+        ({"project": "../sleep"}, "contains '..'"),
+        ({"project": "a/sleep"}, "contains '/'"),
+        ({"project": "sleep\n#SBATCH --uid=0"}, "whitespace"),
+        ({"project": "sleep;rm -rf /"}, "';'"),
+        ({"project": "sleep$(id)"}, "'$'"),
+        ({"project": "sleep", "gpus": "3"}, "from 0 to 2"),
+        ({"project": "sleep", "gpus": "1\n#SBATCH --partition=all"}, "whole number"),
+        ({"project": "sleep", "gpus": "-1"}, "whole number"),
+        ({"project": "sleep", "gpus": "1.5"}, "whole number"),
+        ({"project": "sleep", "gpus": "9" * 5000}, "whole number"),
+        ({"project": "sleep", "cpus": "0"}, "from 1 to 8"),
+        ({"project": "sleep", "memory_gb": "`reboot`"}, "whole number"),
+        ({"project": "sleep", "minutes": "481"}, "from 1 to 480"),
+        ({"project": "sleep", "gpus": ["1", "2"]}, "exactly one value"),
+        ({"project": "sleep", "partition": "all"}, "unknown spawn options 'partition'"),
+        ({"project": "sleep", "cmd": "bash"}, "unknown spawn options 'cmd'"),
+        ({"project": "mri", "gpus": "1"}, "from 0 to 0"),
+        ({}, "choose a project"),
+        ({"project": "x" * 100}, "more than 64"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(OptionsError) as error:
+        parse(options, POLICIES)
+    assert message in str(error.value)
+
+
+def make_script(project="sleep", **options) -> str:
+    request = parse({"project": project, **options}, POLICIES)
+    spec = jobspec.sign({"project": project}, Ed25519PrivateKey.generate())
+    return render(
+        request, POLICIES[project], tag=job_tag("bob", project, "7"), signed_spec=spec, settings=JobSettings()
+    )
+
+
+def test_script_carries_the_policy_and_the_safety_flags():
+    script = make_script(gpus="2", cpus="4", memory_gb="16", minutes="90")
+    sbatch = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert sbatch == [
+        "#SBATCH --job-name=securehpc-sleep",
+        "#SBATCH --comment=securehpc:bob:sleep:7",
+        "#SBATCH --no-requeue",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH --time=90",
+        "#SBATCH --output=/tmp/securehpc-%j.log",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --exclusive",
+    ]
+    assert "SECUREHPC_WRAPPED_TOKEN" not in script
+
+
+def test_script_without_gpus_or_exclusivity():
+    script = make_script("mri")
+    assert "--gres" not in script and "--exclusive" not in script and "#SBATCH --partition=cpu" in script
+
+
+def test_script_is_valid_bash_and_the_spec_arrives_intact(tmp_path):
+    script = make_script()
+    envelope = next(line for line in script.splitlines() if line.startswith("{"))
+    # Run everything but the launcher, with the launcher replaced by printing the spec file.
+    launcher = 'securehpc-node serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"'
+    assert launcher in script
+    body = script.replace(launcher, 'cat "$spec"')
+    result = subprocess.run(["bash", "-c", body.split("set -euo pipefail", 1)[1]], capture_output=True,
+                            text=True, timeout=30, check=True)  # fmt: skip
+    assert json.loads(result.stdout.split("\n")[0]) == json.loads(envelope)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[8888]",
+        b'{"port": "8888"}',
+        b'{"port": 8888.0}',
+        b'{"port": true}',
+        b'{"port": 0}',
+        b'{"port": 65536}',
+        b'{"port": -1}',
+        b'{"port": 8888, "ip": "evil.example.org"}',
+        b'{"cmd": ["bash"]}',
+        b'{"port": 8888, "port": 9999, "x": 1}',
+        b'{"port": 8888}' + b" " * 100,
+        b'{"\\u0070ort": 8888, "user_options": {}}',
+    ],
+)
+def test_port_reports_other_than_one_integer_are_refused(body):
+    with pytest.raises(PortReportError):
+        parse_port_report(body)
+
+
+def test_a_port_report_is_accepted():
+    assert parse_port_report(b'{"port": 45123}') == 45123
+
+
+def test_job_spec_signature_round_trip_and_tampering():
+    key = Ed25519PrivateKey.generate()
+    envelope = jobspec.sign({"project": "sleep", "datasets": ["mri/scans"]}, key)
+    assert jobspec.verify(envelope, key.public_key())["datasets"] == ["mri/scans"]
+    tampered = envelope.replace("mri/scans", "mri/other")
+    with pytest.raises(jobspec.SignatureError, match="does not match"):
+        jobspec.verify(tampered, key.public_key())
+    with pytest.raises(jobspec.SignatureError, match="does not match"):
+        jobspec.verify(envelope, Ed25519PrivateKey.generate().public_key())
