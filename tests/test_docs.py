@@ -28,3 +28,28 @@ def test_site_config_example_loads():
 def test_openbao_hub_policy_example_is_current():
     policy = KeyStore(KeyStoreConfig(url="http://127.0.0.1:1", token="")).hub_policy()
     assert (ROOT / "hub_config" / "openbao-hub-policy.hcl").read_text() == policy
+
+
+def test_hub_config_example_names_real_settings(monkeypatch):
+    """Every setting the example sets exists on its class (a typo would be silently ignored by JupyterHub)."""
+    from traitlets.config import PyFileConfigLoader
+
+    from jupyter_securehpc.authenticator import SecureHPCAuthenticator
+    from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
+
+    monkeypatch.setenv("OIDC_CLIENT_SECRET", "not-a-real-secret")
+    path = ROOT / "hub_config" / "jupyterhub_config.py"
+    config = PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+
+    classes = {
+        "JupyterHub": JupyterHub,
+        "ConfigurableHTTPProxy": ConfigurableHTTPProxy,
+        "SecureHPCAuthenticator": SecureHPCAuthenticator,
+        "SecureSlurmSpawner": SecureSlurmSpawner,
+    }
+    for section, values in config.items():
+        traits = classes[section].class_traits(config=True)
+        for name in values:
+            assert name in traits, f"{section}.{name} is not a setting of {classes[section].__name__}"

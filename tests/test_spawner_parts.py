@@ -137,3 +137,23 @@ def test_job_spec_signature_round_trip_and_tampering():
         jobspec.verify(tampered, key.public_key())
     with pytest.raises(jobspec.SignatureError, match="does not match"):
         jobspec.verify(envelope, Ed25519PrivateKey.generate().public_key())
+
+
+def test_entry_points_name_the_spawner_and_the_authenticator():
+    from importlib.metadata import entry_points
+
+    from jupyter_securehpc.authenticator import SecureHPCAuthenticator
+    from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
+
+    assert entry_points(group="jupyterhub.spawners")["securehpc"].load() is SecureSlurmSpawner
+    assert entry_points(group="jupyterhub.authenticators")["securehpc"].load() is SecureHPCAuthenticator
+
+
+def test_importing_the_spawner_removes_batchspawners_attribute_setting_callback():
+    from jupyterhub.apihandlers import default_handlers
+
+    import jupyter_securehpc.spawner.spawner  # noqa: F401 - the import installs the routes
+
+    routes = [route[0] for route in default_handlers]
+    assert r"/api/batchspawner" not in routes
+    assert routes.count(r"/api/securehpc/port") == 1

@@ -1,0 +1,521 @@
+"""Time from ``sbatch`` to a Jupyter server that answers: stock job against the secure launcher, real Slurm.
+
+Run as root from the checkout, with a Python that the job user can execute (the launcher runs from the same
+environment as this script):
+
+    /work/venv-sys/bin/python benchmarks/session_start.py [--repeat 10]
+
+It starts its own local cluster (munge, Slurm, OpenBao; free loopback ports), builds a site through the
+``securehpc`` CLI (project ``bench`` with the benchmark user as data scientist, dataset ``mri/scans``
+shared into it), and submits, as that unprivileged user, alternately:
+
+- stock: a job that runs ``jupyter server --ip 127.0.0.1 --port P`` (token in ``$JUPYTER_TOKEN``); timed
+  from submission to the first HTTP answer of ``/api`` on P, polled from here;
+- secure: a job that runs ``securehpc-node serve --spec ... -- jupyter server --ServerApp.sock=...`` with
+  a fresh wrapped token in the job's environment; timed from submission to the port report, which the
+  launcher POSTs to a small HTTP endpoint here (it also stands for the hub API), and to the first HTTP
+  answer through the relay port.
+
+Both run the same ``jupyter server`` of the same environment, so the difference is Slurm-neutral and is
+the launcher and its sandbox. The breakdown needs no change to product code: process start times from
+``/proc`` (10 ms ticks; the job script, the launcher, both bubblewrap layers, gocryptfs and the server stay
+alive while the session serves), Jupyter's own log timestamps in the job output, and Slurm's Submit/Start
+times (1 s resolution). The launcher logs no timestamps of its own, so its phases between its start and the
+first bubblewrap (spec check, node check, token lookup and unwrap at OpenBao) are one interval here.
+One discarded warm-up job of each kind comes first. Prints Markdown tables and writes
+``benchmarks/results/session_start.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from sites import make_site, make_source  # noqa: E402
+
+from jupyter_securehpc import jobspec  # noqa: E402
+from jupyter_securehpc.devcluster import ClusterLayout, LocalCluster  # noqa: E402
+
+BIN = Path(sys.executable).parent
+NODE = str(BIN / "securehpc-node")
+BENCH_USER = "securehpc-sbench"
+PREFIX = f"/user/{BENCH_USER}/bench/"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Jupyter's log line: "[I 2026-11-23 20:11:02.345 ServerApp] ..."
+LOG_LINE = re.compile(r"^\[[A-Z] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+# The program the launcher runs inside: the socket path and prefix come from the sandbox's environment.
+SECURE_PROGRAM = (
+    "exec jupyter server --no-browser"
+    ' --ServerApp.sock="$SECUREHPC_SERVER_SOCKET"'
+    ' --ServerApp.base_url="$JUPYTERHUB_SERVICE_PREFIX"'
+    " --ServerApp.root_dir=/project"
+)
+
+
+# --- clocks ------------------------------------------------------------------------------------------
+def boot_offset() -> float:
+    """wall clock minus CLOCK_BOOTTIME (what /proc's process start times count from)."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def processes() -> list[dict]:
+    """Every process: pid, ppid, uid, comm, argv, start (wall clock, 10 ms ticks)."""
+    offset = boot_offset()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found.append(
+            {
+                "pid": int(entry.name),
+                "ppid": int(fields[1]),
+                "uid": uid,
+                "comm": stat[stat.index("(") + 1 : stat.rindex(")")],
+                "argv": [a.decode(errors="replace") for a in argv if a],
+                "start": int(fields[19]) / CLK_TCK + offset,
+            }
+        )
+    return found
+
+
+def log_times(output: Path) -> dict[str, float]:
+    """Wall-clock times of Jupyter's first log line and of its "is running at" line."""
+    times: dict[str, float] = {}
+    for line in output.read_text(errors="replace").splitlines():
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        times.setdefault("server_first_log", stamp)
+        if "is running at" in line:
+            times.setdefault("server_running", stamp)
+    return times
+
+
+def slurm_times(job_id: str, env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job_id], env=env, capture_output=True, text=True, timeout=30
+    ).stdout
+    times = {}
+    for name in ("SubmitTime", "StartTime"):
+        match = re.search(rf"\b{name}=(\S+)", out)
+        if match and match.group(1) != "Unknown":
+            times[name] = datetime.fromisoformat(match.group(1)).timestamp()
+    return times
+
+
+# --- the stand-in hub ----------------------------------------------------------------------------------
+class Hub(http.server.BaseHTTPRequestHandler):
+    """Records the launcher's port reports (time, path, authorization, body); answers the hub API with {}."""
+
+    reports: ClassVar[list] = []
+    changed = threading.Condition()
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.reply(b"{}")
+
+    def do_POST(self):
+        arrived = time.time()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with Hub.changed:
+            Hub.reports.append((arrived, self.path, self.headers.get("Authorization"), body))
+            Hub.changed.notify_all()
+        self.reply(b"{}")
+
+
+def wait_for_report(count: int, timeout: float) -> tuple | None:
+    with Hub.changed:
+        Hub.changed.wait_for(lambda: len(Hub.reports) > count, timeout)
+        return Hub.reports[count] if len(Hub.reports) > count else None
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback, our own URL
+            response.read()
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def user_processes(uid: int) -> list[dict]:
+    return [p for p in processes() if p["uid"] == uid]
+
+
+def ensure_user() -> tuple[pwd.struct_passwd, bool]:
+    try:
+        return pwd.getpwnam(BENCH_USER), False
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", BENCH_USER],
+            check=True,
+            timeout=30,
+        )
+        return pwd.getpwnam(BENCH_USER), True
+
+
+class Bench:
+    def __init__(self, root: Path, cluster: LocalCluster, user: pwd.struct_passwd, hub_port: int) -> None:
+        self.root = root
+        self.user = user
+        self.hub_port = hub_port
+        self.slurm_env = {
+            "PATH": f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            **cluster.layout.client_env(),
+        }
+        self.site = make_site(root / "site", cluster.layout)
+        self.out = root / "out"  # job outputs and the stock server's home, the user's
+        self.out.mkdir()
+        os.chown(self.out, user.pw_uid, user.pw_gid)
+        self._build_site()
+
+    def _build_site(self) -> None:
+        site, name = self.site, self.user.pw_name
+        site.ok("project", "create", "bench", "--owner", "alice")
+        site.ok("member", "add", "bench", name, "--role", "data_scientist")
+        site.ok("project", "create", "mri", "--owner", "carol")
+        make_source(self.root / "src", "bench-canary")
+        site.ok("dataset", "import", "mri", "scans", str(self.root / "src"), as_user="carol")
+        site.ok("dataset", "share", "mri/scans", "--with", "bench", as_user="carol")
+        site.ok("dataset", "accept", "bench", "mri/scans", as_user="alice")
+        workspace = site.store_root / "projects" / "bench" / "workspace"
+        for path in [workspace, *workspace.rglob("*")]:  # members may write their workspace (admin guide)
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        signing_key = jobspec.generate_key(self.root / "hub-signing.pem")
+        self.public_key = self.root / "hub-signing.pub"
+        spec = {
+            "project": "bench",
+            "user": name,
+            "role": "data_scientist",
+            "store_root": str(site.store_root),
+            "vault_addr": site.env["VAULT_ADDR"],
+            "datasets": ["mri/scans"],
+            "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
+        }
+        self.spec = self.root / "spec.json"
+        self.spec.write_text(jobspec.sign(spec, signing_key))
+        self.spec.chmod(0o644)
+
+    def sbatch(self, script: str, env: dict[str, str], output: Path) -> tuple[str, float, float]:
+        """Submit as the user (secrets only in the environment); returns job id, submit and return times."""
+        argv = [
+            "sbatch", "--parsable", f"--uid={self.user.pw_name}", f"--gid={self.user.pw_gid}",
+            f"--chdir={self.out}", f"--output={output}", "--time=5", "--job-name=bench-start",
+        ]  # fmt: skip
+        submitted = time.time()
+        result = subprocess.run(
+            argv, input=script, env={**self.slurm_env, **env}, capture_output=True, text=True, timeout=60
+        )
+        returned = time.time()
+        if result.returncode != 0:
+            raise RuntimeError(f"sbatch failed: {result.stderr}")
+        return result.stdout.strip().split(";")[0], submitted, returned
+
+    def stop(self, job_id: str) -> None:
+        """scancel, then wait until the job and every process of the user are gone."""
+        subprocess.run(["scancel", job_id], env=self.slurm_env, timeout=30, check=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            queue = subprocess.run(
+                ["squeue", "--noheader", "--jobs", job_id], env=self.slurm_env, capture_output=True, text=True
+            ).stdout
+            if not queue.strip() and not user_processes(self.user.pw_uid):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"job {job_id} left processes behind: {user_processes(self.user.pw_uid)}")
+
+    def stock(self, index: int, timeout: float) -> dict:
+        port = free_port()
+        home = self.out / f"home-{index}"
+        home.mkdir()
+        os.chown(home, self.user.pw_uid, self.user.pw_gid)
+        output = self.out / f"stock-{index}.log"
+        script = (
+            "#!/bin/sh\n"
+            f"exec jupyter server --no-browser --ip 127.0.0.1 --port {port} --ServerApp.port_retries=0"
+            f" --ServerApp.base_url={PREFIX} --ServerApp.root_dir={home}\n"
+        )
+        env = {
+            "JUPYTER_TOKEN": secrets.token_hex(24),  # never in argv
+            "HOME": str(home),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        }
+        job_id, submitted, returned = self.sbatch(script, env, output)
+        try:
+            url = f"http://127.0.0.1:{port}{PREFIX}api"
+            deadline = time.time() + timeout
+            while not answers(url):
+                if time.time() > deadline:
+                    raise RuntimeError(f"stock server did not answer; {output.read_text(errors='replace')}")
+                time.sleep(0.02)
+            answered = time.time()
+            marks = {"sbatch_returned": returned, "http_answer": answered}
+            marks.update(self._slurm_marks(job_id))
+            for proc in user_processes(self.user.pw_uid):
+                if "jupyter-server" in " ".join(proc["argv"][:2]) or proc["argv"][1:2] == ["server"]:
+                    marks.setdefault("job_script", proc["start"])  # the script execs the server
+            marks.update(log_times(output))
+            return {"job": job_id, "submitted": submitted, "marks": marks}
+        finally:
+            self.stop(job_id)
+
+    def secure(self, index: int, timeout: float) -> dict:
+        output = self.out / f"secure-{index}.log"
+        token = self.site.json("key", "wrap", "bench", "--user", self.user.pw_name, "--ttl", "120")["token"]
+        api_token = secrets.token_hex(24)
+        script = f"#!/bin/sh\nexec {NODE} serve --spec {self.spec} -- sh -c '{SECURE_PROGRAM}'\n"
+        env = {
+            "SECUREHPC_HUB_PUBLIC_KEY": str(self.public_key),
+            "SECUREHPC_WRAPPED_TOKEN": token,  # never in argv
+            "JUPYTERHUB_API_TOKEN": api_token,
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
+            "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
+            "SECUREHPC_PORT_URL": f"http://127.0.0.1:{self.hub_port}/hub/api/securehpc/port",
+        }
+        seen = len(Hub.reports)
+        job_id, submitted, returned = self.sbatch(script, env, output)
+        try:
+            report = wait_for_report(seen, timeout)
+            if report is None:
+                raise RuntimeError(f"no port report; job output: {output.read_text(errors='replace')}")
+            reported, path, authorization, body = report
+            if authorization != f"token {api_token}" or set(body) != {"port"}:
+                raise RuntimeError(f"unexpected port report {path} {body}")
+            url = f"http://127.0.0.1:{body['port']}{PREFIX}api"
+            deadline = time.time() + timeout
+            while not answers(url):
+                if time.time() > deadline:
+                    raise RuntimeError("no answer through the relay port")
+                time.sleep(0.02)
+            answered = time.time()
+            marks = {"sbatch_returned": returned, "port_report": reported, "http_answer": answered}
+            marks.update(self._slurm_marks(job_id))
+            marks.update(self._sandbox_marks())
+            marks.update(log_times(output))
+            return {"job": job_id, "submitted": submitted, "marks": marks}
+        finally:
+            self.stop(job_id)
+
+    def _slurm_marks(self, job_id: str) -> dict[str, float]:
+        marks = {}
+        times = slurm_times(job_id, self.slurm_env)
+        if "StartTime" in times and "SubmitTime" in times:
+            marks["slurm_start_minus_submit_1s"] = times["StartTime"] - times["SubmitTime"]
+        steps = [p["start"] for p in processes() if p["comm"] == "slurmstepd" and f"[{job_id}." in " ".join(p["argv"])]
+        if steps:
+            marks["slurmstepd"] = min(steps)
+        return marks
+
+    def _sandbox_marks(self) -> dict[str, float]:
+        """Start times of the session's processes, alive while it serves."""
+        marks: dict[str, float] = {}
+
+        def first(name: str, start: float) -> None:
+            marks[name] = min(marks.get(name, start), start)
+
+        for proc in user_processes(self.user.pw_uid):
+            argv, start = proc["argv"], proc["start"]
+            joined = " ".join(argv)
+            if "securehpc-node" in joined and "serve" in argv:
+                first("job_script", start)  # the script execs the launcher
+            elif argv[:1] == ["bwrap"] and "--cap-add" in argv:
+                first("outer_bwrap", start)
+            elif "jupyter_securehpc.node.inside" in joined:
+                first("inside_helper", start)
+            elif proc["comm"] == "gocryptfs":
+                first("gocryptfs_first", start)
+                marks["gocryptfs_last"] = max(marks.get("gocryptfs_last", start), start)
+            elif argv[:1] == ["bwrap"] and "--cap-drop" in argv:
+                first("inner_bwrap", start)
+            elif "jupyter-server" in " ".join(argv[:2]) or argv[1:2] == ["server"]:
+                first("server_process", start)
+        return marks
+
+
+# Rows of the breakdown: (label, from mark, to mark); "submitted" is the sbatch call.
+STOCK_STEPS = [
+    ("sbatch call returns", "submitted", "sbatch_returned"),
+    ("queue + slurmstepd: submission -> job script starts", "submitted", "job_script"),
+    ("server process start -> first log line (imports, config)", "job_script", "server_first_log"),
+    ("first log line -> 'is running at'", "server_first_log", "server_running"),
+    ("'is running at' -> first HTTP answer (polled every 20 ms)", "server_running", "http_answer"),
+]
+SECURE_STEPS = [
+    ("sbatch call returns", "submitted", "sbatch_returned"),
+    ("queue + slurmstepd: submission -> job script starts", "submitted", "job_script"),
+    ("launcher: start, spec + node checks, token lookup/unwrap -> outer bwrap", "job_script", "outer_bwrap"),
+    ("outer bwrap -> mount helper (Python) starts", "outer_bwrap", "inside_helper"),
+    ("mount helper -> first gocryptfs", "inside_helper", "gocryptfs_first"),
+    ("first gocryptfs -> last gocryptfs", "gocryptfs_first", "gocryptfs_last"),
+    ("last gocryptfs -> inner bwrap (mounts ready)", "gocryptfs_last", "inner_bwrap"),
+    ("inner bwrap -> server process", "inner_bwrap", "server_process"),
+    ("server process start -> first log line (imports, config)", "server_process", "server_first_log"),
+    ("first log line -> 'is running at'", "server_first_log", "server_running"),
+    ("'is running at' -> port reported (launcher polls every 100 ms)", "server_running", "port_report"),
+    ("port reported -> first HTTP answer through the relay", "port_report", "http_answer"),
+]
+
+
+def interval(run: dict, start: str, end: str) -> float | None:
+    marks = {"submitted": run["submitted"], **run["marks"]}
+    if start in marks and end in marks:
+        return marks[end] - marks[start]
+    return None
+
+
+def med(runs: list[dict], start: str, end: str) -> float | None:
+    values = [v for v in (interval(r, start, end) for r in runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def spread(runs: list[dict], start: str, end: str) -> str:
+    values = [v for v in (interval(r, start, end) for r in runs) if v is not None]
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10, help="measured jobs of each kind (default 10)")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds one session may take to answer")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: it starts Slurm, creates the benchmark user and submits jobs as that user")
+
+    root = Path(tempfile.mkdtemp(prefix="securehpc-bench-start-"))
+    root.chmod(0o755)
+    state = root / "cluster"
+    state.mkdir(mode=0o755)
+    (root / "site").mkdir(mode=0o755)
+    cluster = LocalCluster(ClusterLayout.load_or_create(state, random_ports=True))
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    hub_thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    hub_thread.start()
+    user, created = ensure_user()
+    stock_runs: list[dict] = []
+    secure_runs: list[dict] = []
+    try:
+        cluster.up(install=False)
+        bench = Bench(root, cluster, user, hub.server_address[1])
+        bench.stock(0, args.timeout)  # warm-up: page cache, Slurm's first job
+        bench.secure(0, args.timeout)
+        for index in range(1, args.repeat + 1):
+            stock_runs.append(bench.stock(index, args.timeout))
+            secure_runs.append(bench.secure(index, args.timeout))
+            print(
+                f"run {index}: stock {interval(stock_runs[-1], 'submitted', 'http_answer'):.2f} s, secure "
+                f"{interval(secure_runs[-1], 'submitted', 'http_answer'):.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-sockets-*") if p.owner() == user.pw_name)
+    finally:
+        hub.shutdown()
+        hub.server_close()
+        cluster.down()
+        shutil.rmtree(root, ignore_errors=True)
+        if created:
+            subprocess.run(["userdel", BENCH_USER], check=False, timeout=30)
+
+    stock_total = med(stock_runs, "submitted", "http_answer")
+    secure_report = med(secure_runs, "submitted", "port_report")
+    secure_total = med(secure_runs, "submitted", "http_answer")
+    stock_job = med(stock_runs, "job_script", "http_answer")
+    secure_job = med(secure_runs, "job_script", "http_answer")
+    sandbox_cost = med(secure_runs, "job_script", "server_process")
+    results = {
+        "repeat": args.repeat,
+        "stock": stock_runs,
+        "secure": secure_runs,
+        "leftover_socket_dirs": leftovers,
+        "median": {
+            "stock_submit_to_http": stock_total,
+            "secure_submit_to_port_report": secure_report,
+            "secure_submit_to_http": secure_total,
+            "stock_job_start_to_http": stock_job,
+            "secure_job_start_to_http": secure_job,
+            "secure_job_start_to_server_process": sandbox_cost,
+            "ratio_submit_to_http": secure_total / stock_total,
+            "ratio_job_start_to_http": secure_job / stock_job,
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "session_start.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"Median of {args.repeat} jobs each (min-max in brackets), seconds.\n")
+    print("| from submission (`sbatch`) to | stock `jupyter server` | secure launcher | secure / stock |")
+    print("|---|---|---|---|")
+    print(
+        f"| server answers HTTP | {stock_total:.2f} ({spread(stock_runs, 'submitted', 'http_answer')}) | "
+        f"{secure_total:.2f} ({spread(secure_runs, 'submitted', 'http_answer')}) | {secure_total / stock_total:.2f}x |"
+    )
+    print(
+        f"| port reported to the hub | - | {secure_report:.2f} "
+        f"({spread(secure_runs, 'submitted', 'port_report')}) | - |"
+    )
+    print(
+        f"| (from job script start) server answers HTTP | {stock_job:.2f} | {secure_job:.2f} | "
+        f"{secure_job / stock_job:.2f}x |"
+    )
+    print(f"\nSandbox start cost (job script start -> server process starts inside): {sandbox_cost:.2f} s\n")
+    for name, runs, steps in (("stock", stock_runs, STOCK_STEPS), ("secure", secure_runs, SECURE_STEPS)):
+        print(f"| {name}: step | median (s) | min-max |\n|---|---|---|")
+        for label, start, end in steps:
+            value = med(runs, start, end)
+            shown = f"{value:.2f}" if value is not None else "n/a"
+            print(f"| {label} | {shown} | {spread(runs, start, end)} |")
+        slurm = [r["marks"]["slurm_start_minus_submit_1s"] for r in runs if "slurm_start_minus_submit_1s" in r["marks"]]
+        if slurm:
+            print(f"| (Slurm StartTime - SubmitTime, 1 s resolution) | {statistics.median(slurm):.0f} | "
+                  f"{min(slurm):.0f}-{max(slurm):.0f} |")  # fmt: skip
+        print()
+    if leftovers:
+        print(f"Left behind: {leftovers}")
+
+
+if __name__ == "__main__":
+    main()

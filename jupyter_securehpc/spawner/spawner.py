@@ -1,0 +1,318 @@
+"""``SecureSlurmSpawner``: one named server per project, in the node launcher's sandbox on a Slurm node.
+
+Built on batchspawner's ``SlurmSpawner`` for its Slurm state handling (``squeue`` regexes, job state in
+the hub database), with its known defects replaced: options are allow-listed and validated
+(``options.py``), the batch script is rendered from validated values only (``script.py``), commands run
+as argument lists with timeouts (never a shell), the submit environment is never logged, and the job
+reports its port through the strict endpoint of ``api.py``.
+
+Status: the pieces it joins are tested; the spawner itself has not yet run under a hub end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import re
+import time
+from pathlib import Path
+
+from batchspawner import SlurmSpawner
+from batchspawner.batchspawner import JobStatus
+from traitlets import Integer, List, Unicode, default, validate
+
+from .. import jobspec
+from ..audit import AuditLog
+from ..config import SecureHPC
+from ..keys import KeyStore, KeyStoreConfig
+from ..projects.authz import Action, Subject, decide
+from ..projects.db import open_database
+from ..projects.model import Dataset, Member, Project, Share
+from ..projects.policy import Policy
+from ..projects.roles import Role
+from . import api, options, script
+
+api.install_routes()
+
+_SBATCH_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9_.:,/%@+-]+)?")
+
+
+class SpawnRefused(Exception):
+    """A refusal the user can act on; JupyterHub shows ``jupyterhub_message`` instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.jupyterhub_message = message
+
+
+class SecureSlurmSpawner(SlurmSpawner):
+    signing_key_file = Unicode(
+        "/etc/securehpc/hub-signing.pem",
+        help="""Ed25519 private key (PEM, readable by the hub only) that signs every job spec. Nodes verify with
+        its public half (``hub-signing.pub``) in /etc/securehpc/ or ``$SECUREHPC_HUB_PUBLIC_KEY``.""",
+    ).tag(config=True)
+
+    node_command = Unicode(
+        "securehpc-node",
+        help="The node launcher on the compute nodes (a path, or a name on the job's PATH).",
+    ).tag(config=True)
+
+    job_output = Unicode(
+        "/tmp/securehpc-%j.log",  # noqa: S108 - on the node
+        help="Slurm ``--output`` of secure jobs, on the node (launcher messages only; no data).",
+    ).tag(config=True)
+
+    extra_sbatch_options = List(
+        Unicode(),
+        help="""Extra ``#SBATCH`` options for every secure job, e.g. ``["--account=secure", "--qos=secure"]``.
+        Each must be a single ``--name`` or ``--name=value`` without spaces.""",
+    ).tag(config=True)
+
+    stage_limit_mib = Integer(
+        0,
+        help="""Datasets whose ciphertext adds up to at most this many MiB are copied into the session's memory
+        at start (faster reads, more memory; see the README's benchmarks). 0: never.""",
+    ).tag(config=True)
+
+    command_timeout = Integer(
+        30, help="Seconds each Slurm command (sbatch, squeue, scancel) may take before it counts as failed."
+    ).tag(config=True)
+
+    @validate("extra_sbatch_options")
+    def _check_sbatch_options(self, proposal: dict) -> list[str]:
+        for option in proposal["value"]:
+            if not _SBATCH_OPTION.fullmatch(option):
+                raise ValueError(
+                    f"SecureSlurmSpawner.extra_sbatch_options: {option!r} is not one --name or --name=value "
+                    "without spaces"
+                )
+        return proposal["value"]
+
+    @default("options_form")
+    def _options_form_default(self):
+        return lambda spawner: options.form(spawner.project_policies(), selected=spawner.name or None)
+
+    # -- the site ---------------------------------------------------------------------------------------
+    _sessions = None
+
+    @property
+    def site(self) -> SecureHPC:
+        return SecureHPC(config=self.config)
+
+    def _database(self):
+        if SecureSlurmSpawner._sessions is None:
+            SecureSlurmSpawner._sessions = open_database(self.site.db_url)
+        return SecureSlurmSpawner._sessions
+
+    def project_policies(self) -> dict[str, Policy]:
+        """The user's projects and their policies (where they may start a session)."""
+        with self._database()() as session:
+            rows = session.query(Project, Member).join(Member).filter(Member.username == self.user.name).all()
+            return {
+                project.name: Policy.from_dict(project.policy or {})
+                for project, member in rows
+                if decide(Subject(self.user.name), Action.SESSION_START, Role(member.role))
+            }
+
+    def audit_event(self, action: str, outcome: str, reason: str, **details) -> None:
+        AuditLog(Path(self.site.audit_log)).append(
+            actor=self.user.name,
+            action=action,
+            obj=f"server:{self.user.name}/{self.name}",
+            outcome=outcome,
+            project=self.name or None,
+            reason=reason,
+            **details,
+        )
+
+    # -- options ----------------------------------------------------------------------------------------
+    def options_from_form(self, formdata: dict) -> dict:
+        return {key: value for key, value in formdata.items() if key in options.FIELDS}
+
+    def _request(self) -> tuple[options.SessionRequest, Policy]:
+        policies = self.project_policies()
+        try:
+            request = options.parse(dict(self.user_options or {}), policies, default_project=self.name or None)
+        except options.OptionsError as error:
+            self.audit_event(Action.SESSION_START.value, "denied", str(error))
+            raise SpawnRefused(f"Cannot start this server: {error}.") from None
+        if self.name and request.project != self.name:
+            reason = f"this server is for project {self.name!r}, not {request.project!r}"
+            self.audit_event(Action.SESSION_START.value, "denied", reason)
+            raise SpawnRefused(f"Cannot start this server: {reason}. Start the server named {request.project}.")
+        return request, policies[request.project]
+
+    # -- commands, never through a shell ----------------------------------------------------------------
+    async def _run(self, argv: list[str], stdin: str | None = None, env: dict | None = None) -> str:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(stdin.encode() if stdin else None), self.command_timeout
+            )
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"{argv[0]} did not answer within {self.command_timeout}s") from None
+        if process.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {err.decode(errors='replace').strip()[:500]}")
+        return out.decode(errors="replace").strip()
+
+    def _slurm_env(self) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        if "SLURM_CONF" in os.environ:
+            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+        return env
+
+    async def query_job_status(self):  # noqa: ANN201 - batchspawner's contract
+        if not self.job_id:
+            self.job_status = ""
+            return await super().query_job_status()
+        try:
+            self.job_status = await self._run(
+                ["squeue", "--noheader", f"--jobs={self.job_id}", "--format=%T %B"], env=self._slurm_env()
+            )
+        except RuntimeError as error:
+            # slurmctld briefly down or the job already purged: unknown, not dead (the server may be fine).
+            self.log.warning("squeue for job %s: %s", self.job_id, error)
+            self.job_status = ""
+        if self.state_isrunning():
+            return JobStatus.RUNNING
+        if self.state_ispending():
+            return JobStatus.PENDING
+        if not self.job_status:
+            return JobStatus.UNKNOWN
+        return JobStatus.NOTFOUND
+
+    async def cancel_batch_job(self) -> None:
+        if self.job_id:
+            await self._run(["scancel", self.job_id], env=self._slurm_env())
+
+    # -- start and stop ---------------------------------------------------------------------------------
+    accepts_port_report = False
+
+    def report_port(self, port: int) -> None:
+        """Called by the port endpoint with this server's own token (see api.py)."""
+        self.port = port
+        self.accepts_port_report = False
+        self.audit_event("session.port", "allowed", "reported by the job", port=port)
+
+    async def _cancel_interrupted_spawns(self, tag: str) -> None:
+        """Jobs of this server left by a hub that died mid-spawn: found by their tag, cancelled."""
+        listing = await self._run(
+            ["squeue", "--noheader", f"--user={self.user.name}", "--format=%i|%k"], env=self._slurm_env()
+        )
+        for line in listing.splitlines():
+            job_id, _, comment = line.partition("|")
+            if comment.strip() == tag:
+                self.log.warning("cancelling job %s of an interrupted spawn of %s", job_id, tag)
+                await self._run(["scancel", job_id.strip()], env=self._slurm_env())
+
+    def _datasets(self, project: str) -> tuple[list[tuple[str, str]], str | None]:
+        """The datasets a session of ``project`` mounts (own and accepted shares) and the user's role."""
+        with self._database()() as session:
+            target = session.query(Project).filter(Project.name == project).one()
+            own = [(project, d.name) for d in target.datasets]
+            shared = (
+                session.query(Project.name, Dataset.name)
+                .join(Dataset, Dataset.project_id == Project.id)
+                .join(Share, Share.dataset_id == Dataset.id)
+                .filter(Share.target_project_id == target.id, Share.state == "accepted")
+                .all()
+            )
+            role = session.query(Member.role).filter(Member.project_id == target.id, Member.username == self.user.name)
+            return sorted(own) + sorted(shared), role.scalar()
+
+    async def start(self):  # noqa: ANN201 - JupyterHub's contract: (ip, port)
+        request, policy = self._request()
+        datasets, role = self._datasets(request.project)
+        tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
+        await self._cancel_interrupted_spawns(tag)
+        site = self.site
+        keys_config = KeyStoreConfig(config=self.config)
+        keys = KeyStore(keys_config)
+        wrapped = keys.wrap_session(self.user.name, request.project, policy.key_ttl, datasets=datasets)
+        self._wrapped_accessors = (wrapped.accessor, wrapped.wrapped_accessor)
+        spec = {
+            "project": request.project,
+            "user": self.user.name,
+            "role": role,
+            "store_root": site.store_root,
+            "vault_addr": keys_config.url,
+            "datasets": [f"{o}/{d}" for o, d in datasets],
+            "issued_at": time.time(),
+            "ttl": policy.key_ttl,
+            "key_store": {
+                "kv_mount": keys_config.kv_mount,
+                "prefix": keys_config.prefix,
+                "policy_prefix": keys_config.policy_prefix,
+            },
+            "stage_limit_mib": self.stage_limit_mib,
+        }
+        signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
+        settings = script.JobSettings(self.node_command, self.job_output, tuple(self.extra_sbatch_options))
+        batch = script.render(request, policy, tag=tag, signed_spec=signed, settings=settings)
+        env = {**self._slurm_env(), **self.get_env()}
+        env["SECUREHPC_WRAPPED_TOKEN"] = wrapped.token
+        env["SECUREHPC_PORT_URL"] = self.hub.api_url.rstrip("/") + "/securehpc/port"
+        account = pwd.getpwnam(self.user.name)
+        submit = ["sbatch", "--parsable", f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
+        self.port = 0
+        self.accepts_port_report = True
+        self.job_id = (await self._run(submit, stdin=batch, env=env)).split(";")[0]
+        self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
+        self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
+        return await self._wait_for_port()
+
+    async def _wait_for_port(self):
+        while self.port == 0:
+            status = await self.query_job_status()
+            if status not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
+                reason = await self._job_reason()
+                self.accepts_port_report = False
+                self.audit_event(Action.SESSION_START.value, "failed", reason, job_id=self.job_id)
+                raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
+            await asyncio.sleep(self.startup_poll_interval)
+        self.ip = self.state_gethost() or self.ip
+        return self.ip, self.port
+
+    async def _job_reason(self) -> str:
+        try:
+            info = await self._run(["scontrol", "show", "job", self.job_id], env=self._slurm_env())
+        except RuntimeError:
+            return f"job {self.job_id} is gone (see its output on the node: {self.job_output})"
+        fields = dict(item.split("=", 1) for item in info.split() if "=" in item)
+        return (
+            f"job {self.job_id} {fields.get('JobState', '?')}, exit code {fields.get('ExitCode', '?')}, "
+            f"reason {fields.get('Reason', '?')} (launcher messages: {self.job_output} on the node)"
+        )
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        accessors = getattr(self, "_wrapped_accessors", None)
+        if accessors:
+            state["securehpc_accessors"] = list(accessors)  # accessors, not tokens: they revoke, nothing else
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        if state.get("securehpc_accessors"):
+            self._wrapped_accessors = tuple(state["securehpc_accessors"])
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        accessors = getattr(self, "_wrapped_accessors", None)
+        if accessors:
+            try:
+                KeyStore(KeyStoreConfig(config=self.config)).revoke_wrapping(
+                    accessors[0], wrapped_accessor=accessors[1]
+                )
+            except Exception as error:  # the job is gone either way; report, do not fail the stop
+                self.log.warning("could not revoke the session tokens of %s: %s", self.name, error)
+        self.audit_event("session.stop", "allowed", "stopped", job_id=self.job_id)
