@@ -120,6 +120,13 @@ def log_times(output: Path) -> dict[str, float]:
     return times
 
 
+def problems(output: Path) -> list[str]:
+    """The job's warnings and errors (Jupyter's W/E/C lines, the launcher's messages), tokens redacted."""
+    lines = output.read_text(errors="replace").splitlines()
+    found = [line for line in lines if re.match(r"^\[[WEC] ", line) or line.startswith("securehpc-node:")]
+    return [re.sub(r"token=\S+", "token=REDACTED", line) for line in found]
+
+
 def slurm_times(job_id: str, env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
         ["scontrol", "show", "job", "--oneliner", job_id], env=env, capture_output=True, text=True, timeout=30
@@ -257,14 +264,17 @@ class Bench:
         return result.stdout.strip().split(";")[0], submitted, returned
 
     def stop(self, job_id: str) -> None:
-        """scancel, then wait until the job and every process of the user are gone."""
+        """scancel, then wait until the job and every process of the user are gone and the node is idle."""
         subprocess.run(["scancel", job_id], env=self.slurm_env, timeout=30, check=False)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             queue = subprocess.run(
                 ["squeue", "--noheader", "--jobs", job_id], env=self.slurm_env, capture_output=True, text=True
             ).stdout
-            if not queue.strip() and not user_processes(self.user.pw_uid):
+            node = subprocess.run(
+                ["sinfo", "--noheader", "--Node", "--format=%T"], env=self.slurm_env, capture_output=True, text=True
+            ).stdout.split()
+            if not queue.strip() and not user_processes(self.user.pw_uid) and set(node) == {"idle"}:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"job {job_id} left processes behind: {user_processes(self.user.pw_uid)}")
@@ -300,7 +310,7 @@ class Bench:
                 if "jupyter-server" in " ".join(proc["argv"][:2]) or proc["argv"][1:2] == ["server"]:
                     marks.setdefault("job_script", proc["start"])  # the script execs the server
             marks.update(log_times(output))
-            return {"job": job_id, "submitted": submitted, "marks": marks}
+            return {"job": job_id, "submitted": submitted, "marks": marks, "problems": problems(output)}
         finally:
             self.stop(job_id)
 
@@ -337,7 +347,7 @@ class Bench:
             marks.update(self._slurm_marks(job_id))
             marks.update(self._sandbox_marks())
             marks.update(log_times(output))
-            return {"job": job_id, "submitted": submitted, "marks": marks}
+            return {"job": job_id, "submitted": submitted, "marks": marks, "problems": problems(output)}
         finally:
             self.stop(job_id)
 
@@ -352,26 +362,31 @@ class Bench:
         return marks
 
     def _sandbox_marks(self) -> dict[str, float]:
-        """Start times of the session's processes, alive while it serves."""
+        """Start times of the session's processes, alive while it serves (10 ms ticks).
+
+        The mount helper replaces itself with the inner bubblewrap (same pid, so its start time is the
+        helper's); that bubblewrap's children start once the mounts are ready. Each gocryptfs leaves a daemon
+        forked from the process the helper started.
+        """
         marks: dict[str, float] = {}
+        procs = user_processes(self.user.pw_uid)
+        inner = {p["pid"]: p for p in procs if p["argv"][:1] == ["bwrap"] and "--cap-drop" in p["argv"]}
 
         def first(name: str, start: float) -> None:
             marks[name] = min(marks.get(name, start), start)
 
-        for proc in user_processes(self.user.pw_uid):
+        for proc in procs:
             argv, start = proc["argv"], proc["start"]
             joined = " ".join(argv)
             if "securehpc-node" in joined and "serve" in argv:
                 first("job_script", start)  # the script execs the launcher
             elif argv[:1] == ["bwrap"] and "--cap-add" in argv:
                 first("outer_bwrap", start)
-            elif "jupyter_securehpc.node.inside" in joined:
-                first("inside_helper", start)
+            elif proc["pid"] in inner:
+                first("inner_bwrap" if proc["ppid"] in inner else "inside_helper", start)
             elif proc["comm"] == "gocryptfs":
                 first("gocryptfs_first", start)
                 marks["gocryptfs_last"] = max(marks.get("gocryptfs_last", start), start)
-            elif argv[:1] == ["bwrap"] and "--cap-drop" in argv:
-                first("inner_bwrap", start)
             elif "jupyter-server" in " ".join(argv[:2]) or argv[1:2] == ["server"]:
                 first("server_process", start)
         return marks
@@ -380,20 +395,22 @@ class Bench:
 # Rows of the breakdown: (label, from mark, to mark); "submitted" is the sbatch call.
 STOCK_STEPS = [
     ("sbatch call returns", "submitted", "sbatch_returned"),
-    ("queue + slurmstepd: submission -> job script starts", "submitted", "job_script"),
+    ("submission -> slurmstepd starts (queue, scheduling)", "submitted", "slurmstepd"),
+    ("slurmstepd -> job script starts", "slurmstepd", "job_script"),
     ("server process start -> first log line (imports, config)", "job_script", "server_first_log"),
     ("first log line -> 'is running at'", "server_first_log", "server_running"),
     ("'is running at' -> first HTTP answer (polled every 20 ms)", "server_running", "http_answer"),
 ]
 SECURE_STEPS = [
     ("sbatch call returns", "submitted", "sbatch_returned"),
-    ("queue + slurmstepd: submission -> job script starts", "submitted", "job_script"),
+    ("submission -> slurmstepd starts (queue, scheduling)", "submitted", "slurmstepd"),
+    ("slurmstepd -> job script starts", "slurmstepd", "job_script"),
     ("launcher: start, spec + node checks, token lookup/unwrap -> outer bwrap", "job_script", "outer_bwrap"),
     ("outer bwrap -> mount helper (Python) starts", "outer_bwrap", "inside_helper"),
-    ("mount helper -> first gocryptfs", "inside_helper", "gocryptfs_first"),
-    ("first gocryptfs -> last gocryptfs", "gocryptfs_first", "gocryptfs_last"),
-    ("last gocryptfs -> inner bwrap (mounts ready)", "gocryptfs_last", "inner_bwrap"),
-    ("inner bwrap -> server process", "inner_bwrap", "server_process"),
+    ("mount helper -> first gocryptfs daemon (workspace)", "inside_helper", "gocryptfs_first"),
+    ("first -> last gocryptfs daemon (dataset)", "gocryptfs_first", "gocryptfs_last"),
+    ("last gocryptfs daemon -> inner bwrap forks (mounts ready)", "gocryptfs_last", "inner_bwrap"),
+    ("inner bwrap forks -> server process", "inner_bwrap", "server_process"),
     ("server process start -> first log line (imports, config)", "server_process", "server_first_log"),
     ("first log line -> 'is running at'", "server_first_log", "server_running"),
     ("'is running at' -> port reported (launcher polls every 100 ms)", "server_running", "port_report"),
@@ -422,6 +439,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10, help="measured jobs of each kind (default 10)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one session may take to answer")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds to wait between one job's end and the next")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it starts Slurm, creates the benchmark user and submits jobs as that user")
@@ -444,8 +462,13 @@ def main() -> None:
         bench.stock(0, args.timeout)  # warm-up: page cache, Slurm's first job
         bench.secure(0, args.timeout)
         for index in range(1, args.repeat + 1):
-            stock_runs.append(bench.stock(index, args.timeout))
-            secure_runs.append(bench.secure(index, args.timeout))
+            # Alternate which kind goes first, so that neither always follows the other.
+            for kind in ("stock", "secure") if index % 2 else ("secure", "stock"):
+                time.sleep(args.settle)
+                if kind == "stock":
+                    stock_runs.append(bench.stock(index, args.timeout))
+                else:
+                    secure_runs.append(bench.secure(index, args.timeout))
             print(
                 f"run {index}: stock {interval(stock_runs[-1], 'submitted', 'http_answer'):.2f} s, secure "
                 f"{interval(secure_runs[-1], 'submitted', 'http_answer'):.2f} s",

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,10 +510,10 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         assert authorization == "token server-api-token"
         assert set(body) == {"port"} and isinstance(body["port"], int)
         base = f"http://127.0.0.1:{body['port']}/user/u/sleep"
-        inside = json.loads(urllib.request.urlopen(f"{base}/", timeout=10).read())  # noqa: S310
+        inside = json.loads(urllib.request.urlopen(f"{base}/", timeout=10).read())
         assert inside["api"] == "http+unix://%2Fsockets%2Fhub-api.sock/hub/api"
         assert inside["cwd"] == "/project" and inside["uid"] == session.user.uid
-        via_hub = json.loads(urllib.request.urlopen(f"{base}/via-hub", timeout=10).read())  # noqa: S310
+        via_hub = json.loads(urllib.request.urlopen(f"{base}/via-hub", timeout=10).read())
         assert via_hub == {"version": "fake-hub"}
         assert not host_has_plaintext_mount()
         launcher.send_signal(signal.SIGTERM)
@@ -524,7 +525,7 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
     assert_nothing_left(session.user.uid)
     assert not list(Path("/tmp").glob("securehpc-sockets-*"))
     with pytest.raises(OSError):
-        urllib.request.urlopen(f"{base}/", timeout=5)  # noqa: S310
+        urllib.request.urlopen(f"{base}/", timeout=5)
 
 
 STAGED_PROBE = r"""
@@ -558,4 +559,61 @@ def test_a_small_dataset_is_staged_into_private_memory(session):
     assert report["workspace_fs"] == "fuse.gocryptfs"
     assert report["readme"] == session.source_hashes["README.txt"]
     assert report["write"] in {"OSError", "PermissionError"}
+    assert_nothing_left(session.user.uid)
+
+
+JUPYTER_IN_SANDBOX = (
+    'JUPYTER_TOKEN="$JUPYTERHUB_API_TOKEN" exec jupyter server --ServerApp.sock="$SECUREHPC_SERVER_SOCKET" '
+    "--ServerApp.root_dir=/project --ServerApp.jpserver_extensions jupyter_securehpc.serverext=True"
+)
+
+
+def test_serve_runs_jupyter_with_the_server_extension_and_forwards_its_audit_events(session, fake_hub):
+    """A real jupyter-server in the sandbox: the launcher placed the session policy read-only and the
+    extension refuses a download for a data scientist; the refusal reaches the job's output."""
+    env = {
+        **session.env(session.wrap()),
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
+        "JUPYTERHUB_API_TOKEN": "test-server-token",
+        "JUPYTERHUB_SERVICE_PREFIX": "/",
+        "SECUREHPC_PORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc/port",
+    }
+    launcher = subprocess.Popen(
+        [NODE, "serve", "--spec", str(session.spec), "--", "sh", "-c", JUPYTER_IN_SANDBOX],
+        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **session.user.run_as(),
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: FakeHub.reports or launcher.poll() is not None, timeout=120)
+        assert launcher.poll() is None, launcher.stderr.read()
+        base = f"http://127.0.0.1:{FakeHub.reports[0][2]['port']}"
+        headers = {"Authorization": "token test-server-token"}
+
+        def get(path: str) -> tuple[int, bytes]:
+            request = urllib.request.Request(base + path, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=20) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read()
+
+        assert get("/api/status")[0] == 200
+        put = urllib.request.Request(
+            base + "/api/contents/secret.txt",
+            data=json.dumps({"type": "file", "format": "text", "content": session.canary}).encode(),
+            headers={**headers, "Content-Type": "application/json"},
+            method="PUT",
+        )
+        with pytest.raises(urllib.error.HTTPError) as upload:
+            urllib.request.urlopen(put, timeout=20)
+        assert upload.value.code == 403
+        status, body = get("/files/README.md")
+        assert status in (403, 404) and session.canary.encode() not in body
+        launcher.send_signal(signal.SIGTERM)
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+    events = [json.loads(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith("securehpc-audit: ")]
+    assert any(e["outcome"] == "denied" and e["project"] == "sleep" for e in events), out
     assert_nothing_left(session.user.uid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import hvac
@@ -91,8 +92,21 @@ def client(layout: ClusterLayout) -> hvac.Client:
     return hvac.Client(url=layout.openbao_addr, token=root_token(layout), timeout=10)
 
 
-def _init_and_unseal(layout: ClusterLayout) -> None:
-    unauthenticated = hvac.Client(url=layout.openbao_addr, timeout=10)
+def _init_and_unseal(layout: ClusterLayout, deadline_seconds: float = 60) -> None:
+    """Initialise (once) and unseal; retried, because a freshly started server on a busy machine can take
+    longer than a request's timeout to answer its first calls."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return _init_and_unseal_once(layout)
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _init_and_unseal_once(layout: ClusterLayout) -> None:
+    unauthenticated = hvac.Client(url=layout.openbao_addr, timeout=30)
     if not unauthenticated.sys.is_initialized():
         result = unauthenticated.sys.initialize(secret_shares=1, secret_threshold=1)
         # Saved before anything else: losing it would lose every key in the server.

@@ -101,13 +101,18 @@ def unwrap_keys(spec: SessionSpec, token: str) -> dict[str, bytes]:
     return by_target
 
 
-def _key_pipe(key: bytes) -> int:
+def _data_pipe(data: bytes) -> int:
+    """A pipe's read end that yields ``data``, then EOF (up to the pipe's 64 KiB, plenty for keys and specs)."""
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, key_to_password(key))
+        os.write(write_end, data)
     finally:
         os.close(write_end)
     return read_end
+
+
+def _key_pipe(key: bytes) -> int:
+    return _data_pipe(key_to_password(key))
 
 
 def sandbox_command(
@@ -119,6 +124,7 @@ def sandbox_command(
     extra_env: dict[str, str] | None = None,
     sockets: Path | None = None,
     uid: int | None = None,
+    session_data: bytes | None = None,
 ) -> tuple[list[str], list[int]]:
     """The outer bwrap command and the key pipes it inherits (the caller closes them after starting it).
 
@@ -126,6 +132,7 @@ def sandbox_command(
     """
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
+    session_fd = _data_pipe(session_data) if session_data is not None else None
     me = pwd.getpwuid(os.getuid() if uid is None else uid)
     config = {
         "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],
@@ -135,12 +142,12 @@ def sandbox_command(
         "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
     }
     argv = [
-        *outer_argv(mounts, sockets=sockets),
+        *outer_argv(mounts, sockets=sockets, session_fd=session_fd),
         "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
         "--setenv", inside.ENV_NAME, json.dumps(config),
         sys.executable, "-m", "jupyter_securehpc.node.inside",
     ]  # fmt: skip
-    return argv, fds
+    return argv, fds + ([session_fd] if session_fd is not None else [])
 
 
 def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:

@@ -91,7 +91,12 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
 SOCKETS = "/sockets"
 
 
-def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | None = None) -> list[str]:
+SESSION_FILE = "/securehpc/session.json"
+
+
+def outer_argv(
+    mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | None = None, session_fd: int | None = None
+) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     argv += ["--uid", "0", "--gid", "0", "--cap-add", "ALL"]
     for name in SYSTEM_DIRS:
@@ -109,6 +114,9 @@ def outer_argv(mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | N
     if sockets is not None:
         # The only door: a host folder (0700, the user's) with the server's and the hub API's unix sockets.
         argv += ["--bind", str(sockets), SOCKETS]
+    if session_fd is not None:
+        # The server extension's policy: a read-only copy that nothing in the sandbox can change.
+        argv += ["--dir", str(Path(SESSION_FILE).parent), "--ro-bind-data", str(session_fd), SESSION_FILE]
     for mount in mounts:
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
         argv += ["--dir", mount.target]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import relay
 from .launcher import EX_USAGE, LaunchError, check_ready, sandbox_command, take_token, unwrap_keys
-from .sandbox import SOCKETS, WORKSPACE
+from .sandbox import SESSION_FILE, SOCKETS, WORKSPACE
 from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,25 @@ PORT_URL_ENV = "SECUREHPC_PORT_URL"
 READY_TIMEOUT = 300.0
 
 
+AUDIT_FILE = "audit.jsonl"
+
+
 def default_program() -> list[str]:
     return [
         "jupyterhub-singleuser",
         f"--ServerApp.sock={SOCKETS}/{SERVER_SOCKET}",
         f"--ServerApp.root_dir={WORKSPACE}",
+        # On the command line, so that no configuration file can turn it off.
+        "--ServerApp.jpserver_extensions",
+        "jupyter_securehpc.serverext=True",
     ]
+
+
+def session_file(spec: SessionSpec) -> bytes:
+    """What the server extension enforces (serverext/session.py): who, where, which role and policy."""
+    return json.dumps(
+        {"project": spec.project, "user": spec.user, "role": spec.role.value, "policy": spec.policy}
+    ).encode()
 
 
 def hub_api_address(api_url: str) -> tuple[str, int, str]:
@@ -60,6 +73,9 @@ def server_env(api_path: str) -> dict[str, str]:
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:8888{prefix}"
     env["SECUREHPC_SERVER_SOCKET"] = f"{SOCKETS}/{SERVER_SOCKET}"
+    env["SECUREHPC_SESSION_POLICY"] = SESSION_FILE
+    # The extension's refusals, appended inside; the launcher copies each line to the job's output.
+    env["SECUREHPC_AUDIT_LOG"] = f"{SOCKETS}/{AUDIT_FILE}"
     return env
 
 
@@ -98,6 +114,31 @@ def report_port(port: int) -> None:
     log.info("reported port %d to the hub", port)
 
 
+class AuditForwarder:
+    """Copies the extension's audit events to the job's output as they come (``securehpc-audit: {...}``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def flush(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            print(f"securehpc-audit: {line.decode(errors='replace')}", flush=True)
+        self.offset += len(complete)
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            self.flush()
+            await asyncio.sleep(interval)
+
+
 async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, token_from_stdin: bool) -> int:
     token = take_token(token_from_stdin)
     mounts = check_ready(spec)
@@ -110,7 +151,13 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
     try:
         servers.append(await relay.unix_to_tcp(sockets / HUB_SOCKET, api_host, api_port))
         argv, fds = sandbox_command(
-            spec, mounts, keys, program or default_program(), extra_env=server_env(api_path), sockets=sockets
+            spec,
+            mounts,
+            keys,
+            program or default_program(),
+            extra_env=server_env(api_path),
+            sockets=sockets,
+            session_data=session_file(spec),
         )
         try:
             sandbox = await asyncio.create_subprocess_exec(*argv, pass_fds=fds)
@@ -129,7 +176,11 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
         public = await relay.tcp_to_unix(ip, port, sockets / SERVER_SOCKET)
         servers.append(public)
         await loop.run_in_executor(None, report_port, public.sockets[0].getsockname()[1])
+        forwarder = AuditForwarder(sockets / AUDIT_FILE)
+        forwarding = asyncio.create_task(forwarder.run())
         status = await sandbox.wait()
+        forwarding.cancel()
+        forwarder.flush()
         return 128 - status if status < 0 else status
     finally:
         if sandbox is not None and sandbox.returncode is None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..projects.names import InvalidName, validate_name
+from ..projects.policy import Policy
 from ..projects.roles import Role
 
 
@@ -32,6 +33,8 @@ class SessionSpec:
     # Datasets whose ciphertext adds up to at most this many MiB are copied into the sandbox's memory at
     # start (faster reads, more memory); 0 = never. Set from the project's memory policy by the spawner.
     stage_limit_mib: int = 0
+    # The project's policy (Policy.as_dict()), for the server extension's session file.
+    policy: dict = field(default_factory=dict)
     # The hub's KeyStoreConfig names (mount, prefix, policy prefix): the node must look where the hub wrote.
     key_store: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -85,6 +88,7 @@ class SessionSpec:
             issued_at=float(issued_at) if issued_at is not None else None,
             ttl=int(ttl) if ttl is not None else None,
             stage_limit_mib=_non_negative(data.get("stage_limit_mib", 0), "stage_limit_mib"),
+            policy=_policy(data.get("policy") or {}),
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
         )
@@ -95,6 +99,15 @@ class SessionSpec:
             return cls.from_json(Path(path).read_text())
         except OSError as error:
             raise SpecError(f"cannot read the session spec {path}: {error.strerror}") from None
+
+
+def _policy(data: object) -> dict:
+    if not isinstance(data, dict):
+        raise SpecError("session spec: policy must be an object (Policy.as_dict())")
+    try:
+        return Policy.from_dict(data).as_dict()
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"session spec: policy: {error}") from None
 
 
 def _non_negative(value: object, name: str) -> int:
