@@ -254,6 +254,7 @@ class SecureSlurmSpawner(SlurmSpawner):
                 "policy_prefix": keys_config.policy_prefix,
             },
             "stage_limit_mib": self.stage_limit_mib,
+            "policy": policy.as_dict(),
         }
         signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
         settings = script.JobSettings(self.node_command, self.job_output, tuple(self.extra_sbatch_options))
