@@ -7,17 +7,20 @@ environment as this script):
 
 It starts its own local cluster (munge, Slurm, OpenBao; free loopback ports), builds a site through the
 ``securehpc`` CLI (project ``bench`` with the benchmark user as data scientist, dataset ``mri/scans``
-shared into it), and submits, as that unprivileged user, alternately:
+shared into it), and submits, as that unprivileged user, in rotating order:
 
 - stock: a job that runs ``jupyter server --ip 127.0.0.1 --port P`` (token in ``$JUPYTER_TOKEN``); timed
   from submission to the first HTTP answer of ``/api`` on P, polled from here;
 - secure: a job that runs ``securehpc-node serve --spec ... -- jupyter server --ServerApp.sock=...`` with
   a fresh wrapped token in the job's environment; timed from submission to the port report, which the
   launcher POSTs to a small HTTP endpoint here (it also stands for the hub API), and to the first HTTP
-  answer through the relay port.
+  answer through the relay port;
+- secure + serverext: the same with our server extension enabled, as the launcher's default program does.
 
-Both run the same ``jupyter server`` of the same environment, so the difference is Slurm-neutral and is
-the launcher and its sandbox. The breakdown needs no change to product code: process start times from
+Stock and secure run the same ``jupyter server`` of the same environment, so their difference is the
+launcher and its sandbox. Every job is submitted the same time after the node went idle (Slurm's queue time
+depends on it), and Slurm's queue time is also shown pooled over all jobs, since it does not depend on the
+kind of job. The breakdown needs no change to product code: process start times from
 ``/proc`` (10 ms ticks; the job script, the launcher, both bubblewrap layers, gocryptfs and the server stay
 alive while the session serves), Jupyter's own log timestamps in the job output, and Slurm's Submit/Start
 times (1 s resolution). The launcher logs no timestamps of its own, so its phases between its start and the
@@ -71,6 +74,9 @@ SECURE_PROGRAM = (
     ' --ServerApp.base_url="$JUPYTERHUB_SERVICE_PREFIX"'
     " --ServerApp.root_dir=/project"
 )
+# The same, with our server extension enabled as the launcher's default program enables it (serve.py): the
+# policy enforcement the product adds on top of the sandbox.
+SECURE_PROGRAM_EXT = SECURE_PROGRAM + " --ServerApp.jpserver_extensions jupyter_securehpc.serverext=True"
 
 
 # --- clocks ------------------------------------------------------------------------------------------
@@ -125,6 +131,12 @@ def problems(output: Path) -> list[str]:
     lines = output.read_text(errors="replace").splitlines()
     found = [line for line in lines if re.match(r"^\[[WEC] ", line) or line.startswith("securehpc-node:")]
     return [re.sub(r"token=\S+", "token=REDACTED", line) for line in found]
+
+
+def extensions(output: Path) -> list[str]:
+    """The server extensions the server reports as loaded."""
+    found = re.findall(r"\] (\S+) \| extension was successfully loaded", output.read_text(errors="replace"))
+    return sorted(set(found))
 
 
 def slurm_times(job_id: str, env: dict[str, str]) -> dict[str, float]:
@@ -206,8 +218,12 @@ def ensure_user() -> tuple[pwd.struct_passwd, bool]:
 
 
 class Bench:
-    def __init__(self, root: Path, cluster: LocalCluster, user: pwd.struct_passwd, hub_port: int) -> None:
+    def __init__(
+        self, root: Path, cluster: LocalCluster, user: pwd.struct_passwd, hub_port: int, settle: float
+    ) -> None:
         self.root = root
+        self.settle = settle
+        self.idle_at = time.monotonic()
         self.user = user
         self.hub_port = hub_port
         self.slurm_env = {
@@ -249,7 +265,13 @@ class Bench:
         self.spec.chmod(0o644)
 
     def sbatch(self, script: str, env: dict[str, str], output: Path) -> tuple[str, float, float]:
-        """Submit as the user (secrets only in the environment); returns job id, submit and return times."""
+        """Submit as the user (secrets only in the environment); returns job id, submit and return times.
+
+        Every job is submitted ``settle`` seconds after the node went idle: how long Slurm takes to start a
+        job depends on when it arrives after the previous one ended (minting the wrapped token first made
+        secure jobs wait 0.4 s longer in the queue than stock ones submitted at once).
+        """
+        time.sleep(max(0.0, self.idle_at + self.settle - time.monotonic()))
         argv = [
             "sbatch", "--parsable", f"--uid={self.user.pw_name}", f"--gid={self.user.pw_gid}",
             f"--chdir={self.out}", f"--output={output}", "--time=5", "--job-name=bench-start",
@@ -275,6 +297,7 @@ class Bench:
                 ["sinfo", "--noheader", "--Node", "--format=%T"], env=self.slurm_env, capture_output=True, text=True
             ).stdout.split()
             if not queue.strip() and not user_processes(self.user.pw_uid) and set(node) == {"idle"}:
+                self.idle_at = time.monotonic()
                 return
             time.sleep(0.1)
         raise RuntimeError(f"job {job_id} left processes behind: {user_processes(self.user.pw_uid)}")
@@ -309,16 +332,23 @@ class Bench:
             for proc in user_processes(self.user.pw_uid):
                 if "jupyter-server" in " ".join(proc["argv"][:2]) or proc["argv"][1:2] == ["server"]:
                     marks.setdefault("job_script", proc["start"])  # the script execs the server
+                    marks.setdefault("server_process", proc["start"])
             marks.update(log_times(output))
-            return {"job": job_id, "submitted": submitted, "marks": marks, "problems": problems(output)}
+            return {
+                "job": job_id,
+                "submitted": submitted,
+                "marks": marks,
+                "problems": problems(output),
+                "extensions": extensions(output),
+            }
         finally:
             self.stop(job_id)
 
-    def secure(self, index: int, timeout: float) -> dict:
-        output = self.out / f"secure-{index}.log"
+    def secure(self, index: int, timeout: float, program: str = SECURE_PROGRAM) -> dict:
+        output = self.out / f"secure-{index}-{secrets.token_hex(2)}.log"
         token = self.site.json("key", "wrap", "bench", "--user", self.user.pw_name, "--ttl", "120")["token"]
         api_token = secrets.token_hex(24)
-        script = f"#!/bin/sh\nexec {NODE} serve --spec {self.spec} -- sh -c '{SECURE_PROGRAM}'\n"
+        script = f"#!/bin/sh\nexec {NODE} serve --spec {self.spec} -- sh -c '{program}'\n"
         env = {
             "SECUREHPC_HUB_PUBLIC_KEY": str(self.public_key),
             "SECUREHPC_WRAPPED_TOKEN": token,  # never in argv
@@ -347,7 +377,13 @@ class Bench:
             marks.update(self._slurm_marks(job_id))
             marks.update(self._sandbox_marks())
             marks.update(log_times(output))
-            return {"job": job_id, "submitted": submitted, "marks": marks, "problems": problems(output)}
+            return {
+                "job": job_id,
+                "submitted": submitted,
+                "marks": marks,
+                "problems": problems(output),
+                "extensions": extensions(output),
+            }
         finally:
             self.stop(job_id)
 
@@ -392,15 +428,9 @@ class Bench:
         return marks
 
 
-# Rows of the breakdown: (label, from mark, to mark); "submitted" is the sbatch call.
-STOCK_STEPS = [
-    ("sbatch call returns", "submitted", "sbatch_returned"),
-    ("submission -> slurmstepd starts (queue, scheduling)", "submitted", "slurmstepd"),
-    ("slurmstepd -> job script starts", "slurmstepd", "job_script"),
-    ("server process start -> first log line (imports, config)", "job_script", "server_first_log"),
-    ("first log line -> 'is running at'", "server_first_log", "server_running"),
-    ("'is running at' -> first HTTP answer (polled every 20 ms)", "server_running", "http_answer"),
-]
+# Rows of the breakdown: (label, from mark, to mark); "submitted" is the sbatch call. For stock jobs the job
+# script is the server process (it execs it), so only the rows between marks they have are filled.
+STOCK_LAST_STEP = ("'is running at' -> first HTTP answer (polled every 20 ms)", "server_running", "http_answer")
 SECURE_STEPS = [
     ("sbatch call returns", "submitted", "sbatch_returned"),
     ("submission -> slurmstepd starts (queue, scheduling)", "submitted", "slurmstepd"),
@@ -439,7 +469,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10, help="measured jobs of each kind (default 10)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one session may take to answer")
-    parser.add_argument("--settle", type=float, default=1.0, help="seconds to wait between one job's end and the next")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds from the node going idle to the next sbatch")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it starts Slurm, creates the benchmark user and submits jobs as that user")
@@ -454,27 +484,24 @@ def main() -> None:
     hub_thread = threading.Thread(target=hub.serve_forever, daemon=True)
     hub_thread.start()
     user, created = ensure_user()
-    stock_runs: list[dict] = []
-    secure_runs: list[dict] = []
+    kinds = {
+        "stock": lambda bench, index: bench.stock(index, args.timeout),
+        "secure": lambda bench, index: bench.secure(index, args.timeout),
+        "secure + serverext": lambda bench, index: bench.secure(index, args.timeout, SECURE_PROGRAM_EXT),
+    }
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     try:
         cluster.up(install=False)
-        bench = Bench(root, cluster, user, hub.server_address[1])
-        bench.stock(0, args.timeout)  # warm-up: page cache, Slurm's first job
-        bench.secure(0, args.timeout)
+        bench = Bench(root, cluster, user, hub.server_address[1], args.settle)
+        for run in kinds.values():  # warm-up, not counted: page cache, Slurm's first job
+            run(bench, 0)
+        order = list(kinds)
         for index in range(1, args.repeat + 1):
-            # Alternate which kind goes first, so that neither always follows the other.
-            for kind in ("stock", "secure") if index % 2 else ("secure", "stock"):
-                time.sleep(args.settle)
-                if kind == "stock":
-                    stock_runs.append(bench.stock(index, args.timeout))
-                else:
-                    secure_runs.append(bench.secure(index, args.timeout))
-            print(
-                f"run {index}: stock {interval(stock_runs[-1], 'submitted', 'http_answer'):.2f} s, secure "
-                f"{interval(secure_runs[-1], 'submitted', 'http_answer'):.2f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            # Rotate the order, so that no kind always follows the same other kind.
+            for kind in order[index % 3 :] + order[: index % 3]:
+                runs[kind].append(kinds[kind](bench, index))
+            totals = ", ".join(f"{k} {interval(runs[k][-1], 'submitted', 'http_answer'):.2f} s" for k in kinds)
+            print(f"run {index}: {totals}", file=sys.stderr, flush=True)
         leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-sockets-*") if p.owner() == user.pw_name)
     finally:
         hub.shutdown()
@@ -484,60 +511,71 @@ def main() -> None:
         if created:
             subprocess.run(["userdel", BENCH_USER], check=False, timeout=30)
 
-    stock_total = med(stock_runs, "submitted", "http_answer")
-    secure_report = med(secure_runs, "submitted", "port_report")
-    secure_total = med(secure_runs, "submitted", "http_answer")
-    stock_job = med(stock_runs, "job_script", "http_answer")
-    secure_job = med(secure_runs, "job_script", "http_answer")
-    sandbox_cost = med(secure_runs, "job_script", "server_process")
-    results = {
-        "repeat": args.repeat,
-        "stock": stock_runs,
-        "secure": secure_runs,
-        "leftover_socket_dirs": leftovers,
-        "median": {
-            "stock_submit_to_http": stock_total,
-            "secure_submit_to_port_report": secure_report,
-            "secure_submit_to_http": secure_total,
-            "stock_job_start_to_http": stock_job,
-            "secure_job_start_to_http": secure_job,
-            "secure_job_start_to_server_process": sandbox_cost,
-            "ratio_submit_to_http": secure_total / stock_total,
-            "ratio_job_start_to_http": secure_job / stock_job,
-        },
-    }
+    # Slurm treats every kind alike (same options, node and timing): its queue time is one sample for all.
+    every = [r for kind_runs in runs.values() for r in kind_runs]
+    queue = med(every, "submitted", "job_script")
+    summary = {}
+    for kind, kind_runs in runs.items():
+        summary[kind] = {
+            "submit_to_http": med(kind_runs, "submitted", "http_answer"),
+            "submit_to_port_report": med(kind_runs, "submitted", "port_report"),
+            "job_start_to_http": med(kind_runs, "job_script", "http_answer"),
+            "job_start_to_server_process": med(kind_runs, "job_script", "server_process"),
+        }
+    stock = summary["stock"]
+    results = {"repeat": args.repeat, "runs": runs, "leftover_socket_dirs": leftovers, "queue_all_kinds": queue}
+    results["median"] = summary
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "session_start.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    print(f"Median of {args.repeat} jobs each (min-max in brackets), seconds.\n")
-    print("| from submission (`sbatch`) to | stock `jupyter server` | secure launcher | secure / stock |")
-    print("|---|---|---|---|")
+    def cell(kind: str, start: str, end: str, key: str) -> str:
+        value = summary[kind][key]
+        if value is None:
+            return "-"
+        text = f"{value:.2f} ({spread(runs[kind], start, end)})"
+        return text if kind == "stock" or stock[key] is None else f"{text} **{value / stock[key]:.2f}x**"
+
+    print(f"Median of {args.repeat} jobs of each kind (min-max in brackets; xN = against stock), seconds.\n")
+    print(f"| from | {' | '.join(kinds)} |\n|---|{'---|' * len(kinds)}")
+    rows = [
+        ("submission (`sbatch`) -> server answers HTTP", "submitted", "http_answer", "submit_to_http"),
+        ("submission -> port reported to the hub", "submitted", "port_report", "submit_to_port_report"),
+        ("job script starts -> server answers HTTP", "job_script", "http_answer", "job_start_to_http"),
+    ]
+    for label, start, end, key in rows:
+        print(f"| {label} | {' | '.join(cell(kind, start, end, key) for kind in kinds)} |")
+    pooled = [queue + summary[kind]["job_start_to_http"] for kind in kinds]
     print(
-        f"| server answers HTTP | {stock_total:.2f} ({spread(stock_runs, 'submitted', 'http_answer')}) | "
-        f"{secure_total:.2f} ({spread(secure_runs, 'submitted', 'http_answer')}) | {secure_total / stock_total:.2f}x |"
+        f"| Slurm queue pooled over all {len(every)} jobs ({queue:.2f} s, "
+        f"{spread(every, 'submitted', 'job_script')}) + job script -> HTTP | "
+        + " | ".join(f"{v:.2f}" + ("" if i == 0 else f" **{v / pooled[0]:.2f}x**") for i, v in enumerate(pooled))
+        + " |"
     )
+    print("\nSandbox start cost (job script start -> server process starts inside): ", end="")
     print(
-        f"| port reported to the hub | - | {secure_report:.2f} "
-        f"({spread(secure_runs, 'submitted', 'port_report')}) | - |"
+        ", ".join(f"{kind} {summary[kind]['job_start_to_server_process']:.2f} s" for kind in kinds if kind != "stock")
     )
+    print()
+    print(f"| step (median s, min-max) | {' | '.join(kinds)} |\n|---|{'---|' * len(kinds)}")
+    for label, start, end in SECURE_STEPS:
+        cells = []
+        for kind in kinds:
+            value = med(runs[kind], start, end)
+            cells.append(f"{value:.2f} ({spread(runs[kind], start, end)})" if value is not None else "-")
+        print(f"| {label} | {' | '.join(cells)} |")
+    label, start, end = STOCK_LAST_STEP
     print(
-        f"| (from job script start) server answers HTTP | {stock_job:.2f} | {secure_job:.2f} | "
-        f"{secure_job / stock_job:.2f}x |"
+        f"| stock only: {label} | {med(runs['stock'], start, end):.2f} ({spread(runs['stock'], start, end)}) | - | - |"
     )
-    print(f"\nSandbox start cost (job script start -> server process starts inside): {sandbox_cost:.2f} s\n")
-    for name, runs, steps in (("stock", stock_runs, STOCK_STEPS), ("secure", secure_runs, SECURE_STEPS)):
-        print(f"| {name}: step | median (s) | min-max |\n|---|---|---|")
-        for label, start, end in steps:
-            value = med(runs, start, end)
-            shown = f"{value:.2f}" if value is not None else "n/a"
-            print(f"| {label} | {shown} | {spread(runs, start, end)} |")
-        slurm = [r["marks"]["slurm_start_minus_submit_1s"] for r in runs if "slurm_start_minus_submit_1s" in r["marks"]]
-        if slurm:
-            print(f"| (Slurm StartTime - SubmitTime, 1 s resolution) | {statistics.median(slurm):.0f} | "
-                  f"{min(slurm):.0f}-{max(slurm):.0f} |")  # fmt: skip
-        print()
+    slurm_cells = []
+    for kind in kinds:
+        slurm = [
+            r["marks"]["slurm_start_minus_submit_1s"] for r in runs[kind] if "slurm_start_minus_submit_1s" in r["marks"]
+        ]
+        slurm_cells.append(f"{statistics.median(slurm):.0f} ({min(slurm):.0f}-{max(slurm):.0f})" if slurm else "n/a")
+    print(f"| (Slurm StartTime - SubmitTime, 1 s resolution) | {' | '.join(slurm_cells)} |")
     if leftovers:
-        print(f"Left behind: {leftovers}")
+        print(f"\nLeft behind: {leftovers}")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,9 @@ class SecureSlurmSpawner(SlurmSpawner):
         env = {**self._slurm_env(), **self.get_env()}
         env["SECUREHPC_WRAPPED_TOKEN"] = wrapped.token
         env["SECUREHPC_PORT_URL"] = self.hub.api_url.rstrip("/") + "/securehpc/port"
+        # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
+        if os.environ.get("SECUREHPC_HUB_PUBLIC_KEY"):
+            env["SECUREHPC_HUB_PUBLIC_KEY"] = os.environ["SECUREHPC_HUB_PUBLIC_KEY"]
         account = pwd.getpwnam(self.user.name)
         submit = ["sbatch", "--parsable", f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
         self.port = 0
@@ -280,8 +283,19 @@ class SecureSlurmSpawner(SlurmSpawner):
                 self.audit_event(Action.SESSION_START.value, "failed", reason, job_id=self.job_id)
                 raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
             await asyncio.sleep(self.startup_poll_interval)
-        self.ip = self.state_gethost() or self.ip
+        self.ip = await self._node_address(self.state_gethost())
         return self.ip, self.port
+
+    async def _node_address(self, node: str) -> str:
+        """Where the proxy reaches the job: the node's NodeAddr (Slurm node names need not resolve)."""
+        if not node:
+            raise SpawnRefused(f"Slurm did not say where job {self.job_id} runs; try again")
+        try:
+            info = await self._run(["scontrol", "show", "node", node], env=self._slurm_env())
+        except RuntimeError:
+            return node
+        match = re.search(r"\bNodeAddr=(\S+)", info)
+        return match.group(1) if match else node
 
     async def _job_reason(self) -> str:
         try:

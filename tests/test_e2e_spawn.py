@@ -1,0 +1,252 @@
+"""End to end: OpenID login with MFA, a project's server started through the hub's REST API as a Slurm job
+in the sandbox, reached through the proxy, a kernel that reads the shared dataset and writes the workspace
+and reaches nothing else, then stopped with nothing left.
+
+Real services: the local Slurm (GPU GRES placeholders: no real GPU), OpenBao, the OpenID provider,
+JupyterHub with configurable-http-proxy, bubblewrap and gocryptfs, a real unprivileged user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from sites import make_source
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from jupyter_securehpc import jobspec
+from jupyter_securehpc.audit import AuditLog
+from jupyter_securehpc.devcluster import hub, oidc, openbao
+from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
+from jupyter_securehpc.projects.db import open_database
+from jupyter_securehpc.projects.service import Actor, ProjectService
+
+pytestmark = [pytest.mark.slurm, pytest.mark.openbao, pytest.mark.sandbox]
+
+KERNEL_CODE = r"""
+import hashlib, json, os, socket
+def attempt(fn):
+    try:
+        fn(); return "ok"
+    except OSError as error:
+        return type(error).__name__
+def tcp(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+open("/project/from-kernel.txt", "w").write("CANARY-E2E")
+print(json.dumps({
+    "dataset": hashlib.sha256(open("/datasets/mri/scans/README.txt", "rb").read()).hexdigest(),
+    "workspace": sorted(os.listdir("/project")),
+    "hub": attempt(lambda: tcp(PORT_HUB)),
+    "openbao": attempt(lambda: tcp(PORT_BAO)),
+    "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def e2e(local_cluster, unix_user, slurm_env):
+    layout = local_cluster.layout
+    root = Path(tempfile.mkdtemp(prefix="securehpc-e2e-"))
+    root.chmod(0o755)
+    prefix = f"e{secrets.token_hex(4)}"
+    db_url = f"sqlite:///{root / 'securehpc.sqlite'}"
+    keys = KeyStore(
+        KeyStoreConfig(
+            url=layout.openbao_addr, token=openbao.root_token(layout), prefix=prefix, policy_prefix=f"{prefix}-p-"
+        )
+    )
+    (root / "stores").mkdir(mode=0o755)
+    service = ProjectService(
+        open_database(db_url), keys, AuditLog(root / "audit.jsonl"), root / "stores", Actor(admin="test-admin")
+    )
+    user = unix_user.name
+    for project, owner in (("sleep", "olivia"), ("mri", "carol"), ("other", "olivia")):
+        service.create_project(project, owner=owner)
+    service.add_member("sleep", user, "data_scientist")
+    for project in ("sleep", "other"):  # what this 2-core machine can give
+        service.set_policy(project, ["max_cpus=1", "max_memory_gb=2", "max_wall_time=30", "exclusive=false"])
+    service.add_member("other", user, "data_scientist")
+    source_hashes = make_source(root / "src", "CANARY-E2E-DATA")
+    service.import_dataset("mri", "scans", root / "src")
+    service.share_dataset("mri/scans", "sleep")
+    service.accept_share("sleep", "mri/scans")
+    for project in ("sleep", "other"):  # the site grants members write access to their workspace store
+        workspace = root / "stores" / "projects" / project / "workspace"
+        for path in [workspace, *workspace.rglob("*")]:
+            os.chown(path, unix_user.uid, unix_user.gid)
+    jobspec.generate_key(root / "hub-signing.pem")
+
+    saved_accounts = layout.oidc_accounts_file.read_text()
+    password, otp = secrets.token_urlsafe(12), f"{secrets.randbelow(10**6):06d}"
+    account = {"username": user, "password": password, "otp": otp, "groups": [oidc.HUB_USERS_GROUP],
+               "name": "Test User", "email": "test@test.invalid", "omit_amr": False}  # fmt: skip
+    oidc.write_accounts(layout, [*json.loads(saved_accounts), account])
+    node = Path(sys.executable).with_name("securehpc-node")
+    settings = {
+        "SecureHPC.db_url": db_url,
+        "SecureHPC.audit_log": str(root / "audit.jsonl"),
+        "SecureHPC.store_root": str(root / "stores"),
+        "KeyStoreConfig.prefix": prefix,
+        "KeyStoreConfig.policy_prefix": f"{prefix}-p-",
+        "JupyterHub.spawner_class": "securehpc",
+        "JupyterHub.allow_named_servers": True,
+        "JupyterHub.cleanup_servers": False,
+        "SecureSlurmSpawner.signing_key_file": str(root / "hub-signing.pem"),
+        "SecureSlurmSpawner.node_command": str(node),
+        "SecureSlurmSpawner.start_timeout": 90,
+        "SecureSlurmSpawner.http_timeout": 120,
+        "SecureSlurmSpawner.startup_poll_interval": 0.2,
+    }
+    env = {
+        "VAULT_TOKEN": openbao.root_token(layout),
+        "SLURM_CONF": slurm_env["SLURM_CONF"],
+        "SECUREHPC_HUB_PUBLIC_KEY": str(root / "hub-signing.pub"),
+    }
+    hub.up(layout, settings, env=env)
+    try:
+        yield {
+            "layout": layout, "user": unix_user, "password": password, "otp": otp, "root": root,
+            "hashes": source_hashes, "slurm_env": slurm_env,
+        }  # fmt: skip
+    finally:
+        hub.down(layout)
+        subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
+        layout.oidc_accounts_file.write_text(saved_accounts)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def login(e2e) -> requests.Session:
+    browser = requests.Session()
+    layout = e2e["layout"]
+    form = browser.get(f"{layout.hub_url}/hub/oauth_login", timeout=30)
+    import html
+    import re
+
+    action = html.unescape(re.search(r'<form id="login" method="post" action="([^"]+)"', form.text).group(1))
+    response = browser.post(
+        layout.oidc_issuer + action,
+        data={"login": e2e["user"].name, "password": e2e["password"], "otp": e2e["otp"]},
+        timeout=30,
+    )
+    assert response.status_code == 200 and "/hub/" in response.url, response.url
+    return browser
+
+
+def api_token(e2e, browser: requests.Session) -> str:
+    layout = e2e["layout"]
+    xsrf = browser.cookies.get("_xsrf")
+    response = browser.post(
+        f"{layout.hub_url}/hub/api/users/{e2e['user'].name}/tokens",
+        json={"note": "e2e", "expires_in": 3600},
+        headers={"X-XSRFToken": xsrf} if xsrf else {},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:
+    layout, user = e2e["layout"], e2e["user"].name
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = requests.get(
+            f"{layout.hub_url}/hub/api/users/{user}", headers={"Authorization": f"token {token}"}, timeout=30
+        ).json()
+        state = info.get("servers", {}).get(server)
+        if state and state.get("ready"):
+            return state
+        if not state:
+            raise AssertionError(f"server {server} is gone: {info}\n{diagnostics(e2e)}")
+        time.sleep(0.5)
+    raise AssertionError(f"server {server} not ready in {timeout}s\n{diagnostics(e2e)}")
+
+
+def diagnostics(e2e) -> str:
+    """The hub's log and the jobs' launcher output, for a failure message."""
+    hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()[-40:]
+    jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in Path("/tmp").glob("securehpc-*.log")]
+    slurm = subprocess.run(["scontrol", "show", "job"], env=e2e["slurm_env"], capture_output=True, text=True,
+                           timeout=30, check=False).stdout  # fmt: skip
+    return "\n".join(["--- hub log", *hub_log, *jobs, "--- slurm", slurm])
+
+
+async def run_in_kernel(base: str, token: str, code: str) -> str:
+    headers = {"Authorization": f"token {token}"}
+    response = requests.post(f"{base}/api/kernels", headers=headers, json={}, timeout=60)
+    assert response.status_code == 201, f"{response.status_code} {response.text}"
+    kernel = response.json()
+    url = base.replace("http://", "ws://") + f"/api/kernels/{kernel['id']}/channels"
+    connection = await websocket_connect(HTTPRequest(url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    await connection.write_message(
+        json.dumps(
+            {
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "e2e", "session": msg_id,
+                           "version": "5.3", "date": ""},
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                            "allow_stdin": False, "stop_on_error": True},
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )  # fmt: skip
+    output = ""
+    while True:
+        message = json.loads(await asyncio.wait_for(connection.read_message(), 120))
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            output += message["content"]["text"]
+        if message["msg_type"] == "error":
+            raise AssertionError("\n".join(message["content"]["traceback"]))
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            connection.close()
+            return output
+
+
+def test_login_spawn_use_and_stop(e2e):
+    layout, user = e2e["layout"], e2e["user"].name
+    browser = login(e2e)
+    token = api_token(e2e, browser)
+    headers = {"Authorization": f"token {token}"}
+    response = requests.post(
+        f"{layout.hub_url}/hub/api/users/{user}/servers/sleep", headers=headers, json={"gpus": "1"}, timeout=60
+    )
+    assert response.status_code in (201, 202), response.text
+    wait_ready(e2e, token, "sleep")
+    base = f"{layout.hub_url}/user/{user}/sleep"
+    status = requests.get(f"{base}/api/status", headers=headers, timeout=30)
+    assert status.status_code == 200, status.text
+
+    code = KERNEL_CODE.replace("PORT_HUB", str(layout.hub_port)).replace("PORT_BAO", str(layout.openbao_port))
+    report = json.loads(asyncio.run(run_in_kernel(base, token, code)).strip().splitlines()[-1])
+    assert report["dataset"] == e2e["hashes"]["README.txt"]
+    assert "from-kernel.txt" in report["workspace"]
+    assert report["hub"] != "ok" and report["openbao"] != "ok" and report["dns"] != "ok"
+
+    response = requests.delete(f"{layout.hub_url}/hub/api/users/{user}/servers/sleep", headers=headers, timeout=120)
+    assert response.status_code in (202, 204), response.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "--noheader", f"--user={user}"], env=e2e["slurm_env"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+        if not queue.strip():
+            break
+        time.sleep(0.5)
+    assert not queue.strip(), queue
+    assert "fuse.gocryptfs" not in Path("/proc/mounts").read_text()
