@@ -110,22 +110,24 @@ def e2e(local_cluster, unix_user, slurm_env):
         "SecureSlurmSpawner.http_timeout": 120,
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
     }
-    env = {
-        "VAULT_TOKEN": openbao.root_token(layout),
-        "SLURM_CONF": slurm_env["SLURM_CONF"],
-        "SECUREHPC_HUB_PUBLIC_KEY": str(root / "hub-signing.pub"),
-    }
-    hub.up(layout, settings, env=env)
+    state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
+    hub.up(layout, settings, env=hub_env(state))
     try:
-        yield {
-            "layout": layout, "user": unix_user, "password": password, "otp": otp, "root": root,
-            "hashes": source_hashes, "slurm_env": slurm_env,
-        }  # fmt: skip
+        yield {**state, "user": unix_user, "password": password, "otp": otp, "hashes": source_hashes}
     finally:
         hub.down(layout)
         subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
         layout.oidc_accounts_file.write_text(saved_accounts)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def hub_env(e2e) -> dict[str, str]:
+    """The hub's environment: its OpenBao token and Slurm client settings, never in its config file."""
+    return {
+        "VAULT_TOKEN": openbao.root_token(e2e["layout"]),
+        "SLURM_CONF": e2e["slurm_env"]["SLURM_CONF"],
+        "SECUREHPC_HUB_PUBLIC_KEY": str(e2e["root"] / "hub-signing.pub"),
+    }
 
 
 def login(e2e) -> requests.Session:
@@ -250,3 +252,89 @@ def test_login_spawn_use_and_stop(e2e):
         time.sleep(0.5)
     assert not queue.strip(), queue
     assert "fuse.gocryptfs" not in Path("/proc/mounts").read_text()
+
+
+@pytest.fixture(scope="module")
+def token(e2e) -> str:
+    return api_token(e2e, login(e2e))
+
+
+def start(e2e, token: str, server: str, options: dict) -> requests.Response:
+    layout, user = e2e["layout"], e2e["user"].name
+    return requests.post(
+        f"{layout.hub_url}/hub/api/users/{user}/servers/{server}",
+        headers={"Authorization": f"token {token}"},
+        json=options,
+        timeout=120,
+    )
+
+
+def stop(e2e, token: str, server: str) -> None:
+    layout, user = e2e["layout"], e2e["user"].name
+    requests.delete(
+        f"{layout.hub_url}/hub/api/users/{user}/servers/{server}",
+        headers={"Authorization": f"token {token}"},
+        timeout=120,
+    )
+
+
+def jobs_of(e2e) -> str:
+    argv = ["squeue", "--noheader", f"--user={e2e['user'].name}", "--format=%i %k"]
+    return subprocess.run(argv, env=e2e["slurm_env"], capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("server", "options", "says"),
+    [
+        ("mri", {}, "not a member of project 'mri'"),
+        ("sleep", {"gpus": "1\n#SBATCH --uid=0"}, "whole number"),
+        ("sleep", {"gpus": "5"}, "from 0 to 1"),
+        ("sleep", {"cpus": "$(reboot)"}, "whole number"),
+        ("sleep", {"partition": "all"}, "unknown spawn options 'partition'"),
+        ("sleep", {"project": "other"}, "this server is for project 'sleep'"),
+        ("sleep", {"minutes": "9" * 500}, "whole number"),
+    ],
+)
+def test_refused_spawns_submit_nothing(e2e, token, server, options, says):
+    before = jobs_of(e2e)
+    response = start(e2e, token, server, options)
+    assert response.status_code >= 400, response.text
+    assert says in response.text
+    assert jobs_of(e2e) == before
+    stop(e2e, token, server)
+
+
+def test_the_port_endpoint_takes_nothing_but_a_port_from_a_server(e2e, token):
+    layout = e2e["layout"]
+    url = f"{layout.hub_url}/hub/api/securehpc/port"
+    headers = {"Authorization": f"token {token}"}
+    # A user's own token is not a server's: refused whatever the body.
+    for body in ('{"port": 8888}', '{"ip": "evil.example.org"}', "garbage"):
+        assert requests.post(url, data=body, headers=headers, timeout=30).status_code == 403
+    assert requests.post(url, data='{"port": 8888}', timeout=30).status_code in (401, 403)
+    # batchspawner's attribute-setting callback does not exist on this hub.
+    old = f"{layout.hub_url}/hub/api/batchspawner"
+    assert requests.post(old, json={"ip": "evil"}, headers=headers, timeout=30).status_code == 404
+
+
+def test_other_project_sees_nothing_of_the_first_and_a_hub_restart_keeps_servers(e2e, token):
+    layout, user = e2e["layout"], e2e["user"].name
+    # Explicit options: an empty body makes the hub reuse the last options (here: a refused attempt).
+    for server, options in (("sleep", {"gpus": "1"}), ("other", {"gpus": "0"})):
+        response = start(e2e, token, server, options)
+        assert response.status_code in (201, 202), response.text
+    wait_ready(e2e, token, "sleep")
+    wait_ready(e2e, token, "other")
+    sleep_base, other_base = f"{layout.hub_url}/user/{user}/sleep", f"{layout.hub_url}/user/{user}/other"
+    asyncio.run(run_in_kernel(sleep_base, token, "open('/project/only-in-sleep.txt', 'w').write('x')"))
+    probe = "import json, os; print(json.dumps([sorted(os.listdir('/project')), os.listdir('/datasets')]))"
+    workspace, datasets = json.loads(asyncio.run(run_in_kernel(other_base, token, probe)).strip().splitlines()[-1])
+    assert "only-in-sleep.txt" not in workspace
+    assert datasets == []
+
+    hub.down(layout)
+    hub.up(layout, env=hub_env(e2e), settings=e2e["settings"])
+    headers = {"Authorization": f"token {token}"}
+    assert requests.get(f"{sleep_base}/api/status", headers=headers, timeout=60).status_code == 200
+    stop(e2e, token, "sleep")
+    stop(e2e, token, "other")
