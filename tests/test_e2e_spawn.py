@@ -119,6 +119,8 @@ def e2e(local_cluster, unix_user, slurm_env):
         subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
         layout.oidc_accounts_file.write_text(saved_accounts)
         shutil.rmtree(root, ignore_errors=True)
+        for output in Path("/tmp").glob(f"securehpc-{user}-*.log"):  # the jobs' launcher output
+            output.unlink()
 
 
 def hub_env(e2e) -> dict[str, str]:
@@ -179,7 +181,8 @@ def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:
 def diagnostics(e2e) -> str:
     """The hub's log and the jobs' launcher output, for a failure message."""
     hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()[-40:]
-    jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in Path("/tmp").glob("securehpc-*.log")]
+    outputs = Path("/tmp").glob(f"securehpc-{e2e['user'].name}-*.log")
+    jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in outputs]
     slurm = subprocess.run(["scontrol", "show", "job"], env=e2e["slurm_env"], capture_output=True, text=True,
                            timeout=30, check=False).stdout  # fmt: skip
     return "\n".join(["--- hub log", *hub_log, *jobs, "--- slurm", slurm])

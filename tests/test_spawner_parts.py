@@ -76,7 +76,7 @@ def test_script_carries_the_policy_and_the_safety_flags():
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=16G",
         "#SBATCH --time=90",
-        "#SBATCH --output=/tmp/securehpc-%j.log",
+        "#SBATCH --output=/tmp/securehpc-%u-%j.log",
         "#SBATCH --gres=gpu:2",
         "#SBATCH --exclusive",
     ]

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import hub, oidc
+from . import demo, hub, oidc
 from .cluster import LocalCluster
 from .layout import ClusterLayout, default_state_dir
 from .packages import install_all
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = dev.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = verbs.add_parser("up", help="install what is missing, start every service (idempotent)")
     up.add_argument("--no-install", action="store_true", help="do not apt-get/npm install missing packages")
+    up.add_argument("--no-demo", action="store_true", help="only the services: no demo projects, no hub")
     up.set_defaults(handler=_up)
     verbs.add_parser("down", help="stop every service of this cluster (by pid)").set_defaults(handler=_down)
     status = verbs.add_parser("status", help="per service: running or not, why not, and the fix")
@@ -55,16 +56,25 @@ def _up(args: argparse.Namespace) -> int:
     _require_root()
     cluster = _cluster(args)
     cluster.up(install=not args.no_install)
+    layout = cluster.layout
+    if not args.no_demo:
+        demo.up(layout)
     for service in cluster.status():
         print(f"{'up  ' if service.running else 'DOWN'}  {service.name:<10} {service.detail}")
-    layout = cluster.layout
     print(
         f"\nLocal cluster is up (state in {layout.state_dir}).\n"
         f"  Slurm:   export SLURM_CONF={layout.slurm_conf}   (partitions gpu, cpu; gres gpu:{layout.gpus})\n"
         f"  OpenBao: export VAULT_ADDR={layout.openbao_addr}   (root token: {layout.openbao_init_file})\n"
-        f"  OpenID:  {layout.oidc_issuer}   (demo accounts: securehpc dev accounts; hub: securehpc dev hub up)\n"
-        "Stop it with: securehpc dev down"
+        f"  OpenID:  {layout.oidc_issuer}"
     )
+    if not args.no_demo:
+        print(
+            f"\nLog in at {layout.hub_url}/ and start the server named after a project (sleep or cardio):\n"
+            "  alice: data owner of sleep; bob: data scientist in sleep and cardio; carol: data owner of cardio;\n"
+            "  mallory signs in without a second factor and is refused. Passwords and one-time codes:"
+        )
+        _accounts(args)
+    print("Stop it with: securehpc dev down")
     return 0 if all(service.running for service in cluster.status()) else 1
 
 
@@ -98,16 +108,8 @@ def _hub(args: argparse.Namespace) -> int:
     layout = _cluster(args).layout
     if args.action == "up":
         _require_root()
-        hub.up(layout)
-        site = hub.default_site(layout)
-        print(
-            f"JupyterHub is up at {layout.hub_url}/ (log in as a demo account: securehpc dev accounts).\n"
-            "Project roles come from the accounts' groups; logins naming a project that does not exist are "
-            "refused, so create the demo projects first, e.g.:\n"
-            f"  SECUREHPC_DB={site['SecureHPC.db_url']} SECUREHPC_AUDIT_LOG={site['SecureHPC.audit_log']} "
-            f"SECUREHPC_STORE_ROOT={site['SecureHPC.store_root']} VAULT_ADDR={layout.openbao_addr} "
-            "VAULT_TOKEN=... securehpc project create sleep --owner alice"
-        )
+        demo.up(layout)  # the demo projects exist before anyone logs in
+        print(f"JupyterHub is up at {layout.hub_url}/ (log in as a demo account: securehpc dev accounts).")
     elif args.action == "down":
         _require_root()
         hub.down(layout)

@@ -51,7 +51,8 @@ def _demo_accounts() -> list[dict[str, Any]]:
 
     return [
         account("alice", [HUB_USERS_GROUP, "securehpc:sleep:data_owner"]),
-        account("bob", [HUB_USERS_GROUP, "securehpc:sleep:data_scientist"]),
+        account("bob", [HUB_USERS_GROUP, "securehpc:sleep:data_scientist", "securehpc:cardio:data_scientist"]),
+        account("carol", [HUB_USERS_GROUP, "securehpc:cardio:data_owner"]),
         account("mallory", [HUB_USERS_GROUP], otp=False),
         account("nemo", [HUB_USERS_GROUP], omit_amr=True),
         account("root-admin", [HUB_ADMINS_GROUP]),

@@ -23,7 +23,7 @@ class JobSettings:
     """What the admin configures for every job (SecureSlurmSpawner traits)."""
 
     node_command: str = "securehpc-node"
-    output: str = "/tmp/securehpc-%j.log"  # noqa: S108 - on the node, the user's own file
+    output: str = "/tmp/securehpc-%u-%j.log"  # noqa: S108 - on the node, the user's own file
     extra_sbatch: tuple[str, ...] = ()
 
 

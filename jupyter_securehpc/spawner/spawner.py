@@ -59,7 +59,7 @@ class SecureSlurmSpawner(SlurmSpawner):
     ).tag(config=True)
 
     job_output = Unicode(
-        "/tmp/securehpc-%j.log",  # noqa: S108 - on the node
+        "/tmp/securehpc-%u-%j.log",  # noqa: S108 - on the node; %u: users cannot block each other's names
         help="Slurm ``--output`` of secure jobs, on the node (launcher messages only; no data).",
     ).tag(config=True)
 
