@@ -515,6 +515,13 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         assert inside["cwd"] == "/project" and inside["uid"] == session.user.uid
         via_hub = json.loads(urllib.request.urlopen(f"{base}/via-hub", timeout=10).read())
         assert via_hub == {"version": "fake-hub"}
+        # The server's hub API token is in the program's environment, never in any process's arguments.
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    assert b"server-api-token" not in (entry / "cmdline").read_bytes()
+                except OSError:
+                    pass
         assert not host_has_plaintext_mount()
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=30)

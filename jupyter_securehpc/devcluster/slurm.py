@@ -168,12 +168,18 @@ def up(layout: ClusterLayout) -> None:
             )
 
 
-def cancel_all_jobs(layout: ClusterLayout) -> None:
-    """Cancel every job of this cluster, so that no job outlives ``down``."""
+def _job_ids(layout: ClusterLayout) -> list[str]:
     result = run(layout, "squeue", "--noheader", "--format=%i")
-    job_ids = result.stdout.split() if result.returncode == 0 else []
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def cancel_all_jobs(layout: ClusterLayout, timeout: float = 60) -> None:
+    """Cancel every job of this cluster and wait until they are gone, so that no job outlives ``down``
+    (stopping slurmd while a job is still being killed would leave its processes behind)."""
+    job_ids = _job_ids(layout)
     if job_ids:
         run(layout, "scancel", *job_ids)
+        wait_until(lambda: not _job_ids(layout), timeout=timeout, interval=0.5)
 
 
 def down(layout: ClusterLayout) -> None:

@@ -1,7 +1,8 @@
 """Step 2 of the sandbox, inside the outer bubblewrap: mount the stores, then start the inner sandbox.
 
 Runs as uid 0 of the outer user namespace (the real user outside, with no privilege on the host). Reads
-its instructions from ``$SECUREHPC_INSIDE`` (JSON, no secrets); each store's key arrives on its own pipe.
+its instructions (JSON, with the program's environment) from the pipe named by ``$SECUREHPC_INSIDE_FD``;
+each store's key arrives on its own pipe.
 After the mounts it replaces itself with the inner bubblewrap, so the program's exit status becomes the
 sandbox's.
 """
@@ -17,12 +18,14 @@ from ..stores.gocryptfs import StoreError, mount_store
 from .sandbox import inner_argv
 from .staging import stage
 
-ENV_NAME = "SECUREHPC_INSIDE"
+FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
 MOUNT_FAILED = 70
 
 
 def main() -> None:
-    config = json.loads(os.environ.pop(ENV_NAME))
+    config_fd = int(os.environ.pop(FD_ENV_NAME))
+    with os.fdopen(config_fd, "rb") as pipe:
+        config = json.loads(pipe.read())
     for index, store in enumerate(config["mounts"]):
         target = Path(store["target"])
         # A staged dataset is mounted aside, copied into memory at its place, and the mount dropped.

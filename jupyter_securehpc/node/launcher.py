@@ -141,13 +141,16 @@ def sandbox_command(
         "program": program,
         "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
     }
+    # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
+    # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.
+    config_fd = _data_pipe(json.dumps(config).encode())
     argv = [
         *outer_argv(mounts, sockets=sockets, session_fd=session_fd),
         "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
-        "--setenv", inside.ENV_NAME, json.dumps(config),
+        "--setenv", inside.FD_ENV_NAME, str(config_fd),
         sys.executable, "-m", "jupyter_securehpc.node.inside",
     ]  # fmt: skip
-    return argv, fds + ([session_fd] if session_fd is not None else [])
+    return argv, [*fds, config_fd, *([session_fd] if session_fd is not None else [])]
 
 
 def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:
