@@ -48,6 +48,8 @@ def processes_of(cluster: LocalCluster) -> dict[str, int]:
             continue
         names = {"munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "bao": "openbao", "node": "oidc"}
         name = names.get(program)
+        if name == "oidc" and b"oidc_provider.mjs" not in b"\0".join(argv):
+            continue  # another Node program (the hub's proxy), not the provider
         if name:
             counts[name] += 1
     return counts
