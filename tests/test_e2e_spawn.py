@@ -341,3 +341,32 @@ def test_other_project_sees_nothing_of_the_first_and_a_hub_restart_keeps_servers
     assert requests.get(f"{sleep_base}/api/status", headers=headers, timeout=60).status_code == 200
     stop(e2e, token, "sleep")
     stop(e2e, token, "other")
+
+
+def test_a_job_that_dies_before_reporting_fails_the_spawn_with_its_own_message(e2e, token):
+    """The launcher refuses (the workspace is not writable for the user): the spawn fails at once, saying why."""
+    workspace = e2e["root"] / "stores" / "projects" / "other" / "workspace"
+    owner = workspace.stat()
+    os.chown(workspace, 0, 0)
+    try:
+        response = start(e2e, token, "other", {"gpus": "0"})
+        if response.status_code in (201, 202):  # the failure arrives while the spawn is pending
+            # Bounded wait, well under start_timeout: the spawner notices the ended job, not the timeout.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                info = requests.get(
+                    f"{e2e['layout'].hub_url}/hub/api/users/{e2e['user'].name}",
+                    headers={"Authorization": f"token {token}"},
+                    timeout=30,
+                ).json()
+                if "other" not in info.get("servers", {}):
+                    break
+                time.sleep(0.5)
+            assert "other" not in info.get("servers", {}), "the failed job was not noticed"
+            log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace")
+            assert "may not write to the workspace store" in log
+        else:
+            assert "may not write to the workspace store" in response.text
+    finally:
+        os.chown(workspace, owner.st_uid, owner.st_gid)
+    stop(e2e, token, "other")

@@ -179,15 +179,17 @@ class SecureSlurmSpawner(SlurmSpawner):
                 ["squeue", "--noheader", f"--jobs={self.job_id}", "--format=%T %B"], env=self._slurm_env()
             )
         except RuntimeError as error:
-            # slurmctld briefly down or the job already purged: unknown, not dead (the server may be fine).
+            if "Invalid job id" in str(error):
+                self.job_status = ""
+                return JobStatus.NOTFOUND  # finished long enough ago that Slurm forgot it
+            # slurmctld briefly down: unknown, not dead (the server may be fine).
             self.log.warning("squeue for job %s: %s", self.job_id, error)
-            self.job_status = ""
+            return JobStatus.UNKNOWN
         if self.state_isrunning():
             return JobStatus.RUNNING
         if self.state_ispending():
             return JobStatus.PENDING
-        if not self.job_status:
-            return JobStatus.UNKNOWN
+        # squeue answered and the job is not pending or running (or no longer listed): it ended.
         return JobStatus.NOTFOUND
 
     async def cancel_batch_job(self) -> None:
@@ -298,15 +300,23 @@ class SecureSlurmSpawner(SlurmSpawner):
         return match.group(1) if match else node
 
     async def _job_reason(self) -> str:
+        """Why the job ended: Slurm's state and exit code, and the launcher's own last message when the job's
+        output file is visible from the hub (shared storage, or the local cluster)."""
         try:
             info = await self._run(["scontrol", "show", "job", self.job_id], env=self._slurm_env())
         except RuntimeError:
             return f"job {self.job_id} is gone (see its output on the node: {self.job_output})"
         fields = dict(item.split("=", 1) for item in info.split() if "=" in item)
-        return (
-            f"job {self.job_id} {fields.get('JobState', '?')}, exit code {fields.get('ExitCode', '?')}, "
-            f"reason {fields.get('Reason', '?')} (launcher messages: {self.job_output} on the node)"
-        )
+        reason = f"job {self.job_id} {fields.get('JobState', '?')}, exit code {fields.get('ExitCode', '?')}"
+        output = Path(fields.get("StdOut", ""))
+        try:
+            lines = output.read_text(errors="replace").splitlines() if output.is_absolute() else []
+        except OSError:
+            lines = []
+        messages = [line for line in lines if line.startswith("securehpc-node: ")]
+        if messages:
+            return f"{reason}: {messages[-1].removeprefix('securehpc-node: ')}"
+        return f"{reason} (the launcher's messages are in {output} on the node)"
 
     def get_state(self) -> dict:
         state = super().get_state()
