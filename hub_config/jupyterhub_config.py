@@ -3,8 +3,13 @@
 # Site settings (database, store root, key server) live in /etc/securehpc/securehpc_config.py
 # (hub_config/securehpc_config.py), loaded below so that the hub and the `securehpc` command agree.
 #
-# Status: the secure spawner's parts are tested, the spawner itself has not yet run under a hub end to end.
 import os
+
+# Before the hub builds its routes: drop batchspawner's attribute-setting callback (/hub/api/batchspawner)
+# and add the strict port report the secure jobs use (/hub/api/securehpc/port).
+import jupyter_securehpc.spawner.api
+
+jupyter_securehpc.spawner.api.install_routes()
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
