@@ -9,29 +9,23 @@ policy names are lowercased here too; the registry refuses names that differ onl
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..projects.names import InvalidName as ProjectNameError
+from ..projects.names import validate_name
 from .errors import InvalidName
-
-MAX_NAME_LENGTH = 64
-_PUNCTUATION = frozenset("-_.")
 
 
 def check_name(kind: str, value: object) -> str:
-    """Return ``value`` if it can be a project or dataset name in key paths and policies, else refuse."""
-    rules = f"use 1-{MAX_NAME_LENGTH} letters, digits, '-', '_' or '.', starting with a letter or digit"
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value) <= MAX_NAME_LENGTH
-        or ".." in value
-        or unicodedata.normalize("NFC", value) != value
-        or unicodedata.category(value[0])[0] not in "LN"
-        or not all(char in _PUNCTUATION or unicodedata.category(char)[0] in "LN" for char in value)
-    ):
-        raise InvalidName(f"{kind} name {value!r} cannot be used for keys: {rules}")
-    return value
+    """Return ``value`` if it can be a project or dataset name in key paths and policies, else refuse.
+
+    The rules are the project registry's own (``projects.names``), applied once more at this boundary.
+    """
+    try:
+        return validate_name(kind, value)
+    except ProjectNameError as error:
+        raise InvalidName(f"{kind} name {value!r} cannot be used for keys: {error}") from None
 
 
 def policy_name(policy_prefix: str, project: str) -> str:

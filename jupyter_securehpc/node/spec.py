@@ -93,13 +93,6 @@ class SessionSpec:
             extra=data.get("extra") or {},
         )
 
-    @classmethod
-    def from_file(cls, path: Path) -> SessionSpec:
-        try:
-            return cls.from_json(Path(path).read_text())
-        except OSError as error:
-            raise SpecError(f"cannot read the session spec {path}: {error.strerror}") from None
-
 
 def _policy(data: object) -> dict:
     if not isinstance(data, dict):
