@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sites import Site, files_containing, make_site, make_source
 
 from jupyter_securehpc import jobspec
+from jupyter_securehpc.spawner.reports import parse_audit_report
 
 pytestmark = [pytest.mark.openbao, pytest.mark.sandbox]
 NODE = str(Path(sys.executable).with_name("securehpc-node"))
@@ -479,6 +480,10 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
         self.reply(b"{}")
 
 
+def reports_to(kind: str) -> list[tuple[str, str, dict]]:
+    return [report for report in FakeHub.reports if report[0] == f"/hub/api/securehpc/{kind}"]
+
+
 @pytest.fixture
 def fake_hub():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
@@ -496,17 +501,19 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
         "JUPYTERHUB_API_TOKEN": "server-api-token",
         "JUPYTERHUB_SERVICE_PREFIX": "/user/u/sleep/",
-        "SECUREHPC_PORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc/port",
+        "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc",
     }
     launcher = subprocess.Popen(
         [NODE, "serve", "--spec", str(session.spec), "--", "python3", "-c", FAKE_SERVER],
         env=env, text=True, stderr=subprocess.PIPE, **session.user.run_as(),
     )  # fmt: skip
     try:
-        assert wait_for(lambda: FakeHub.reports or launcher.poll() is not None, timeout=60)
+        assert wait_for(lambda: reports_to("port") or launcher.poll() is not None, timeout=60)
         assert launcher.poll() is None, launcher.stderr.read()
-        path, authorization, body = FakeHub.reports[0]
-        assert path == "/hub/api/securehpc/port"
+        _, authorization, body = reports_to("port")[0]
+        # The start stages came first, in order, with the same token (the user's progress messages).
+        assert [r[2]["stage"] for r in reports_to("stage")] == ["key", "mounting", "starting"]
+        assert {r[1] for r in FakeHub.reports} == {"token server-api-token"}
         assert authorization == "token server-api-token"
         assert set(body) == {"port"} and isinstance(body["port"], int)
         base = f"http://127.0.0.1:{body['port']}/user/u/sleep"
@@ -583,16 +590,16 @@ def test_serve_runs_jupyter_with_the_server_extension_and_forwards_its_audit_eve
         "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
         "JUPYTERHUB_API_TOKEN": "test-server-token",
         "JUPYTERHUB_SERVICE_PREFIX": "/",
-        "SECUREHPC_PORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc/port",
+        "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc",
     }
     launcher = subprocess.Popen(
         [NODE, "serve", "--spec", str(session.spec), "--", "sh", "-c", JUPYTER_IN_SANDBOX],
         env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **session.user.run_as(),
     )  # fmt: skip
     try:
-        assert wait_for(lambda: FakeHub.reports or launcher.poll() is not None, timeout=120)
+        assert wait_for(lambda: reports_to("port") or launcher.poll() is not None, timeout=120)
         assert launcher.poll() is None, launcher.stderr.read()
-        base = f"http://127.0.0.1:{FakeHub.reports[0][2]['port']}"
+        base = f"http://127.0.0.1:{reports_to('port')[0][2]['port']}"
         headers = {"Authorization": "token test-server-token"}
 
         def get(path: str) -> tuple[int, bytes]:
@@ -623,4 +630,9 @@ def test_serve_runs_jupyter_with_the_server_extension_and_forwards_its_audit_eve
             launcher.communicate()
     events = [json.loads(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith("securehpc-audit: ")]
     assert any(e["outcome"] == "denied" and e["project"] == "sleep" for e in events), out
+    # The same events went to the hub, in batches the hub's strict parser takes.
+    forwarded = [event for report in reports_to("audit") for event in report[2]["events"]]
+    assert forwarded == events
+    for report in reports_to("audit"):
+        assert parse_audit_report(json.dumps(report[2]).encode())
     assert_nothing_left(session.user.uid)

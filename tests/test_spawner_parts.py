@@ -1,4 +1,4 @@
-"""The spawner's guards without a hub: options, the batch script, the port report, the job spec signature."""
+"""The spawner's guards without a hub: options, the batch script, the job spec signature (reports: test_reports.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.projects.policy import Policy
-from jupyter_securehpc.spawner.api import PortReportError, parse_port_report
 from jupyter_securehpc.spawner.options import OptionsError, parse
 from jupyter_securehpc.spawner.script import JobSettings, job_tag, render
 
@@ -98,34 +97,6 @@ def test_script_is_valid_bash_and_the_spec_arrives_intact(tmp_path):
     result = subprocess.run(["bash", "-c", body.split("set -euo pipefail", 1)[1]], capture_output=True,
                             text=True, timeout=30, check=True)  # fmt: skip
     assert json.loads(result.stdout.split("\n")[0]) == json.loads(envelope)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"not json",
-        b"[8888]",
-        b'{"port": "8888"}',
-        b'{"port": 8888.0}',
-        b'{"port": true}',
-        b'{"port": 0}',
-        b'{"port": 65536}',
-        b'{"port": -1}',
-        b'{"port": 8888, "ip": "evil.example.org"}',
-        b'{"cmd": ["bash"]}',
-        b'{"port": 8888, "port": 9999, "x": 1}',
-        b'{"port": 8888}' + b" " * 100,
-        b'{"\\u0070ort": 8888, "user_options": {}}',
-    ],
-)
-def test_port_reports_other_than_one_integer_are_refused(body):
-    with pytest.raises(PortReportError):
-        parse_port_report(body)
-
-
-def test_a_port_report_is_accepted():
-    assert parse_port_report(b'{"port": 45123}') == 45123
 
 
 def test_job_spec_signature_round_trip_and_tampering():

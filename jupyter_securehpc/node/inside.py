@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..stores.gocryptfs import StoreError, mount_store
-from .sandbox import inner_argv
+from .sandbox import SOCKETS, STORES_MOUNTED, inner_argv
 from .staging import stage
 
 FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
@@ -46,6 +46,8 @@ def main() -> None:
             sys.exit(MOUNT_FAILED)
         finally:
             os.close(store["fd"])
+    if Path(SOCKETS).is_dir():  # serve mode: tell the launcher outside that the mounts are done
+        Path(SOCKETS, STORES_MOUNTED).touch()
     argv = inner_argv(config["uid"], config["gid"], config["program"])
     os.execvpe(argv[0], argv, config["env"])  # noqa: S606 - an argument list, no shell
 

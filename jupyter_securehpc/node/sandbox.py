@@ -89,6 +89,8 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
 
 
 SOCKETS = "/sockets"
+# Created in SOCKETS once every store is mounted: the launcher outside reports the stage to the hub.
+STORES_MOUNTED = "stores-mounted"
 
 
 SESSION_FILE = "/securehpc/session.json"

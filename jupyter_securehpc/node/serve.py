@@ -16,22 +16,19 @@ import shutil
 import signal
 import tempfile
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from . import relay
+from .hubreport import AuditFollower, HubReporter
 from .launcher import EX_USAGE, LaunchError, check_ready, sandbox_command, take_token, unwrap_keys
-from .sandbox import SESSION_FILE, SOCKETS, WORKSPACE
+from .sandbox import SESSION_FILE, SOCKETS, STORES_MOUNTED, WORKSPACE
 from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
 
 SERVER_SOCKET = "jupyter.sock"
 HUB_SOCKET = "hub-api.sock"
-PORT_URL_ENV = "SECUREHPC_PORT_URL"
 READY_TIMEOUT = 300.0
-
-
 AUDIT_FILE = "audit.jsonl"
 
 
@@ -96,55 +93,14 @@ async def server_answers(socket_path: Path, prefix: str) -> bool:
         writer.close()
 
 
-def report_port(port: int) -> None:
-    """Tell the hub the port, through the spawner's strict endpoint (an integer port, nothing else)."""
-    url = os.environ.get(PORT_URL_ENV)
-    if not url:
-        print(f"securehpc-node: serving on port {port}", flush=True)
-        return
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-    request = urllib.request.Request(  # noqa: S310 - the hub's URL, set by the spawner
-        url,
-        data=json.dumps({"port": port}).encode(),
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        response.read()
-    log.info("reported port %d to the hub", port)
-
-
-class AuditForwarder:
-    """Copies the extension's audit events to the job's output as they come (``securehpc-audit: {...}``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def flush(self) -> None:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return
-        complete = data[: data.rfind(b"\n") + 1]
-        for line in complete.splitlines():
-            print(f"securehpc-audit: {line.decode(errors='replace')}", flush=True)
-        self.offset += len(complete)
-
-    async def run(self, interval: float = 1.0) -> None:
-        while True:
-            self.flush()
-            await asyncio.sleep(interval)
-
-
 async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, token_from_stdin: bool) -> int:
     token = take_token(token_from_stdin)
     mounts = check_ready(spec)
     api_host, api_port, api_path = hub_api_address(os.environ.get("JUPYTERHUB_API_URL", ""))
     keys = unwrap_keys(spec, token)
     del token
+    reporter = HubReporter()
+    await reporter.stage("key")
     sockets = Path(tempfile.mkdtemp(prefix="securehpc-sockets-"))  # 0700, the user's
     servers: list[asyncio.Server] = []
     sandbox = None
@@ -164,23 +120,28 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
         finally:
             for fd in fds:
                 os.close(fd)
+        await reporter.stage("mounting")
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, sandbox.kill)
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         deadline = loop.time() + READY_TIMEOUT
+        mounted = False
         while not await server_answers(sockets / SERVER_SOCKET, prefix):
             if sandbox.returncode is not None or loop.time() > deadline:
                 raise LaunchError("the Jupyter server did not start; see the job's output above", 70)
+            if not mounted and (sockets / STORES_MOUNTED).exists():
+                mounted = True
+                await reporter.stage("starting")
             await asyncio.sleep(0.1)
         public = await relay.tcp_to_unix(ip, port, sockets / SERVER_SOCKET)
         servers.append(public)
-        await loop.run_in_executor(None, report_port, public.sockets[0].getsockname()[1])
-        forwarder = AuditForwarder(sockets / AUDIT_FILE)
-        forwarding = asyncio.create_task(forwarder.run())
+        await reporter.port(public.sockets[0].getsockname()[1])
+        follower = AuditFollower(sockets / AUDIT_FILE)
+        following = asyncio.create_task(follower.follow(reporter))
         status = await sandbox.wait()
-        forwarding.cancel()
-        forwarder.flush()
+        following.cancel()
+        await reporter.audit(follower.new_lines())
         return 128 - status if status < 0 else status
     finally:
         if sandbox is not None and sandbox.returncode is None:
@@ -189,3 +150,4 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
         for server in servers:
             server.close()
         shutil.rmtree(sockets, ignore_errors=True)
+        reporter.close()

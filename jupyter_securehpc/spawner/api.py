@@ -1,9 +1,14 @@
-"""The only way a job tells the hub anything: ``POST /hub/api/securehpc/port`` with ``{"port": N}``.
+"""The only ways a job tells the hub anything, under ``/hub/api/securehpc/``, each from the token of the very
+server it concerns:
+
+- ``port``: ``{"port": N}`` once the server answers (the spawner waits for it);
+- ``stage``: ``{"stage": "key"|"mounting"|"starting"}`` while it starts (the user's progress messages);
+- ``audit``: the server extension's audit events, into the hub's central audit log.
 
 batchspawner's ``/api/batchspawner`` sets *any* spawner attribute named in the posted JSON (``cmd``,
 ``ip``, ``user_options``, ...) for any token holder. It is removed from the hub's routes when this module
-is imported; this handler accepts exactly one integer port, from the token of the very server whose
-spawner is waiting for it. Everything else is a 400 (or 403) and an audit event.
+is imported. Every body here is parsed strictly (``reports.py``); anything else is a 400 (or 403) and an
+audit event.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 from pathlib import Path
+from typing import Any
 
 from jupyterhub.apihandlers import default_handlers
 from jupyterhub.apihandlers.base import APIHandler
@@ -18,60 +24,47 @@ from tornado import web
 
 from ..audit import AuditLog
 from ..config import SecureHPC
+from .reports import ReportError, parse_audit_report, parse_port_report, parse_stage_report
 
-MAX_BODY = 64
-
-
-class PortReportError(ValueError):
-    """The report is not exactly ``{"port": <1..65535>}``."""
+__all__ = ["ReportError", "install_routes", "parse_audit_report", "parse_port_report", "parse_stage_report"]
 
 
-def parse_port_report(body: bytes) -> int:
-    """The port in a report, or PortReportError. Deliberately strict: one key, one JSON integer."""
-    if len(body) > MAX_BODY:
-        raise PortReportError(f"the report is longer than {MAX_BODY} bytes")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise PortReportError("the report is not JSON") from None
-    if not isinstance(data, dict) or list(data) != ["port"]:
-        raise PortReportError('the report must be exactly {"port": N}')
-    port = data["port"]
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise PortReportError("the port must be an integer from 1 to 65535")
-    return port
+class _ServerReportHandler(APIHandler):
+    """A report from a job: found by the token of the server it belongs to, refused from anyone else."""
 
+    action = "session.report"
+    # The spawner attribute that says whether it takes this kind of report now.
+    accepting = "accepts_port_report"
 
-class PortReportHandler(APIHandler):
-    async def post(self) -> None:
+    def _reporting_spawner(self) -> Any:
         user = self.current_user
         token = self.get_auth_token() or ""
-        spawner = None
-        if user is not None and hasattr(user, "spawners"):
-            for candidate in user.spawners.values():
-                if candidate.api_token and hmac.compare_digest(candidate.api_token, token):
-                    spawner = candidate
-                    break
-        if spawner is None or not getattr(spawner, "accepts_port_report", False):
-            # No server of this token is waiting for a port: not a request we take from anyone.
-            self._audit(spawner, "denied", "no starting secure server has this token")
-            raise web.HTTPError(403, "no starting server has this token")
-        try:
-            port = parse_port_report(self.request.body)
-        except PortReportError as error:
-            self._audit(spawner, "denied", str(error))
-            raise web.HTTPError(400, str(error)) from None
-        spawner.report_port(port)
-        self.set_status(201)
-        self.finish(json.dumps({"port": port}))
+        if user is None or not hasattr(user, "spawners") or not token:
+            return None
+        for candidate in user.spawners.values():
+            if candidate.api_token and hmac.compare_digest(candidate.api_token, token):
+                return candidate
+        return None
 
-    def _audit(self, spawner: object, outcome: str, reason: str) -> None:
-        self.log.warning("refused a port report from %s: %s", self.request.remote_ip, reason)
+    def _spawner_or_403(self) -> Any:
+        spawner = self._reporting_spawner()
+        if spawner is None or not getattr(spawner, self.accepting, False):
+            # No server of this token waits for this report: not a request we take from anyone.
+            self._audit(spawner, "denied", "no secure server of this token takes this report now")
+            raise web.HTTPError(403, "no server of this token takes this report now")
+        return spawner
+
+    def _refuse(self, spawner: Any, error: ReportError) -> None:
+        self._audit(spawner, "denied", str(error))
+        raise web.HTTPError(400, str(error))
+
+    def _audit(self, spawner: Any, outcome: str, reason: str) -> None:
+        self.log.warning("refused a %s from %s: %s", self.action, self.request.remote_ip, reason)
         user = getattr(self.current_user, "name", None) or "anonymous"
         site = SecureHPC(config=self.settings.get("config"))
         AuditLog(Path(site.audit_log)).append(
             actor=user,
-            action="session.port",
+            action=self.action,
             obj=f"server:{user}/{getattr(spawner, 'name', '') or '?'}",
             outcome=outcome,
             reason=reason,
@@ -79,8 +72,58 @@ class PortReportHandler(APIHandler):
         )
 
 
+class PortReportHandler(_ServerReportHandler):
+    action = "session.port"
+
+    async def post(self) -> None:
+        spawner = self._spawner_or_403()
+        try:
+            port = parse_port_report(self.request.body)
+        except ReportError as error:
+            self._refuse(spawner, error)
+        spawner.report_port(port)
+        self.set_status(201)
+        self.finish(json.dumps({"port": port}))
+
+
+class StageReportHandler(_ServerReportHandler):
+    action = "session.stage"
+
+    async def post(self) -> None:
+        spawner = self._spawner_or_403()
+        try:
+            stage = parse_stage_report(self.request.body)
+        except ReportError as error:
+            self._refuse(spawner, error)
+        spawner.report_stage(stage)
+        self.set_status(204)
+        self.finish()
+
+
+class AuditReportHandler(_ServerReportHandler):
+    action = "session.audit"
+    accepting = "accepts_session_audit"
+
+    async def post(self) -> None:
+        spawner = self._spawner_or_403()
+        try:
+            events = parse_audit_report(self.request.body)
+        except ReportError as error:
+            self._refuse(spawner, error)
+        spawner.record_session_events(events)
+        self.set_status(204)
+        self.finish()
+
+
+ROUTES = [
+    (r"/api/securehpc/port", PortReportHandler),
+    (r"/api/securehpc/stage", StageReportHandler),
+    (r"/api/securehpc/audit", AuditReportHandler),
+]
+
+
 def install_routes() -> None:
-    """Drop batchspawner's attribute-setting callback; add the strict port endpoint (idempotent)."""
+    """Drop batchspawner's attribute-setting callback; add the strict report endpoints (idempotent)."""
     default_handlers[:] = [route for route in default_handlers if route[0] != r"/api/batchspawner"]
-    if not any(route[0] == r"/api/securehpc/port" for route in default_handlers):
-        default_handlers.append((r"/api/securehpc/port", PortReportHandler))
+    present = {route[0] for route in default_handlers}
+    default_handlers.extend(route for route in ROUTES if route[0] not in present)

@@ -5,8 +5,6 @@ the hub database), with its known defects replaced: options are allow-listed and
 (``options.py``), the batch script is rendered from validated values only (``script.py``), commands run
 as argument lists with timeouts (never a shell), the submit environment is never logged, and the job
 reports its port through the strict endpoint of ``api.py``.
-
-Status: the pieces it joins are tested; the spawner itself has not yet run under a hub end to end.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from ..projects.model import Dataset, Member, Project, Share
 from ..projects.policy import Policy
 from ..projects.roles import Role
 from . import api, options, script
+from .reports import SessionEvent
 
 api.install_routes()
 
@@ -196,15 +195,84 @@ class SecureSlurmSpawner(SlurmSpawner):
         if self.job_id:
             await self._run(["scancel", self.job_id], env=self._slurm_env())
 
-    # -- start and stop ---------------------------------------------------------------------------------
+    # -- reports from the job (api.py) -----------------------------------------------------------------
     accepts_port_report = False
+    _stage = ""
+
+    @property
+    def accepts_session_audit(self) -> bool:
+        """The server extension's events are taken while the server starts or runs."""
+        return self.accepts_port_report or self.server is not None
 
     def report_port(self, port: int) -> None:
         """Called by the port endpoint with this server's own token (see api.py)."""
         self.port = port
         self.accepts_port_report = False
+        self._mark("port")
         self.audit_event("session.port", "allowed", "reported by the job", port=port)
 
+    def report_stage(self, stage: str) -> None:
+        """Called by the stage endpoint while the job starts: progress for the user, times for the admin."""
+        self._stage = stage
+        self._mark(stage)
+
+    def record_session_events(self, events: list[SessionEvent]) -> None:
+        """The server extension's audit events, into the hub's central log, marked with the server that
+        reported them (they are only as trustworthy as that session)."""
+        log = AuditLog(Path(self.site.audit_log))
+        for event in events:
+            log.append(
+                actor=event.actor,
+                action=event.action,
+                obj=event.obj,
+                outcome=event.outcome,
+                project=self.name or None,
+                reason=event.reason,
+                reported_by=f"server:{self.user.name}/{self.name}",
+                **event.details,
+            )
+
+    def _mark(self, step: str) -> None:
+        if hasattr(self, "_timeline"):  # set by start(); a report can only arrive during one
+            self._timeline.append((step, time.monotonic()))
+
+    def timeline(self) -> str:
+        """How long each step of the last start took (for the hub's log and the spawn benchmark)."""
+        steps = getattr(self, "_timeline", [])
+        return ", ".join(f"{name} +{t - steps[0][1]:.2f}s" for name, t in steps[1:]) if steps else ""
+
+    async def progress(self):  # noqa: ANN201 - JupyterHub's contract: an async generator of events
+        """What the user sees while the server starts: queue, key delivery, mounts, JupyterLab."""
+        last = None
+        while True:
+            event = self._progress_event()
+            if event != last:
+                yield event
+                last = event
+            if self.port:
+                return
+            await asyncio.sleep(0.2)
+
+    def _progress_event(self) -> dict:
+        job = f"Job {self.job_id}" if self.job_id else "The job"
+        if self.port:
+            return {"progress": 95, "message": "JupyterLab answers; connecting you"}
+        stage_messages = {
+            "starting": (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
+            "mounting": (65, "Mounting the encrypted workspace and datasets"),
+            "key": (50, f"{job}: project key delivered to the node"),
+        }
+        if self._stage in stage_messages:
+            progress, message = stage_messages[self._stage]
+            return {"progress": progress, "message": message}
+        if not self.job_id:
+            return {"progress": 10, "message": "Preparing the session key and submitting the job"}
+        if self.job_status and self.state_isrunning():
+            node = self.state_gethost()
+            return {"progress": 35, "message": f"{job} is running on {node}; delivering the project key"}
+        return {"progress": 20, "message": f"{job} is waiting in the Slurm queue"}
+
+    # -- start and stop ---------------------------------------------------------------------------------
     async def _cancel_interrupted_spawns(self, tag: str) -> None:
         """Jobs of this server left by a hub that died mid-spawn: found by their tag, cancelled."""
         listing = await self._run(
@@ -232,6 +300,9 @@ class SecureSlurmSpawner(SlurmSpawner):
             return sorted(own) + sorted(shared), role.scalar()
 
     async def start(self):  # noqa: ANN201 - JupyterHub's contract: (ip, port)
+        self._timeline: list[tuple[str, float]] = [("requested", time.monotonic())]
+        self._stage = ""
+        self.job_status = ""
         request, policy = self._request()
         datasets, role = self._datasets(request.project)
         tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
@@ -263,7 +334,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         batch = script.render(request, policy, tag=tag, signed_spec=signed, settings=settings)
         env = {**self._slurm_env(), **self.get_env()}
         env["SECUREHPC_WRAPPED_TOKEN"] = wrapped.token
-        env["SECUREHPC_PORT_URL"] = self.hub.api_url.rstrip("/") + "/securehpc/port"
+        env["SECUREHPC_REPORT_URL"] = self.hub.api_url.rstrip("/") + "/securehpc"
         # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
         if os.environ.get("SECUREHPC_HUB_PUBLIC_KEY"):
             env["SECUREHPC_HUB_PUBLIC_KEY"] = os.environ["SECUREHPC_HUB_PUBLIC_KEY"]
@@ -272,6 +343,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.port = 0
         self.accepts_port_report = True
         self.job_id = (await self._run(submit, stdin=batch, env=env)).split(";")[0]
+        self._mark("submitted")
         self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
         self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
         return await self._wait_for_port()
@@ -279,6 +351,8 @@ class SecureSlurmSpawner(SlurmSpawner):
     async def _wait_for_port(self):
         while self.port == 0:
             status = await self.query_job_status()
+            if status == JobStatus.RUNNING and "running" not in dict(self._timeline):
+                self._mark("running")
             if status not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
                 reason = await self._job_reason()
                 self.accepts_port_report = False
@@ -286,6 +360,7 @@ class SecureSlurmSpawner(SlurmSpawner):
                 raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = await self._node_address(self.state_gethost())
+        self.log.info("server %s of %s answers on port %d: %s", self.name, self.user.name, self.port, self.timeline())
         return self.ip, self.port
 
     async def _node_address(self, node: str) -> str:
