@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +28,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_securehpc import jobspec
-from jupyter_securehpc.audit import AuditLog
+from jupyter_securehpc.audit import AuditLog, verify
 from jupyter_securehpc.devcluster import hub, oidc, openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
@@ -109,6 +110,8 @@ def e2e(local_cluster, unix_user, slurm_env):
         "SecureSlurmSpawner.start_timeout": 90,
         "SecureSlurmSpawner.http_timeout": 120,
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
+        # Often, so that a test sees the hub poll running servers while slurmctld is down.
+        "SecureSlurmSpawner.poll_interval": 2,
     }
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
@@ -224,25 +227,76 @@ async def run_in_kernel(base: str, token: str, code: str) -> str:
             return output
 
 
+def spawn_with_progress(e2e, token: str, server: str, options: dict) -> list[dict]:
+    """POST the spawn and follow the hub's progress event stream until ready or failed, as the spawn page does."""
+    layout, user = e2e["layout"], e2e["user"].name
+    headers = {"Authorization": f"token {token}"}
+    url = f"{layout.hub_url}/hub/api/users/{user}/servers/{server}"
+    posted: list[requests.Response] = []
+    poster = threading.Thread(
+        target=lambda: posted.append(requests.post(url, headers=headers, json=options, timeout=120))
+    )
+    poster.start()
+    events: list[dict] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not events:
+            with requests.get(f"{url}/progress", headers=headers, stream=True, timeout=120) as stream:
+                if stream.status_code in (400, 404):  # the hub has not begun this spawn yet
+                    time.sleep(0.05)
+                    continue
+                assert stream.status_code == 200, stream.text
+                for line in stream.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data: "):
+                        events.append(json.loads(line.removeprefix("data: ")))
+                        if events[-1].get("ready") or events[-1].get("failed"):
+                            break
+    finally:
+        poster.join(timeout=130)
+    assert posted and posted[0].status_code in (201, 202), posted[0].text if posted else "no answer"
+    return events
+
+
 def test_login_spawn_use_and_stop(e2e):
     layout, user = e2e["layout"], e2e["user"].name
     browser = login(e2e)
     token = api_token(e2e, browser)
     headers = {"Authorization": f"token {token}"}
-    response = requests.post(
-        f"{layout.hub_url}/hub/api/users/{user}/servers/sleep", headers=headers, json={"gpus": "1"}, timeout=60
-    )
-    assert response.status_code in (201, 202), response.text
+    events = spawn_with_progress(e2e, token, "sleep", {"gpus": "1"})
+    assert events[-1].get("ready"), f"{events}\n{diagnostics(e2e)}"
+    messages = [event["message"] for event in events]
+    # The user saw the start go by: key delivered, mounts, JupyterLab (queueing may be too short to see).
+    for phrase in ("Project key delivered", "Mounting the encrypted", "starting JupyterLab"):
+        assert any(phrase in message for message in messages), messages
+    assert [event["progress"] for event in events] == sorted(event["progress"] for event in events)
     wait_ready(e2e, token, "sleep")
     base = f"{layout.hub_url}/user/{user}/sleep"
     status = requests.get(f"{base}/api/status", headers=headers, timeout=30)
     assert status.status_code == 200, status.text
+    hub_log = (layout.log_dir / "jupyterhub.log").read_text(errors="replace")
+    assert "submitted +" in hub_log and "port +" in hub_log  # the start's timeline, for admins
 
     code = KERNEL_CODE.replace("PORT_HUB", str(layout.hub_port)).replace("PORT_BAO", str(layout.openbao_port))
     report = json.loads(asyncio.run(run_in_kernel(base, token, code)).strip().splitlines()[-1])
     assert report["dataset"] == e2e["hashes"]["README.txt"]
     assert "from-kernel.txt" in report["workspace"]
     assert report["hub"] != "ok" and report["openbao"] != "ok" and report["dns"] != "ok"
+
+    # A download refused by the server extension in the session lands in the hub's central audit log.
+    refused = requests.get(f"{base}/files/from-kernel.txt", headers=headers, timeout=30)
+    assert refused.status_code == 403 and b"CANARY-E2E" not in refused.content
+    central = e2e["root"] / "audit.jsonl"
+
+    def forwarded() -> list[dict]:
+        events = [json.loads(line) for line in central.read_text().splitlines()]
+        return [e for e in events if e["details"].get("reported_by") == f"server:{user}/sleep"]
+
+    deadline = time.monotonic() + 30
+    while not forwarded() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    event = forwarded()[-1]
+    assert event["outcome"] == "denied" and event["project"] == "sleep" and "from-kernel.txt" in event["object"]
+    assert verify(central).ok
 
     response = requests.delete(f"{layout.hub_url}/hub/api/users/{user}/servers/sleep", headers=headers, timeout=120)
     assert response.status_code in (202, 204), response.text

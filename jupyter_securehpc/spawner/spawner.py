@@ -36,6 +36,13 @@ api.install_routes()
 
 _SBATCH_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9_.:,/%@+-]+)?")
 
+# What the user's spawn page says when the job reports each start stage (reports.STAGES).
+STAGE_MESSAGES = {
+    "key": (50, "Project key delivered to the node"),
+    "mounting": (65, "Mounting the encrypted workspace and datasets"),
+    "starting": (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
+}
+
 
 class SpawnRefused(Exception):
     """A refusal the user can act on; JupyterHub shows ``jupyterhub_message`` instead of a traceback."""
@@ -197,7 +204,6 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     # -- reports from the job (api.py) -----------------------------------------------------------------
     accepts_port_report = False
-    _stage = ""
 
     @property
     def accepts_session_audit(self) -> bool:
@@ -208,13 +214,12 @@ class SecureSlurmSpawner(SlurmSpawner):
         """Called by the port endpoint with this server's own token (see api.py)."""
         self.port = port
         self.accepts_port_report = False
-        self._mark("port")
+        self._mark("port", 95, "JupyterLab answers; connecting you")
         self.audit_event("session.port", "allowed", "reported by the job", port=port)
 
     def report_stage(self, stage: str) -> None:
         """Called by the stage endpoint while the job starts: progress for the user, times for the admin."""
-        self._stage = stage
-        self._mark(stage)
+        self._mark(stage, *STAGE_MESSAGES[stage])
 
     def record_session_events(self, events: list[SessionEvent]) -> None:
         """The server extension's audit events, into the hub's central log, marked with the server that
@@ -232,45 +237,36 @@ class SecureSlurmSpawner(SlurmSpawner):
                 **event.details,
             )
 
-    def _mark(self, step: str) -> None:
-        if hasattr(self, "_timeline"):  # set by start(); a report can only arrive during one
-            self._timeline.append((step, time.monotonic()))
+    # -- progress: what the user sees, and the start's timeline for the admin ---------------------------
+    def _begin_timeline(self) -> None:
+        self._timeline: list[tuple[str, float]] = [("requested", time.monotonic())]
+        self._progress_events: list[dict] = []
+
+    def _mark(self, step: str, progress: int, message: str) -> None:
+        if not hasattr(self, "_timeline"):  # set by start(); a report can only arrive during one
+            return
+        self._timeline.append((step, time.monotonic()))
+        self._progress_events.append({"progress": progress, "message": message})
+
+    def _reached(self, step: str) -> bool:
+        return any(name == step for name, _ in getattr(self, "_timeline", []))
 
     def timeline(self) -> str:
-        """How long each step of the last start took (for the hub's log and the spawn benchmark)."""
+        """How long after the request each step of the last start came (hub log, spawn benchmark)."""
         steps = getattr(self, "_timeline", [])
         return ", ".join(f"{name} +{t - steps[0][1]:.2f}s" for name, t in steps[1:]) if steps else ""
 
     async def progress(self):  # noqa: ANN201 - JupyterHub's contract: an async generator of events
-        """What the user sees while the server starts: queue, key delivery, mounts, JupyterLab."""
-        last = None
+        """Every step of the start as it happens: submitted, queued, running, key, mounts, JupyterLab."""
+        sent = 0
         while True:
-            event = self._progress_event()
-            if event != last:
-                yield event
-                last = event
+            events = getattr(self, "_progress_events", [])
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
             if self.port:
                 return
-            await asyncio.sleep(0.2)
-
-    def _progress_event(self) -> dict:
-        job = f"Job {self.job_id}" if self.job_id else "The job"
-        if self.port:
-            return {"progress": 95, "message": "JupyterLab answers; connecting you"}
-        stage_messages = {
-            "starting": (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
-            "mounting": (65, "Mounting the encrypted workspace and datasets"),
-            "key": (50, f"{job}: project key delivered to the node"),
-        }
-        if self._stage in stage_messages:
-            progress, message = stage_messages[self._stage]
-            return {"progress": progress, "message": message}
-        if not self.job_id:
-            return {"progress": 10, "message": "Preparing the session key and submitting the job"}
-        if self.job_status and self.state_isrunning():
-            node = self.state_gethost()
-            return {"progress": 35, "message": f"{job} is running on {node}; delivering the project key"}
-        return {"progress": 20, "message": f"{job} is waiting in the Slurm queue"}
+            await asyncio.sleep(0.1)
 
     # -- start and stop ---------------------------------------------------------------------------------
     async def _cancel_interrupted_spawns(self, tag: str) -> None:
@@ -300,10 +296,10 @@ class SecureSlurmSpawner(SlurmSpawner):
             return sorted(own) + sorted(shared), role.scalar()
 
     async def start(self):  # noqa: ANN201 - JupyterHub's contract: (ip, port)
-        self._timeline: list[tuple[str, float]] = [("requested", time.monotonic())]
-        self._stage = ""
+        self._begin_timeline()
         self.job_status = ""
         request, policy = self._request()
+        self._mark("checked", 10, f"Preparing the session key for project {request.project} and submitting the job")
         datasets, role = self._datasets(request.project)
         tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
         await self._cancel_interrupted_spawns(tag)
@@ -343,7 +339,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.port = 0
         self.accepts_port_report = True
         self.job_id = (await self._run(submit, stdin=batch, env=env)).split(";")[0]
-        self._mark("submitted")
+        self._mark("submitted", 20, f"Job {self.job_id} is waiting in the Slurm queue")
         self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
         self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
         return await self._wait_for_port()
@@ -351,8 +347,9 @@ class SecureSlurmSpawner(SlurmSpawner):
     async def _wait_for_port(self):
         while self.port == 0:
             status = await self.query_job_status()
-            if status == JobStatus.RUNNING and "running" not in dict(self._timeline):
-                self._mark("running")
+            if status == JobStatus.RUNNING and not self._reached("running") and not self._reached("key"):
+                node = self.state_gethost()
+                self._mark("running", 35, f"Job {self.job_id} is running on {node}; delivering the project key")
             if status not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
                 reason = await self._job_reason()
                 self.accepts_port_report = False
