@@ -29,7 +29,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog, verify
-from jupyter_securehpc.devcluster import hub, oidc, openbao
+from jupyter_securehpc.devcluster import hub, oidc, openbao, slurm
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
@@ -183,7 +183,8 @@ def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:
 
 def diagnostics(e2e) -> str:
     """The hub's log and the jobs' launcher output, for a failure message."""
-    hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()[-40:]
+    hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()
+    hub_log = [line for line in hub_log if "JupyterHub" in line or "Error" in line][-60:]
     outputs = Path("/tmp").glob(f"securehpc-{e2e['user'].name}-*.log")
     jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in outputs]
     slurm = subprocess.run(["scontrol", "show", "job"], env=e2e["slurm_env"], capture_output=True, text=True,
@@ -424,3 +425,39 @@ def test_a_job_that_dies_before_reporting_fails_the_spawn_with_its_own_message(e
     finally:
         os.chown(workspace, owner.st_uid, owner.st_gid)
     stop(e2e, token, "other")
+
+
+def squeue_warnings(e2e) -> int:
+    log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace")
+    return log.count("squeue for job")
+
+
+def test_slurmctld_briefly_down_does_not_drop_running_servers(e2e, token):
+    layout, user = e2e["layout"], e2e["user"].name
+    assert start(e2e, token, "sleep", {"gpus": "0"}).status_code in (201, 202)
+    wait_ready(e2e, token, "sleep")
+    base = f"{layout.hub_url}/user/{user}/sleep"
+    headers = {"Authorization": f"token {token}"}
+    controller, _ = slurm.daemons(layout)
+    warnings = squeue_warnings(e2e)
+    controller.stop()
+    try:
+        # The hub polls the server (every 2 s here) and squeue fails: unknown is not dead.
+        deadline = time.monotonic() + 90
+        while squeue_warnings(e2e) == warnings and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert squeue_warnings(e2e) > warnings, "the hub did not poll while slurmctld was down"
+        assert requests.get(f"{base}/api/status", headers=headers, timeout=30).status_code == 200
+        # A hub restart polls every server (squeue takes ~20 s to give up, so in the background): still
+        # unknown, still kept.
+        hub.down(layout)
+        hub.up(layout, env=hub_env(e2e), settings=e2e["settings"], timeout=120)
+        wait_ready(e2e, token, "sleep", timeout=120)
+        status = requests.get(f"{base}/api/status", headers=headers, timeout=30)
+        assert status.status_code == 200, f"{status.status_code}\n{diagnostics(e2e)}"
+    finally:
+        slurm.up(layout)
+    wait_ready(e2e, token, "sleep")
+    assert requests.get(f"{base}/api/status", headers=headers, timeout=30).status_code == 200
+    stop(e2e, token, "sleep")
+    assert not jobs_of(e2e).strip()
