@@ -153,9 +153,11 @@ def slurm_times(job_id: str, env: dict[str, str]) -> dict[str, float]:
 
 # --- the stand-in hub ----------------------------------------------------------------------------------
 class Hub(http.server.BaseHTTPRequestHandler):
-    """Records the launcher's port reports (time, path, authorization, body); answers the hub API with {}."""
+    """Records the launcher's port reports (time, path, authorization, body) and the arrival of its start
+    stages (``stage:NAME`` -> time); answers the hub API with {}."""
 
     reports: ClassVar[list] = []
+    stages: ClassVar[dict] = {}
     changed = threading.Condition()
 
     def log_message(self, *args):
@@ -174,7 +176,10 @@ class Hub(http.server.BaseHTTPRequestHandler):
         arrived = time.time()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with Hub.changed:
-            Hub.reports.append((arrived, self.path, self.headers.get("Authorization"), body))
+            if self.path.endswith("/stage"):
+                Hub.stages[f"stage:{body['stage']}"] = arrived
+            elif self.path.endswith("/port"):
+                Hub.reports.append((arrived, self.path, self.headers.get("Authorization"), body))
             Hub.changed.notify_all()
         self.reply(b"{}")
 
@@ -355,9 +360,10 @@ class Bench:
             "JUPYTERHUB_API_TOKEN": api_token,
             "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
             "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-            "SECUREHPC_PORT_URL": f"http://127.0.0.1:{self.hub_port}/hub/api/securehpc/port",
+            "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{self.hub_port}/hub/api/securehpc",
         }
         seen = len(Hub.reports)
+        Hub.stages.clear()
         job_id, submitted, returned = self.sbatch(script, env, output)
         try:
             report = wait_for_report(seen, timeout)
@@ -374,6 +380,7 @@ class Bench:
                 time.sleep(0.02)
             answered = time.time()
             marks = {"sbatch_returned": returned, "port_report": reported, "http_answer": answered}
+            marks.update(Hub.stages)
             marks.update(self._slurm_marks(job_id))
             marks.update(self._sandbox_marks())
             marks.update(log_times(output))

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -309,7 +310,9 @@ def test_login_spawn_use_and_stop(e2e):
             break
         time.sleep(0.5)
     assert not queue.strip(), queue
-    assert "fuse.gocryptfs" not in Path("/proc/mounts").read_text()
+    # No mount of this site's stores on the host (the sessions' mounts were only ever in their sandboxes).
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if "fuse.gocryptfs" in line]
+    assert not [line for line in mounts if str(e2e["root"]) in line], mounts
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +464,54 @@ def test_slurmctld_briefly_down_does_not_drop_running_servers(e2e, token):
     assert requests.get(f"{base}/api/status", headers=headers, timeout=30).status_code == 200
     stop(e2e, token, "sleep")
     assert not jobs_of(e2e).strip()
+
+
+def job_state(e2e, job_id: str) -> str:
+    info = subprocess.run(["scontrol", "show", "job", job_id], env=e2e["slurm_env"], capture_output=True,
+                          text=True, timeout=30, check=False).stdout  # fmt: skip
+    return next((item.split("=", 1)[1] for item in info.split() if item.startswith("JobState=")), "gone")
+
+
+def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, token):
+    """The hub dies (SIGKILL) while two spawns wait in the queue. After its restart, starting one of those
+    servers again cancels its old job (found by its tag); the other old job, once it runs, finds no spawn
+    waiting for its port and ends itself. Nothing is orphaned."""
+    layout, user = e2e["layout"], e2e["user"].name
+    # A root job holding the whole node keeps the servers' jobs pending.
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--exclusive", "--partition=gpu", "--output=/dev/null", "--wrap=sleep 600"],
+        env=e2e["slurm_env"], capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        servers = ("sleep", "other")
+        posts = [threading.Thread(target=start, args=(e2e, token, server, {"gpus": "0"})) for server in servers]
+        for post in posts:
+            post.start()
+        deadline = time.monotonic() + 60
+        while len(jobs_of(e2e).splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        old = {line.split()[1].split(":")[2]: line.split()[0] for line in jobs_of(e2e).splitlines()}
+        assert set(old) == {"sleep", "other"}, old
+        os.kill(hub.daemon(layout).pid(), signal.SIGKILL)
+        for post in posts:
+            post.join(timeout=130)
+        hub.up(layout, env=hub_env(e2e), settings=e2e["settings"], timeout=120)
+
+        assert start(e2e, token, "sleep", {"gpus": "0"}).status_code in (201, 202)
+        assert job_state(e2e, old["sleep"]) in ("CANCELLED", "gone")
+        subprocess.run(["scancel", blocker], env=e2e["slurm_env"], timeout=30, check=True)
+        wait_ready(e2e, token, "sleep", timeout=120)
+        # The other old job starts, is refused its port report, and ends by itself.
+        deadline = time.monotonic() + 120
+        while job_state(e2e, old["other"]) in ("PENDING", "RUNNING", "COMPLETING") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert job_state(e2e, old["other"]) not in ("PENDING", "RUNNING", "COMPLETING")
+        output = Path(f"/tmp/securehpc-{user}-{old['other']}.log").read_text(errors="replace")
+        assert "the hub refused this server's port" in output
+        events = [json.loads(line) for line in (e2e["root"] / "audit.jsonl").read_text().splitlines()]
+        assert any(e["action"] == "session.port" and e["outcome"] == "denied" for e in events)
+        assert [line for line in jobs_of(e2e).splitlines() if old["other"] in line.split()[:1]] == []
+    finally:
+        subprocess.run(["scancel", blocker], env=e2e["slurm_env"], timeout=30, check=False)
+        stop(e2e, token, "sleep")
+        stop(e2e, token, "other")

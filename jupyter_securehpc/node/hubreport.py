@@ -16,6 +16,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .launcher import EX_UNAVAILABLE, LaunchError
+
 log = logging.getLogger(__name__)
 
 REPORT_URL_ENV = "SECUREHPC_REPORT_URL"
@@ -57,7 +59,17 @@ class HubReporter:
         if not self.base_url:
             print(f"securehpc-node: serving on port {port}", flush=True)
             return
-        await self._submit("port", {"port": port})
+        try:
+            await self._submit("port", {"port": port})
+        except urllib.error.HTTPError as error:
+            raise LaunchError(
+                f"the hub refused this server's port (HTTP {error.code}): no start of this server waits for it "
+                "any more (the hub restarted, or the server was stopped meanwhile); ending the session",
+                EX_UNAVAILABLE,
+            ) from None
+        except (OSError, urllib.error.URLError) as error:
+            message = f"could not report the port to the hub at {self.base_url}: {error}"
+            raise LaunchError(message, EX_UNAVAILABLE) from None
         log.info("reported port %d to the hub", port)
 
     async def audit(self, lines: list[bytes]) -> None:
