@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+import hubclient
 import pytest
 import requests
 from sites import make_source
@@ -30,7 +31,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog, verify
-from jupyter_securehpc.devcluster import hub, oidc, openbao, slurm
+from jupyter_securehpc.devcluster import hub, openbao, slurm
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
@@ -92,10 +93,7 @@ def e2e(local_cluster, unix_user, slurm_env):
     jobspec.generate_key(root / "hub-signing.pem")
 
     saved_accounts = layout.oidc_accounts_file.read_text()
-    password, otp = secrets.token_urlsafe(12), f"{secrets.randbelow(10**6):06d}"
-    account = {"username": user, "password": password, "otp": otp, "groups": [oidc.HUB_USERS_GROUP],
-               "name": "Test User", "email": "test@test.invalid", "omit_amr": False}  # fmt: skip
-    oidc.write_accounts(layout, [*json.loads(saved_accounts), account])
+    account = hubclient.add_account(layout, user)
     node = Path(sys.executable).with_name("securehpc-node")
     settings = {
         "SecureHPC.db_url": db_url,
@@ -117,7 +115,7 @@ def e2e(local_cluster, unix_user, slurm_env):
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
     try:
-        yield {**state, "user": unix_user, "password": password, "otp": otp, "hashes": source_hashes}
+        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes}
     finally:
         hub.down(layout)
         subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
@@ -137,33 +135,11 @@ def hub_env(e2e) -> dict[str, str]:
 
 
 def login(e2e) -> requests.Session:
-    browser = requests.Session()
-    layout = e2e["layout"]
-    form = browser.get(f"{layout.hub_url}/hub/oauth_login", timeout=30)
-    import html
-    import re
-
-    action = html.unescape(re.search(r'<form id="login" method="post" action="([^"]+)"', form.text).group(1))
-    response = browser.post(
-        layout.oidc_issuer + action,
-        data={"login": e2e["user"].name, "password": e2e["password"], "otp": e2e["otp"]},
-        timeout=30,
-    )
-    assert response.status_code == 200 and "/hub/" in response.url, response.url
-    return browser
+    return hubclient.login(e2e["layout"], e2e["account"])
 
 
 def api_token(e2e, browser: requests.Session) -> str:
-    layout = e2e["layout"]
-    xsrf = browser.cookies.get("_xsrf")
-    response = browser.post(
-        f"{layout.hub_url}/hub/api/users/{e2e['user'].name}/tokens",
-        json={"note": "e2e", "expires_in": 3600},
-        headers={"X-XSRFToken": xsrf} if xsrf else {},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["token"]
+    return hubclient.api_token(e2e["layout"], browser, e2e["user"].name, note="e2e")
 
 
 def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:

@@ -1,0 +1,50 @@
+"""A user of the local hub, as a browser and a script see it: OpenID login with MFA, then an API token.
+
+Shared by the end-to-end tests and the spawn benchmark (benchmarks/spawn_time.py)."""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+
+import requests
+
+from jupyter_securehpc.devcluster import oidc
+
+
+def add_account(layout, username: str) -> dict[str, str]:
+    """A hub user at the local OpenID provider; returns its login (password and one-time code)."""
+    password, otp = secrets.token_urlsafe(12), f"{secrets.randbelow(10**6):06d}"
+    account = {"username": username, "password": password, "otp": otp, "groups": [oidc.HUB_USERS_GROUP],
+               "name": username, "email": f"{username}@test.invalid", "omit_amr": False}  # fmt: skip
+    accounts = [a for a in oidc.accounts(layout) if a["username"] != username]
+    oidc.write_accounts(layout, [*accounts, account])
+    return {"username": username, "password": password, "otp": otp}
+
+
+def login(layout, account: dict[str, str]) -> requests.Session:
+    """The browser flow: the hub's login page, the provider's form (password and code), back to the hub."""
+    browser = requests.Session()
+    form = browser.get(f"{layout.hub_url}/hub/oauth_login", timeout=30)
+    action = html.unescape(re.search(r'<form id="login" method="post" action="([^"]+)"', form.text).group(1))
+    response = browser.post(
+        layout.oidc_issuer + action,
+        data={"login": account["username"], "password": account["password"], "otp": account["otp"]},
+        timeout=30,
+    )
+    assert response.status_code == 200 and "/hub/" in response.url, response.url
+    return browser
+
+
+def api_token(layout, browser: requests.Session, username: str, note: str = "tests") -> str:
+    """A token for the hub's REST API, made by the logged-in user."""
+    xsrf = browser.cookies.get("_xsrf")
+    response = browser.post(
+        f"{layout.hub_url}/hub/api/users/{username}/tokens",
+        json={"note": note, "expires_in": 3600},
+        headers={"X-XSRFToken": xsrf} if xsrf else {},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
