@@ -6,7 +6,7 @@
 import os
 
 # Before the hub builds its routes: drop batchspawner's attribute-setting callback (/hub/api/batchspawner)
-# and add the strict port report the secure jobs use (/hub/api/securehpc/port).
+# and add the strict reports the secure jobs use (/hub/api/securehpc/port, .../stage, .../audit).
 import jupyter_securehpc.spawner.api
 
 jupyter_securehpc.spawner.api.install_routes()
@@ -17,12 +17,15 @@ load_subconfig("/etc/securehpc/securehpc_config.py")  # noqa: F821 - SecureHPC.*
 
 # --- the hub -------------------------------------------------------------------------------------------
 # Public URL behind your TLS-terminating front end; the hub API must be reachable from the secure nodes,
-# which report their port to it (and nothing else: see jupyter_securehpc/spawner/api.py).
+# which report their start stages, port and the server extension's audit events to it (nothing else: see
+# jupyter_securehpc/spawner/api.py).
 c.JupyterHub.bind_url = "http://0.0.0.0:8000"
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
 c.JupyterHub.hub_connect_url = "http://hub.example.org:8081"
 c.JupyterHub.db_url = "postgresql://jupyterhub@db.example.org/jupyterhub"
 # Servers are Slurm jobs: a hub restart must not stop them; the spawner re-adopts them from its state.
+# A spawn interrupted by a hub crash leaves a tagged job: cancelled at the server's next start, or it ends
+# itself when the hub refuses its port.
 c.JupyterHub.cleanup_servers = False
 c.ConfigurableHTTPProxy.should_start = True
 # One server per project: the server's name is the project's name.
@@ -59,4 +62,6 @@ c.SecureSlurmSpawner.stage_limit_mib = 2048
 c.SecureSlurmSpawner.start_timeout = 600  # queue wait included
 c.SecureSlurmSpawner.http_timeout = 120
 c.SecureSlurmSpawner.command_timeout = 30
+# How often the hub asks Slurm about each running server (squeue). Errors (slurmctld down) keep the server.
+c.SecureSlurmSpawner.poll_interval = 60
 # slurm.conf outside /etc/slurm? Keep SLURM_CONF in the hub's environment (the spawner passes it on).
