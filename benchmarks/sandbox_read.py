@@ -42,11 +42,12 @@ HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "read_workload.py"
 RESULTS = HERE / "results"
 DATASET = "/datasets/bench/data"
-# name -> (gocryptfs options, staged into memory at start)
+# name -> (gocryptfs options, staged into memory at start, prefetched into the page cache at start)
 VARIANTS = {
-    "gocryptfs defaults": ((), False),
-    "-kernel_cache (launcher default)": (DATASET_OPTIONS, False),
-    "staged in memory (launcher, within budget)": (DATASET_OPTIONS, True),
+    "gocryptfs defaults": ((), False, False),
+    "-kernel_cache": (DATASET_OPTIONS, False, False),
+    "-kernel_cache + prefetch (launcher default)": (DATASET_OPTIONS, False, True),
+    "staged in memory (launcher, within budget)": (DATASET_OPTIONS, True, False),
 }
 
 
@@ -83,11 +84,14 @@ class Sandbox:
         )
         self.keys = keys
 
-    def run(self, program: list[str], variant: tuple[tuple[str, ...], bool]) -> bytes:
-        options, staged = variant
+    def run(self, program: list[str], variant: tuple[tuple[str, ...], bool, bool]) -> bytes:
+        options, staged, prefetch = variant
         workspace, dataset = mounts_for(self.spec)
         stage_bytes = tree_size(dataset.host_cipher) if staged else 0
-        mounts = [workspace, Mount(dataset.host_cipher, dataset.cipher, dataset.target, True, options, stage_bytes)]
+        mounts = [
+            workspace,
+            Mount(dataset.host_cipher, dataset.cipher, dataset.target, True, options, stage_bytes, prefetch),
+        ]
         argv, fds = sandbox_command(self.spec, mounts, dict(self.keys), program, uid=self.user.pw_uid)
         try:
             process = subprocess.Popen(
@@ -113,7 +117,11 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="a disk-backed folder for the data")
+    parser.add_argument("--only", action="append", help="run the variants whose name contains this (repeatable)")
     args = parser.parse_args()
+    if args.only:
+        for name in [name for name in VARIANTS if not any(part in name for part in args.only)]:
+            del VARIANTS[name]
 
     work = Path(tempfile.mkdtemp(prefix="securehpc-bench-", dir=args.dir))
     results: dict = {"large_mib": args.large_mib, "small_files": args.small_files, "runs": {}}
@@ -150,7 +158,7 @@ def main() -> None:
                         run_plain(mode, source)
                     plain.append(run_plain(mode, source))
                 results["runs"][f"{mode}/{cache}/plain"] = median(plain)
-                for variant, options in VARIANTS.items():  # options: (gocryptfs options, staged)
+                for variant, options in VARIANTS.items():  # options: (gocryptfs options, staged, prefetch)
                     inside = []
                     program = ["python3", str(WORKLOAD), mode, DATASET]
                     for _ in range(args.repeat):

@@ -576,6 +576,47 @@ def test_a_small_dataset_is_staged_into_private_memory(session):
     assert_nothing_left(session.user.uid)
 
 
+def gocryptfs_read_bytes(uid: int, cipher_name: str) -> int:
+    """Bytes that the user's gocryptfs processes serving ``cipher_name`` have read (/proc/PID/io rchar)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and entry.stat().st_uid == uid
+                and (entry / "comm").read_text().strip() == "gocryptfs"
+            ):
+                if cipher_name in (entry / "cmdline").read_text():
+                    io = dict(line.split(": ") for line in (entry / "io").read_text().splitlines())
+                    total += int(io["rchar"])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def test_a_dataset_beyond_the_staging_budget_is_prefetched_into_the_page_cache(session):
+    # The program reads nothing and waits: only the launcher's prefetch can make gocryptfs read the dataset.
+    program = session.start(
+        session.wrap(),
+        ["python3", "-c", "import json, sys; print(json.dumps(open('/proc/mounts').read().split())); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        mounts = json.loads(program.stdout.readline())
+        # The dataset stays the gocryptfs mount itself: complete files at every moment, nothing copied.
+        assert mounts[mounts.index("/datasets/mri/scans") + 1] == "fuse.gocryptfs"
+        cipher = session.site.store_root / "projects" / "mri" / "datasets" / "scans"
+        size = sum(path.stat().st_size for path in cipher.rglob("*") if path.is_file())
+        assert wait_for(lambda: gocryptfs_read_bytes(session.user.uid, "datasets/mri/scans") >= size, 60)
+        program.stdin.write("\n")
+        program.stdin.flush()
+        assert program.wait(timeout=60) == 0, program.stderr.read()
+    finally:
+        program.kill()
+        program.communicate()
+    assert_nothing_left(session.user.uid)
+
+
 JUPYTER_IN_SANDBOX = (
     'JUPYTER_TOKEN="$JUPYTERHUB_API_TOKEN" exec jupyter server --ServerApp.sock="$SECUREHPC_SERVER_SOCKET" '
     "--ServerApp.root_dir=/project --ServerApp.jpserver_extensions jupyter_securehpc.serverext=True"

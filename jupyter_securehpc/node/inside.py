@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..stores.gocryptfs import StoreError, mount_store
+from .prefetch import start_in_background
 from .sandbox import SOCKETS, STORES_MOUNTED, inner_argv
 from .staging import stage
 
@@ -46,6 +47,8 @@ def main() -> None:
             sys.exit(MOUNT_FAILED)
         finally:
             os.close(store["fd"])
+    prefetched = [Path(store["target"]) for store in config["mounts"] if store.get("prefetch")]
+    start_in_background(prefetched, config.get("prefetch_bytes", 0))
     if Path(SOCKETS).is_dir():  # serve mode: tell the launcher outside that the mounts are done
         Path(SOCKETS, STORES_MOUNTED).touch()
     argv = inner_argv(config["uid"], config["gid"], config["program"])

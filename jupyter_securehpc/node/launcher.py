@@ -22,6 +22,7 @@ from .. import jobspec
 from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
 from ..stores.gocryptfs import key_to_password
 from . import inside
+from .prefetch import memory_budget
 from .prereqs import node_problems
 from .sandbox import Mount, mounts_for, outer_argv, program_env
 from .spec import SessionSpec
@@ -140,6 +141,8 @@ def sandbox_command(
         "gid": me.pw_gid,
         "program": program,
         "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
+        # Measured here: the job's cgroup is visible outside the sandbox, not inside.
+        "prefetch_bytes": memory_budget(sum(m.stage_bytes for m in mounts)) if any(m.prefetch for m in mounts) else 0,
     }
     # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
     # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.

@@ -47,6 +47,8 @@ class Mount:
     options: tuple[str, ...] = ()
     # > 0: copy the plaintext (about this many bytes) into the sandbox's memory at start (node/staging.py).
     stage_bytes: int = 0
+    # Read into the page cache in the background at start, within a memory budget (node/prefetch.py).
+    prefetch: bool = False
 
     def as_dict(self, fd: int) -> dict:
         return {
@@ -55,6 +57,7 @@ class Mount:
             "read_only": self.read_only,
             "options": list(self.options),
             "stage_bytes": self.stage_bytes,
+            "prefetch": self.prefetch,
             "fd": fd,
         }
 
@@ -65,7 +68,10 @@ def tree_size(path: Path) -> int:
 
 
 def mounts_for(spec: SessionSpec) -> list[Mount]:
-    """The workspace (read-write unless the role only looks) and every dataset (always read-only)."""
+    """The workspace (read-write unless the role only looks) and every dataset (always read-only).
+
+    Datasets within the staging budget are staged; the others are prefetched into the page cache.
+    """
     mounts = [
         Mount(
             spec.workspace_store(),
@@ -83,7 +89,8 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
         budget -= size if staged else 0
         mounts.append(
             Mount(store, f"{CIPHER_ROOT}/datasets/{owner}/{dataset}", f"{DATASETS}/{owner}/{dataset}",
-                  read_only=True, options=DATASET_OPTIONS, stage_bytes=size if staged else 0)
+                  read_only=True, options=DATASET_OPTIONS, stage_bytes=size if staged else 0,
+                  prefetch=not staged)
         )  # fmt: skip
     return mounts
 

@@ -1,0 +1,65 @@
+"""Staging's parallel chunked copy and the prefetch plan, on ordinary folders (the FUSE side is covered by
+test_node_launcher.py's staged and prefetched sessions)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jupyter_securehpc.node import prefetch, staging
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    # Chunks and buffers of a few KiB, so that a test file spans many chunks on several threads.
+    monkeypatch.setattr(staging, "CHUNK", 8192)
+    monkeypatch.setattr(staging, "BUFFER", 3000)
+    monkeypatch.setattr(prefetch, "BUFFER", 3000)
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "a/empty": b"",
+        "a/b/large.bin": os.urandom(100_003),
+        "a/b/one.txt": b"1",
+        "c.txt": os.urandom(8192),
+        "z/late.bin": os.urandom(20_000),
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "d" / "empty-folder").mkdir(parents=True)
+    return files
+
+
+def test_copy_tree_copies_every_byte_folder_and_empty_file(tmp_path, small_chunks):
+    files = make_tree(tmp_path / "source")
+    (tmp_path / "target").mkdir()
+    copied = staging.copy_tree(tmp_path / "source", tmp_path / "target")
+    assert copied == sum(map(len, files.values()))
+    assert {name: (tmp_path / "target" / name).read_bytes() for name in files} == files
+    assert (tmp_path / "target" / "d" / "empty-folder").is_dir()
+
+
+def test_chunks_cover_each_file_once_in_order(small_chunks):
+    plan = list(staging.chunks([(Path("x"), 20_000), (Path("e"), 0)]))
+    assert plan == [(Path("x"), 0, 8192), (Path("x"), 8192, 8192), (Path("x"), 16384, 3616), (Path("e"), 0, 0)]
+
+
+def test_prefetch_reads_in_sorted_path_order_within_the_budget(tmp_path, small_chunks):
+    files = make_tree(tmp_path)
+    order = [path.relative_to(tmp_path).as_posix() for path, _, _ in prefetch.plan([tmp_path], 10**9)]
+    assert list(dict.fromkeys(order)) == sorted(files)
+    # The budget stops the plan at the first file that does not fit, not in the middle of one.
+    cut = [path.name for path, _, _ in prefetch.plan([tmp_path], 100_004)]
+    assert list(dict.fromkeys(cut)) == ["large.bin", "one.txt", "empty"]
+    assert prefetch.prefetch([tmp_path], 10**9) == sum(map(len, files.values()))
+
+
+def test_memory_budget_is_at_most_half_of_available_memory_less_staging():
+    available = next(int(line.split()[1]) << 10 for line in open("/proc/meminfo") if line.startswith("MemAvailable"))
+    budget = prefetch.memory_budget()
+    assert 0 < budget <= available // 2 + (64 << 20)
+    assert prefetch.memory_budget(staged_bytes=2 * budget) == 0
