@@ -7,11 +7,13 @@ Run as root from the checkout (it drops the page cache and mounts FUSE inside bu
 Workloads (``read_workload.py``, the same code inside and outside): one large file read sequentially, 4 KiB
 files read one by one, and an "analysis" pass (read every file of the dataset and compute digests over
 it). Each runs cold (page cache dropped) and warm (run again right after). Inside, the mount options are
-varied to show what each buys: gocryptfs defaults, and ``-kernel_cache`` (what the launcher uses for
-datasets). Also measured: the sandbox's start cost (``true`` in the sandbox: bubblewrap twice, gocryptfs
-mounts). The key handling is the launcher's own code, with keys made here instead of unwrapped from
-OpenBao (that round trip is timed by the tests' real runs, not here). Prints Markdown tables with ratios
-(plain time / sandbox time: 1.0 means as fast as plain) and writes ``benchmarks/results/sandbox_read.json``.
+varied to show what each buys: gocryptfs defaults, ``-kernel_cache``, ``-kernel_cache`` with the background
+prefetch into the page cache (what the launcher does for datasets beyond the staging budget), and staging
+into memory (within the budget). Also measured: the sandbox's start cost (``true`` in the sandbox:
+bubblewrap twice, gocryptfs mounts, staging). The key handling is the launcher's own code, with keys made
+here instead of unwrapped from OpenBao (that round trip is timed by the tests' real runs, not here).
+Prints Markdown tables with ratios (plain time / sandbox time: 1.0 means as fast as plain) and writes
+``benchmarks/results/sandbox_read.json``.
 """
 
 from __future__ import annotations
