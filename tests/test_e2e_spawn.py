@@ -491,3 +491,56 @@ def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, to
         subprocess.run(["scancel", blocker], env=e2e["slurm_env"], timeout=30, check=False)
         stop(e2e, token, "sleep")
         stop(e2e, token, "other")
+
+
+def server_token(e2e, server: str) -> str:
+    """The running server's own hub API token, read (as root) from its launcher's environment on the node."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and any(a.endswith(b"securehpc-node") for a in argv[:2]):
+            env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+            if env.get(b"JUPYTERHUB_SERVER_NAME") == server.encode():
+                return env[b"JUPYTERHUB_API_TOKEN"].decode()
+    raise AssertionError(f"no launcher of server {server} found")
+
+
+def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_token(e2e, token):
+    layout, user = e2e["layout"], e2e["user"].name
+    assert start(e2e, token, "other", {"gpus": "0"}).status_code in (201, 202)
+    wait_ready(e2e, token, "other")
+    try:
+        base = f"{layout.hub_url}/hub/api/securehpc"
+        server = {"Authorization": f"token {server_token(e2e, 'other')}"}
+        central = e2e["root"] / "audit.jsonl"
+        before = len(central.read_text().splitlines())
+        # The server runs: no start waits for a port or a stage any more.
+        assert requests.post(f"{base}/port", json={"port": 8888}, headers=server, timeout=30).status_code == 403
+        assert requests.post(f"{base}/stage", json={"stage": "key"}, headers=server, timeout=30).status_code == 403
+        # Audit events are taken while it runs, in their exact shape only.
+        event = {"actor": user, "action": "contents.download", "object": "/files/x", "outcome": "denied",
+                 "reason": "downloads are not allowed", "details": {"method": "GET", "status": 403}}  # fmt: skip
+        for bad in ({"events": [{**event, "outcome": "fine"}]}, {"events": [{**event, "cmd": "x"}]}, {"port": 1},
+                    {"events": [{**event, "details": {"token": "x"}}]}, {"events": []}):  # fmt: skip
+            assert requests.post(f"{base}/audit", json=bad, headers=server, timeout=30).status_code == 400, bad
+        ok = requests.post(f"{base}/audit", json={"events": [event]}, headers=server, timeout=30)
+        assert ok.status_code == 204, ok.text
+        # The user's own token is not the server's.
+        user_headers = {"Authorization": f"token {token}"}
+        assert (
+            requests.post(f"{base}/audit", json={"events": [event]}, headers=user_headers, timeout=30).status_code
+            == 403
+        )
+        events = [json.loads(line) for line in central.read_text().splitlines()[before:]]
+        refusals = [e for e in events if e["outcome"] == "denied" and e["action"].startswith("session.")]
+        assert len(refusals) == 8, refusals  # every refused report is an audit event
+        taken = [e for e in events if e["action"] == "contents.download"]
+        assert len(taken) == 1 and taken[0]["details"]["reported_by"] == f"server:{user}/other"
+        assert verify(central).ok
+    finally:
+        stop(e2e, token, "other")

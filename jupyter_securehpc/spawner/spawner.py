@@ -215,6 +215,8 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.port = port
         self.accepts_port_report = False
         self._mark("port", 95, "JupyterLab answers; connecting you")
+        if getattr(self, "_port_reported", None) is not None:
+            self._port_reported.set()
         self.audit_event("session.port", "allowed", "reported by the job", port=port)
 
     def report_stage(self, stage: str) -> None:
@@ -337,6 +339,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         account = pwd.getpwnam(self.user.name)
         submit = ["sbatch", "--parsable", f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
         self.port = 0
+        self._port_reported = asyncio.Event()
         self.accepts_port_report = True
         self.job_id = (await self._run(submit, stdin=batch, env=env)).split(";")[0]
         self._mark("submitted", 20, f"Job {self.job_id} is waiting in the Slurm queue")
@@ -355,7 +358,13 @@ class SecureSlurmSpawner(SlurmSpawner):
                 self.accepts_port_report = False
                 self.audit_event(Action.SESSION_START.value, "failed", reason, job_id=self.job_id)
                 raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
-            await asyncio.sleep(self.startup_poll_interval)
+            # Woken by the port report at once (the server already answers), else poll Slurm again.
+            try:
+                await asyncio.wait_for(self._port_reported.wait(), self.startup_poll_interval)
+            except asyncio.TimeoutError:
+                pass
+        if not self.state_isrunning():  # the node comes from squeue's last answer: make sure it has one
+            await self.query_job_status()
         self.ip = await self._node_address(self.state_gethost())
         self.log.info("server %s of %s answers on port %d: %s", self.name, self.user.name, self.port, self.timeline())
         return self.ip, self.port
