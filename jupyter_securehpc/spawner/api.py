@@ -54,9 +54,20 @@ class _ServerReportHandler(APIHandler):
             raise web.HTTPError(403, "no server of this token takes this report now")
         return spawner
 
-    def _refuse(self, spawner: Any, error: ReportError) -> None:
-        self._audit(spawner, "denied", str(error))
-        raise web.HTTPError(400, str(error))
+    async def post(self) -> None:
+        spawner = self._spawner_or_403()
+        try:
+            value = self.parse(self.request.body)
+        except ReportError as error:
+            self._audit(spawner, "denied", str(error))
+            raise web.HTTPError(400, str(error)) from None
+        self.apply(spawner, value)
+
+    def parse(self, body: bytes) -> Any:  # each endpoint's strict parser (reports.py)
+        raise NotImplementedError
+
+    def apply(self, spawner: Any, value: Any) -> None:  # hand the parsed report to the spawner, answer
+        raise NotImplementedError
 
     def _audit(self, spawner: Any, outcome: str, reason: str) -> None:
         self.log.warning("refused a %s from %s: %s", self.action, self.request.remote_ip, reason)
@@ -74,13 +85,9 @@ class _ServerReportHandler(APIHandler):
 
 class PortReportHandler(_ServerReportHandler):
     action = "session.port"
+    parse = staticmethod(parse_port_report)
 
-    async def post(self) -> None:
-        spawner = self._spawner_or_403()
-        try:
-            port = parse_port_report(self.request.body)
-        except ReportError as error:
-            self._refuse(spawner, error)
+    def apply(self, spawner: Any, port: int) -> None:
         spawner.report_port(port)
         self.set_status(201)
         self.finish(json.dumps({"port": port}))
@@ -88,13 +95,9 @@ class PortReportHandler(_ServerReportHandler):
 
 class StageReportHandler(_ServerReportHandler):
     action = "session.stage"
+    parse = staticmethod(parse_stage_report)
 
-    async def post(self) -> None:
-        spawner = self._spawner_or_403()
-        try:
-            stage = parse_stage_report(self.request.body)
-        except ReportError as error:
-            self._refuse(spawner, error)
+    def apply(self, spawner: Any, stage: str) -> None:
         spawner.report_stage(stage)
         self.set_status(204)
         self.finish()
@@ -103,13 +106,9 @@ class StageReportHandler(_ServerReportHandler):
 class AuditReportHandler(_ServerReportHandler):
     action = "session.audit"
     accepting = "accepts_session_audit"
+    parse = staticmethod(parse_audit_report)
 
-    async def post(self) -> None:
-        spawner = self._spawner_or_403()
-        try:
-            events = parse_audit_report(self.request.body)
-        except ReportError as error:
-            self._refuse(spawner, error)
+    def apply(self, spawner: Any, events: list) -> None:
         spawner.record_session_events(events)
         self.set_status(204)
         self.finish()
