@@ -1,14 +1,20 @@
-"""A user of the local hub, as a browser and a script see it: OpenID login with MFA, then an API token.
+"""A user of the local hub, as a browser and a script see it: OpenID login with MFA, an API token, code run
+in a kernel of a started server.
 
 Shared by the end-to-end tests and the spawn benchmark (benchmarks/spawn_time.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import re
 import secrets
+import uuid
 
 import requests
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from jupyter_securehpc.devcluster import oidc
 
@@ -48,3 +54,45 @@ def api_token(layout, browser: requests.Session, username: str, note: str = "tes
     )
     assert response.status_code == 201, response.text
     return response.json()["token"]
+
+
+async def run_in_kernel(base: str, token: str, code: str) -> str:
+    """Start a kernel on the server at ``base`` and run ``code`` over the websocket; its printed output."""
+    headers = {"Authorization": f"token {token}"}
+    response = requests.post(f"{base}/api/kernels", headers=headers, json={}, timeout=60)
+    assert response.status_code == 201, f"{response.status_code} {response.text}"
+    kernel = response.json()
+    url = base.replace("http://", "ws://") + f"/api/kernels/{kernel['id']}/channels"
+    connection = await websocket_connect(HTTPRequest(url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    await connection.write_message(
+        json.dumps(
+            {
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "e2e", "session": msg_id,
+                           "version": "5.3", "date": ""},
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                            "allow_stdin": False, "stop_on_error": True},
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )  # fmt: skip
+    output = ""
+    while True:
+        message = json.loads(await asyncio.wait_for(connection.read_message(), 120))
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            output += message["content"]["text"]
+        if message["msg_type"] == "error":
+            raise AssertionError("\n".join(message["content"]["traceback"]))
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            connection.close()
+            return output
+
+
+def run_code(base: str, token: str, code: str) -> str:
+    """``run_in_kernel`` from synchronous code."""
+    return asyncio.run(run_in_kernel(base, token, code))

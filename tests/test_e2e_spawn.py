@@ -8,7 +8,6 @@ JupyterHub with configurable-http-proxy, bubblewrap and gocryptfs, a real unpriv
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -19,15 +18,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import hubclient
 import pytest
 import requests
 from sites import make_source
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog, verify
@@ -169,42 +165,6 @@ def diagnostics(e2e) -> str:
     return "\n".join(["--- hub log", *hub_log, *jobs, "--- slurm", slurm])
 
 
-async def run_in_kernel(base: str, token: str, code: str) -> str:
-    headers = {"Authorization": f"token {token}"}
-    response = requests.post(f"{base}/api/kernels", headers=headers, json={}, timeout=60)
-    assert response.status_code == 201, f"{response.status_code} {response.text}"
-    kernel = response.json()
-    url = base.replace("http://", "ws://") + f"/api/kernels/{kernel['id']}/channels"
-    connection = await websocket_connect(HTTPRequest(url, headers=headers))
-    msg_id = uuid.uuid4().hex
-    await connection.write_message(
-        json.dumps(
-            {
-                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "e2e", "session": msg_id,
-                           "version": "5.3", "date": ""},
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True},
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )  # fmt: skip
-    output = ""
-    while True:
-        message = json.loads(await asyncio.wait_for(connection.read_message(), 120))
-        if message.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if message["msg_type"] == "stream":
-            output += message["content"]["text"]
-        if message["msg_type"] == "error":
-            raise AssertionError("\n".join(message["content"]["traceback"]))
-        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-            connection.close()
-            return output
-
-
 def spawn_with_progress(e2e, token: str, server: str, options: dict) -> list[dict]:
     """POST the spawn and follow the hub's progress event stream until ready or failed, as the spawn page does."""
     layout, user = e2e["layout"], e2e["user"].name
@@ -255,7 +215,7 @@ def test_login_spawn_use_and_stop(e2e):
     assert "submitted +" in hub_log and "port +" in hub_log  # the start's timeline, for admins
 
     code = KERNEL_CODE.replace("PORT_HUB", str(layout.hub_port)).replace("PORT_BAO", str(layout.openbao_port))
-    report = json.loads(asyncio.run(run_in_kernel(base, token, code)).strip().splitlines()[-1])
+    report = json.loads(hubclient.run_code(base, token, code).strip().splitlines()[-1])
     assert report["dataset"] == e2e["hashes"]["README.txt"]
     assert "from-kernel.txt" in report["workspace"]
     assert report["hub"] != "ok" and report["openbao"] != "ok" and report["dns"] != "ok"
@@ -363,9 +323,9 @@ def test_other_project_sees_nothing_of_the_first_and_a_hub_restart_keeps_servers
     wait_ready(e2e, token, "sleep")
     wait_ready(e2e, token, "other")
     sleep_base, other_base = f"{layout.hub_url}/user/{user}/sleep", f"{layout.hub_url}/user/{user}/other"
-    asyncio.run(run_in_kernel(sleep_base, token, "open('/project/only-in-sleep.txt', 'w').write('x')"))
+    hubclient.run_code(sleep_base, token, "open('/project/only-in-sleep.txt', 'w').write('x')")
     probe = "import json, os; print(json.dumps([sorted(os.listdir('/project')), os.listdir('/datasets')]))"
-    workspace, datasets = json.loads(asyncio.run(run_in_kernel(other_base, token, probe)).strip().splitlines()[-1])
+    workspace, datasets = json.loads(hubclient.run_code(other_base, token, probe).strip().splitlines()[-1])
     assert "only-in-sleep.txt" not in workspace
     assert datasets == []
 

@@ -1,0 +1,87 @@
+"""The README's first command, minus the package installs: ``securehpc dev up`` brings up the demo (projects,
+people, the synthetic dataset shared into a second project, the hub), prints where to log in and the demo
+logins, and bob can then start his ``cardio`` server and read the shared recordings in it.
+
+Real services: the tests' local cluster (Slurm with GPU GRES placeholders: no real GPU), OpenBao, the
+OpenID provider, JupyterHub with configurable-http-proxy, bubblewrap and gocryptfs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hubclient
+import pytest
+import requests
+
+from jupyter_securehpc.devcluster import demo, hub, oidc
+
+pytestmark = [pytest.mark.slurm, pytest.mark.openbao, pytest.mark.sandbox]
+CLI = str(Path(sys.executable).with_name("securehpc"))
+
+READ_SHARED = r"""
+import hashlib, json, os
+folder = "/datasets/sleep/psg"
+open("/project/analysis.txt", "w").write("mean EEG over night 1")
+print(json.dumps({
+    "files": {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+              for name in sorted(os.listdir(folder)) if not name.startswith(".")},  # not the import's manifest
+    "workspace": sorted(os.listdir("/project")),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_up(local_cluster, slurm_env):
+    layout = local_cluster.layout
+    result = subprocess.run(
+        [CLI, "dev", "--state-dir", str(layout.state_dir), "up", "--no-install"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    try:
+        yield layout, result
+    finally:
+        hub.down(layout)
+        subprocess.run(["scancel", "--user=bob"], env=slurm_env, check=False, timeout=30)
+
+
+def test_up_prints_where_to_log_in_and_the_demo_logins(demo_up):
+    layout, result = demo_up
+    assert result.returncode == 0, result.stderr
+    assert f"{layout.hub_url}/" in result.stdout
+    lines = result.stdout.splitlines()
+    for account in oidc.accounts(layout):
+        parts = [account["username"], account["password"], account["otp"] or "no second factor"]
+        assert any(all(part in line for part in parts) for line in lines), (account["username"], result.stdout)
+
+
+def test_bob_starts_cardio_and_reads_the_dataset_shared_from_sleep(demo_up, tmp_path):
+    layout, result = demo_up
+    assert result.returncode == 0, result.stderr
+    bob = next(account for account in oidc.accounts(layout) if account["username"] == "bob")
+    token = hubclient.api_token(layout, hubclient.login(layout, bob), "bob", note="demo test")
+    headers = {"Authorization": f"token {token}"}
+    url = f"{layout.hub_url}/hub/api/users/bob/servers/cardio"
+    response = requests.post(url, headers=headers, json={"gpus": "1"}, timeout=120)
+    assert response.status_code in (201, 202), response.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = requests.get(f"{layout.hub_url}/hub/api/users/bob", headers=headers, timeout=30).json()
+        if state["servers"].get("cardio", {}).get("ready"):
+            break
+        time.sleep(0.5)
+    assert state["servers"]["cardio"]["ready"], state
+    try:
+        output = hubclient.run_code(f"{layout.hub_url}/user/bob/cardio", token, READ_SHARED)
+        report = json.loads(output.strip().splitlines()[-1])
+        # The generator is seeded: the same recordings again, byte for byte, to compare with what bob read.
+        demo.synthetic_psg(tmp_path)
+        expected = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())}
+        assert report["files"] == expected
+        assert "analysis.txt" in report["workspace"]
+    finally:
+        requests.delete(url, headers=headers, timeout=120)
