@@ -107,6 +107,9 @@ def e2e(local_cluster, unix_user, slurm_env):
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
         # Often, so that a test sees the hub poll running servers while slurmctld is down.
         "SecureSlurmSpawner.poll_interval": 2,
+        # Every log line at every level, so that the tests can show that no secret is in any of them.
+        "JupyterHub.log_level": "DEBUG",
+        "SecureSlurmSpawner.debug": True,
     }
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
@@ -213,6 +216,19 @@ def test_login_spawn_use_and_stop(e2e):
     assert status.status_code == 200, status.text
     hub_log = (layout.log_dir / "jupyterhub.log").read_text(errors="replace")
     assert "submitted +" in hub_log and "port +" in hub_log  # the start's timeline, for admins
+    # No secret in any log (the hub's at DEBUG, Slurm's, the provider's, OpenBao's) or in the job's output.
+    assert "[D " in hub_log  # really at DEBUG
+    launcher = launcher_environ("sleep")
+    secrets_of_this_session = {
+        "user API token": token,
+        "server API token": launcher[b"JUPYTERHUB_API_TOKEN"].decode(),
+        "wrapped token": launcher[b"SECUREHPC_WRAPPED_TOKEN"].decode(),
+    }
+    logs = [*layout.log_dir.iterdir(), *Path("/tmp").glob(f"securehpc-{user}-*.log")]
+    for name, secret in secrets_of_this_session.items():
+        assert len(secret) >= 16
+        leaks = [str(log) for log in logs if log.is_file() and secret in log.read_text(errors="replace")]
+        assert not leaks, f"the {name} is in {leaks}"
 
     code = KERNEL_CODE.replace("PORT_HUB", str(layout.hub_port)).replace("PORT_BAO", str(layout.openbao_port))
     report = json.loads(hubclient.run_code(base, token, code).strip().splitlines()[-1])
@@ -453,8 +469,9 @@ def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, to
         stop(e2e, token, "other")
 
 
-def server_token(e2e, server: str) -> str:
-    """The running server's own hub API token, read (as root) from its launcher's environment on the node."""
+def launcher_environ(server: str) -> dict[bytes, bytes]:
+    """The environment a running server's launcher was started with, read as root on the node (it still holds
+    the server's hub API token and the spent wrapped token: the kernel keeps a process's first environment)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -466,8 +483,12 @@ def server_token(e2e, server: str) -> str:
         if b"serve" in argv and any(a.endswith(b"securehpc-node") for a in argv[:2]):
             env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
             if env.get(b"JUPYTERHUB_SERVER_NAME") == server.encode():
-                return env[b"JUPYTERHUB_API_TOKEN"].decode()
+                return env
     raise AssertionError(f"no launcher of server {server} found")
+
+
+def server_token(server: str) -> str:
+    return launcher_environ(server)[b"JUPYTERHUB_API_TOKEN"].decode()
 
 
 def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_token(e2e, token):
@@ -476,7 +497,7 @@ def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_toke
     wait_ready(e2e, token, "other")
     try:
         base = f"{layout.hub_url}/hub/api/securehpc"
-        server = {"Authorization": f"token {server_token(e2e, 'other')}"}
+        server = {"Authorization": f"token {server_token('other')}"}
         central = e2e["root"] / "audit.jsonl"
         before = len(central.read_text().splitlines())
         # The server runs: no start waits for a port or a stage any more.
