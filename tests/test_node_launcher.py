@@ -126,9 +126,9 @@ class Session:
             }
         )
 
-    def start(self, token: str, program: list[str], **popen) -> subprocess.Popen:
+    def start(self, token: str, program: list[str], spec: Path | None = None, **popen) -> subprocess.Popen:
         return subprocess.Popen(
-            [NODE, "exec", "--spec", str(self.spec), "--", *program],
+            [NODE, "exec", "--spec", str(spec or self.spec), "--", *program],
             env=self.env(token),
             text=True,
             **self.user.run_as(),
@@ -599,6 +599,7 @@ def test_a_dataset_beyond_the_staging_budget_is_prefetched_into_the_page_cache(s
     program = session.start(
         session.wrap(),
         ["python3", "-c", "import json, sys; print(json.dumps(open('/proc/mounts').read().split())); input()"],
+        spec=session.write_spec("prefetch-spec.json", prefetch=True),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

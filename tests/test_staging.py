@@ -63,3 +63,33 @@ def test_memory_budget_is_at_most_half_of_available_memory_less_staging():
     budget = prefetch.memory_budget()
     assert 0 < budget <= available // 2 + (64 << 20)
     assert prefetch.memory_budget(staged_bytes=2 * budget) == 0
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_datasets_are_prefetched_only_when_the_spec_asks_and_never_when_staged(tmp_path, asked):
+    from jupyter_securehpc.node.sandbox import mounts_for
+    from jupyter_securehpc.node.spec import SessionSpec
+    from jupyter_securehpc.projects.roles import Role
+
+    for owner, dataset, size in (("sleep", "small", 10), ("mri", "large", 4 << 20)):
+        store = tmp_path / "projects" / owner / "datasets" / dataset
+        store.mkdir(parents=True)
+        (store / "data").write_bytes(b"x" * size)
+    spec = SessionSpec(
+        project="sleep", user="bob", role=Role.DATA_SCIENTIST, store_root=tmp_path, vault_addr="http://127.0.0.1:1",
+        datasets=(("sleep", "small"), ("mri", "large")), stage_limit_mib=1, prefetch=asked,
+    )  # fmt: skip
+    datasets = {mount.target: mount for mount in mounts_for(spec)[1:]}
+    assert datasets["/datasets/sleep/small"].stage_bytes and not datasets["/datasets/sleep/small"].prefetch
+    assert datasets["/datasets/mri/large"].prefetch is asked and not datasets["/datasets/mri/large"].stage_bytes
+
+
+def test_a_spec_whose_prefetch_is_not_a_boolean_is_refused():
+    import json
+
+    from jupyter_securehpc.node.spec import SessionSpec, SpecError
+
+    data = {"project": "sleep", "user": "bob", "role": "data_scientist", "store_root": "/s",
+            "vault_addr": "http://127.0.0.1:1", "prefetch": "yes"}  # fmt: skip
+    with pytest.raises(SpecError, match="prefetch must be true or false"):
+        SessionSpec.from_json(json.dumps(data))

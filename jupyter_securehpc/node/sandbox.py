@@ -70,7 +70,8 @@ def tree_size(path: Path) -> int:
 def mounts_for(spec: SessionSpec) -> list[Mount]:
     """The workspace (read-write unless the role only looks) and every dataset (always read-only).
 
-    Datasets within the staging budget are staged; the others are prefetched into the page cache.
+    Datasets within the staging budget are staged; the others are prefetched into the page cache when the
+    spec asks for it.
     """
     mounts = [
         Mount(
@@ -90,7 +91,7 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
         mounts.append(
             Mount(store, f"{CIPHER_ROOT}/datasets/{owner}/{dataset}", f"{DATASETS}/{owner}/{dataset}",
                   read_only=True, options=DATASET_OPTIONS, stage_bytes=size if staged else 0,
-                  prefetch=not staged)
+                  prefetch=spec.prefetch and not staged)
         )  # fmt: skip
     return mounts
 

@@ -127,13 +127,18 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         deadline = loop.time() + READY_TIMEOUT
         mounted = False
-        while not await server_answers(sockets / SERVER_SOCKET, prefix):
-            if sandbox.returncode is not None or loop.time() > deadline:
-                raise LaunchError("the Jupyter server did not start; see the job's output above", 70)
+        while True:
+            # The marker first: a server that answers has its stores mounted, so "starting" is never skipped.
             if not mounted and (sockets / STORES_MOUNTED).exists():
                 mounted = True
                 await reporter.stage("starting")
+            if await server_answers(sockets / SERVER_SOCKET, prefix):
+                break
+            if sandbox.returncode is not None or loop.time() > deadline:
+                raise LaunchError("the Jupyter server did not start; see the job's output above", 70)
             await asyncio.sleep(0.1)
+        if not mounted:
+            await reporter.stage("starting")
         public = await relay.tcp_to_unix(ip, port, sockets / SERVER_SOCKET)
         servers.append(public)
         await reporter.port(public.sockets[0].getsockname()[1])

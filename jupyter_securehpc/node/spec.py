@@ -33,6 +33,10 @@ class SessionSpec:
     # Datasets whose ciphertext adds up to at most this many MiB are copied into the sandbox's memory at
     # start (faster reads, more memory); 0 = never. Set from the project's memory policy by the spawner.
     stage_limit_mib: int = 0
+    # Datasets not staged are read once in the background at start into the page cache (node/prefetch.py):
+    # faster first analysis, at the cost of competing with a program that reads at once. The spawner's
+    # ``prefetch_datasets``; off when a spec does not say.
+    prefetch: bool = False
     # The project's policy (Policy.as_dict()), for the server extension's session file.
     policy: dict = field(default_factory=dict)
     # The hub's KeyStoreConfig names (mount, prefix, policy prefix): the node must look where the hub wrote.
@@ -88,10 +92,17 @@ class SessionSpec:
             issued_at=float(issued_at) if issued_at is not None else None,
             ttl=int(ttl) if ttl is not None else None,
             stage_limit_mib=_non_negative(data.get("stage_limit_mib", 0), "stage_limit_mib"),
+            prefetch=_flag(data.get("prefetch", False), "prefetch"),
             policy=_policy(data.get("policy") or {}),
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
         )
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"session spec: {name} must be true or false, not {value!r}")
+    return value
 
 
 def _policy(data: object) -> dict:

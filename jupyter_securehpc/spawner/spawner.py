@@ -18,7 +18,7 @@ from pathlib import Path
 
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import JobStatus
-from traitlets import Integer, List, Unicode, default, validate
+from traitlets import Bool, Integer, List, Unicode, default, validate
 
 from .. import jobspec
 from ..audit import AuditLog
@@ -79,6 +79,13 @@ class SecureSlurmSpawner(SlurmSpawner):
         0,
         help="""Datasets whose ciphertext adds up to at most this many MiB are copied into the session's memory
         at start (faster reads, more memory; see the README's benchmarks). 0: never.""",
+    ).tag(config=True)
+
+    prefetch_datasets = Bool(
+        True,
+        help="""Read the datasets that are not staged once in the background at start, into the page cache
+        (within half the job's free memory), so that the first analysis reads from memory. It competes with a
+        program that reads the same data at once (see the README's benchmarks); turn it off for such jobs.""",
     ).tag(config=True)
 
     command_timeout = Integer(
@@ -325,6 +332,7 @@ class SecureSlurmSpawner(SlurmSpawner):
                 "policy_prefix": keys_config.policy_prefix,
             },
             "stage_limit_mib": self.stage_limit_mib,
+            "prefetch": self.prefetch_datasets,
             "policy": policy.as_dict(),
         }
         signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
