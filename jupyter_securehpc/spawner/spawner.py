@@ -4,7 +4,8 @@ Built on batchspawner's ``SlurmSpawner`` for its Slurm state handling (``squeue`
 the hub database), with its known defects replaced: options are allow-listed and validated
 (``options.py``), the batch script is rendered from validated values only (``script.py``), commands run
 as argument lists with timeouts (never a shell), the submit environment is never logged, and the job
-reports its port through the strict endpoint of ``api.py``.
+reports its start stages, its port and the server extension's audit events through the strict endpoints
+of ``api.py`` (never batchspawner's attribute-setting callback).
 """
 
 from __future__ import annotations
