@@ -503,8 +503,9 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         "JUPYTERHUB_SERVICE_PREFIX": "/user/u/sleep/",
         "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc",
     }
+    prefetching = session.write_spec("serve-prefetch-spec.json", prefetch=True)
     launcher = subprocess.Popen(
-        [NODE, "serve", "--spec", str(session.spec), "--", "python3", "-c", FAKE_SERVER],
+        [NODE, "serve", "--spec", str(prefetching), "--", "python3", "-c", FAKE_SERVER],
         env=env, text=True, stderr=subprocess.PIPE, **session.user.run_as(),
     )  # fmt: skip
     try:
@@ -530,6 +531,10 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
                 except OSError:
                     pass
         assert not host_has_plaintext_mount()
+        # Once the server listens, the shared dataset is read into the page cache in the background.
+        cipher = session.site.store_root / "projects" / "mri" / "datasets" / "scans"
+        size = sum(path.stat().st_size for path in cipher.rglob("*") if path.is_file())
+        assert wait_for(lambda: gocryptfs_read_bytes(session.user.uid, "datasets/mri/scans") >= size, 60)
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=30)
     finally:

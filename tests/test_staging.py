@@ -4,6 +4,7 @@ test_node_launcher.py's staged and prefetched sessions)."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,10 @@ def test_a_spec_whose_prefetch_is_not_a_boolean_is_refused():
             "vault_addr": "http://127.0.0.1:1", "prefetch": "yes"}  # fmt: skip
     with pytest.raises(SpecError, match="prefetch must be true or false"):
         SessionSpec.from_json(json.dumps(data))
+
+
+def test_the_serving_prefetch_waits_for_the_server_socket(tmp_path):
+    socket = tmp_path / "jupyter.sock"
+    assert not prefetch.wait_for(socket, timeout=0.3, interval=0.05)
+    threading.Timer(0.2, socket.touch).start()
+    assert prefetch.wait_for(socket, timeout=10, interval=0.05)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..stores.gocryptfs import StoreError, mount_store
 from .prefetch import start_in_background
-from .sandbox import SOCKETS, STORES_MOUNTED, inner_argv
+from .sandbox import SERVER_SOCKET, SOCKETS, STORES_MOUNTED, inner_argv
 from .staging import stage
 
 FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
@@ -47,9 +47,13 @@ def main() -> None:
             sys.exit(MOUNT_FAILED)
         finally:
             os.close(store["fd"])
+    serving = Path(SOCKETS).is_dir()
     prefetched = [Path(store["target"]) for store in config["mounts"] if store.get("prefetch")]
-    start_in_background(prefetched, config.get("prefetch_bytes", 0))
-    if Path(SOCKETS).is_dir():  # serve mode: tell the launcher outside that the mounts are done
+    # Serving: warm the cache once the server listens, so that the prefetch does not slow the spawn.
+    start_in_background(
+        prefetched, config.get("prefetch_bytes", 0), after=Path(SOCKETS, SERVER_SOCKET) if serving else None
+    )
+    if serving:  # tell the launcher outside that the mounts are done
         Path(SOCKETS, STORES_MOUNTED).touch()
     argv = inner_argv(config["uid"], config["gid"], config["program"])
     os.execvpe(argv[0], argv, config["env"])  # noqa: S606 - an argument list, no shell

@@ -2,11 +2,12 @@
 
 The datasets are mounted with ``-kernel_cache``, so pages read once through FUSE stay in the kernel's page
 cache for every later open. A process in the outer sandbox reads the datasets in the order a program
-usually does (sorted paths), several chunks at a time, while the program starts and
-computes: a cold analysis pass then mostly copies from memory instead of waiting for gocryptfs request by
-request (benchmarks/sandbox_read.py). Unlike staging, nothing is hidden or copied: the program always sees
-the complete files through the mount, pages that are not prefetched yet are read on demand, and the cache
-is reclaimable memory, not a tmpfs the job must hold.
+usually does (sorted paths), several chunks at a time, while the program computes (in a served session:
+from the moment the Jupyter server listens, so that the spawn is not slowed): a cold analysis pass then
+mostly copies from memory instead of waiting for gocryptfs request by request (benchmarks/sandbox_read.py).
+Unlike staging, nothing is hidden or copied: the program always sees the complete files through the mount,
+pages that are not prefetched yet are read on demand, and the cache is reclaimable memory, not a tmpfs the
+job must hold.
 
 It reads at most a budget (half the memory the job may still use, less what is staged), niced (gocryptfs
 does the decryption for it and for the program alike), and it dies with the sandbox.
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .staging import BUFFER, chunks, run_chunks
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+AFTER_TIMEOUT = 120.0  # a server that takes longer to listen than this gets its cache warmed anyway
 
 
 def memory_budget(staged_bytes: int = 0) -> int:
@@ -83,8 +86,21 @@ def prefetch(roots: list[Path], budget: int) -> int:
     return run_chunks(plan(roots, budget), read_range)
 
 
-def start_in_background(roots: list[Path], budget: int) -> None:
-    """Prefetch in a detached grandchild (the sandbox's init reaps it; it dies with the pid namespace)."""
+def wait_for(path: Path, timeout: float, interval: float = 0.2) -> bool:
+    """Whether ``path`` appeared within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def start_in_background(roots: list[Path], budget: int, after: Path | None = None) -> None:
+    """Prefetch in a detached grandchild (the sandbox's init reaps it; it dies with the pid namespace).
+
+    With ``after``, it first waits (up to AFTER_TIMEOUT) for that path: the Jupyter server's socket, so that
+    a session's start is not slowed by gocryptfs decrypting for the prefetch."""
     if not roots or budget <= 0:
         return
     child = os.fork()
@@ -95,6 +111,8 @@ def start_in_background(roots: list[Path], budget: int) -> None:
         if os.fork():
             os._exit(0)
         os.nice(19)
+        if after is not None:
+            wait_for(after, AFTER_TIMEOUT)
         prefetch(roots, budget)
     except OSError as error:  # a cache warmer only: the program reads on demand anyway
         print(f"securehpc-node: prefetch stopped: {error}", file=sys.stderr)

@@ -99,6 +99,8 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
 SOCKETS = "/sockets"
 # Created in SOCKETS once every store is mounted: the launcher outside reports the stage to the hub.
 STORES_MOUNTED = "stores-mounted"
+# The Jupyter server's socket in SOCKETS (serve mode); its appearance also starts the datasets' prefetch.
+SERVER_SOCKET = "jupyter.sock"
 
 
 SESSION_FILE = "/securehpc/session.json"

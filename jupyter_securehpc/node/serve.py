@@ -21,12 +21,11 @@ from pathlib import Path
 from . import relay
 from .hubreport import AuditFollower, HubReporter
 from .launcher import EX_USAGE, LaunchError, check_ready, sandbox_command, take_token, unwrap_keys
-from .sandbox import SESSION_FILE, SOCKETS, STORES_MOUNTED, WORKSPACE
+from .sandbox import SERVER_SOCKET, SESSION_FILE, SOCKETS, STORES_MOUNTED, WORKSPACE
 from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
 
-SERVER_SOCKET = "jupyter.sock"
 HUB_SOCKET = "hub-api.sock"
 READY_TIMEOUT = 300.0
 AUDIT_FILE = "audit.jsonl"
