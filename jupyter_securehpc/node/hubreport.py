@@ -43,15 +43,20 @@ class HubReporter:
     async def _submit(self, kind: str, payload: dict) -> None:
         await asyncio.get_running_loop().run_in_executor(self._worker, self._post, kind, payload)
 
-    async def stage(self, stage: str) -> None:
-        """Progress for the user's spawn page; a hub that does not take it costs nothing but a log line."""
+    def stage(self, stage: str) -> None:
+        """Progress for the user's spawn page, queued without waiting: the start goes on while the hub takes
+        it (the single worker keeps the order, and the port report comes after). A hub that does not take it
+        costs nothing but a log line."""
         if not self.base_url:
             print(f"securehpc-node: {stage}", flush=True)
             return
+        self._worker.submit(self._post_quietly, "stage", {"stage": stage})
+
+    def _post_quietly(self, kind: str, payload: dict) -> None:
         try:
-            await self._submit("stage", {"stage": stage})
+            self._post(kind, payload)
         except (OSError, urllib.error.URLError) as error:
-            log.warning("the hub did not take the start stage %r: %s", stage, error)
+            log.warning("the hub did not take the %s report %s: %s", kind, payload, error)
 
     async def port(self, port: int) -> None:
         """The one report the session cannot do without: if the hub refuses it (no spawn waits for this

@@ -99,7 +99,7 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
     keys = unwrap_keys(spec, token)
     del token
     reporter = HubReporter()
-    await reporter.stage("key")
+    reporter.stage("key")
     sockets = Path(tempfile.mkdtemp(prefix="securehpc-sockets-"))  # 0700, the user's
     servers: list[asyncio.Server] = []
     sandbox = None
@@ -119,7 +119,7 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
         finally:
             for fd in fds:
                 os.close(fd)
-        await reporter.stage("mounting")
+        reporter.stage("mounting")
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, sandbox.kill)
@@ -130,14 +130,14 @@ async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, to
             # The marker first: a server that answers has its stores mounted, so "starting" is never skipped.
             if not mounted and (sockets / STORES_MOUNTED).exists():
                 mounted = True
-                await reporter.stage("starting")
+                reporter.stage("starting")
             if await server_answers(sockets / SERVER_SOCKET, prefix):
                 break
             if sandbox.returncode is not None or loop.time() > deadline:
                 raise LaunchError("the Jupyter server did not start; see the job's output above", 70)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)  # each check is one connect on a local socket
         if not mounted:
-            await reporter.stage("starting")
+            reporter.stage("starting")
         public = await relay.tcp_to_unix(ip, port, sockets / SERVER_SOCKET)
         servers.append(public)
         await reporter.port(public.sockets[0].getsockname()[1])
