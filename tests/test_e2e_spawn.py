@@ -107,6 +107,7 @@ def e2e(local_cluster, unix_user, slurm_env):
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
         # Often, so that a test sees the hub poll running servers while slurmctld is down.
         "SecureSlurmSpawner.poll_interval": 2,
+        "SecureSlurmSpawner.session_audit_per_minute": 30,
         # Every log line at every level, so that the tests can show that no secret is in any of them.
         "JupyterHub.log_level": "DEBUG",
         "SecureSlurmSpawner.debug": True,
@@ -511,6 +512,10 @@ def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_toke
             assert requests.post(f"{base}/audit", json=bad, headers=server, timeout=30).status_code == 400, bad
         ok = requests.post(f"{base}/audit", json={"events": [event]}, headers=server, timeout=30)
         assert ok.status_code == 204, ok.text
+        # A session cannot flood the central log: beyond its budget per minute, 429, and one audit event.
+        for _ in range(2):
+            flood = requests.post(f"{base}/audit", json={"events": [event] * 30}, headers=server, timeout=30)
+            assert flood.status_code == 429, flood.text
         # The user's own token is not the server's.
         user_headers = {"Authorization": f"token {token}"}
         assert (
@@ -519,7 +524,8 @@ def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_toke
         )
         events = [json.loads(line) for line in central.read_text().splitlines()[before:]]
         refusals = [e for e in events if e["outcome"] == "denied" and e["action"].startswith("session.")]
-        assert len(refusals) == 8, refusals  # every refused report is an audit event
+        # Every refused report is an audit event; of the flood, only the minute's first refusal.
+        assert len(refusals) == 9, refusals
         taken = [e for e in events if e["action"] == "contents.download"]
         assert len(taken) == 1 and taken[0]["details"]["reported_by"] == f"server:{user}/other"
         assert verify(central).ok

@@ -109,6 +109,16 @@ class AuditReportHandler(_ServerReportHandler):
     parse = staticmethod(parse_audit_report)
 
     def apply(self, spawner: Any, events: list) -> None:
+        allowed, first_refusal = spawner.take_session_audit_budget(len(events))
+        if not allowed:
+            # A session must not flood the central log: the first refusal of each minute is recorded, later
+            # ones in that minute only counted in the hub's log.
+            reason = f"more than {spawner.session_audit_per_minute} session audit events in a minute"
+            if first_refusal:
+                self._audit(spawner, "denied", reason)
+            else:
+                self.log.warning("refused a session.audit report from %s: %s", self.request.remote_ip, reason)
+            raise web.HTTPError(429, reason)
         spawner.record_session_events(events)
         self.set_status(204)
         self.finish()

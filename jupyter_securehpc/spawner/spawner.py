@@ -89,6 +89,13 @@ class SecureSlurmSpawner(SlurmSpawner):
         program that reads the same data at once (see the README's benchmarks); turn it off for such jobs.""",
     ).tag(config=True)
 
+    session_audit_per_minute = Integer(
+        600,
+        help="""Audit events a running session may forward to the hub's central log per minute (the server
+        extension's refusals). More are refused (HTTP 429; the session keeps them in the job's output), so
+        that one session cannot flood the log.""",
+    ).tag(config=True)
+
     command_timeout = Integer(
         30, help="Seconds each Slurm command (sbatch, squeue, scancel) may take before it counts as failed."
     ).tag(config=True)
@@ -230,6 +237,21 @@ class SecureSlurmSpawner(SlurmSpawner):
     def report_stage(self, stage: str) -> None:
         """Called by the stage endpoint while the job starts: progress for the user, times for the admin."""
         self._mark(stage, *STAGE_MESSAGES[stage])
+
+    _audit_window = (0.0, 0, False)  # (minute's start, events taken, refusal recorded)
+
+    def take_session_audit_budget(self, count: int) -> tuple[bool, bool]:
+        """Whether ``count`` more events fit this minute's budget; and, if not, whether this is the minute's
+        first refusal (the one that gets an audit event)."""
+        start, taken, refused = self._audit_window
+        now = time.monotonic()
+        if now - start >= 60:
+            start, taken, refused = now, 0, False
+        if taken + count <= self.session_audit_per_minute:
+            self._audit_window = (start, taken + count, refused)
+            return True, False
+        self._audit_window = (start, taken, True)
+        return False, not refused
 
     def record_session_events(self, events: list[SessionEvent]) -> None:
         """The server extension's audit events, into the hub's central log, marked with the server that
