@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -85,3 +86,31 @@ def test_bob_starts_cardio_and_reads_the_dataset_shared_from_sleep(demo_up, tmp_
         assert "analysis.txt" in report["workspace"]
     finally:
         requests.delete(url, headers=headers, timeout=120)
+
+
+LOAD_HUB_CONFIG = """
+import json, os, sys
+from traitlets.config import PyFileConfigLoader
+c = PyFileConfigLoader(sys.argv[1], path=sys.argv[2]).load_config()
+print(json.dumps({"spawner": c.JupyterHub.spawner_class, "bind": c.JupyterHub.bind_url,
+                  "client_secret": bool(c.SecureHPCAuthenticator.client_secret),
+                  "vault_token": bool(os.environ.get("VAULT_TOKEN"))}))
+"""
+
+
+def test_the_local_hub_config_example_is_the_demo_hubs(demo_up, tmp_path):
+    layout, result = demo_up
+    assert result.returncode == 0, result.stderr
+    folder = Path(__file__).resolve().parent.parent / "hub_config"
+    argv = [sys.executable, "-c", LOAD_HUB_CONFIG, "jupyterhub_config_local.py", str(folder)]
+    loaded = subprocess.run(argv, env={**os.environ, "SECUREHPC_DEV_STATE": str(layout.state_dir)},
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout) == {
+        "spawner": "securehpc", "bind": f"{layout.hub_url}/", "client_secret": True, "vault_token": True
+    }  # fmt: skip
+    # Before `securehpc dev up` there is nothing to load: it says so instead of starting a hub that spawns nothing.
+    empty = tmp_path / "state"
+    refused = subprocess.run(argv, env={**os.environ, "SECUREHPC_DEV_STATE": str(empty)},
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert refused.returncode != 0 and "run `securehpc dev up` first" in refused.stderr

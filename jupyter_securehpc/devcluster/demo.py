@@ -156,6 +156,12 @@ def hub_env(layout: ClusterLayout) -> dict[str, str]:
     }
 
 
+def export_hub_env(layout: ClusterLayout) -> None:
+    """Put ``hub_env`` into this process's environment: for ``hub_config/jupyterhub_config_local.py``, which
+    JupyterHub loads in its own process (the spawner passes SLURM_CONF and the public key on to jobs)."""
+    os.environ.update(hub_env(layout))
+
+
 def up(layout: ClusterLayout) -> None:
     ensure_projects(layout)
     hub.up(layout, hub_settings(layout), env=hub_env(layout))
