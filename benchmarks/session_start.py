@@ -222,6 +222,17 @@ def ensure_user() -> tuple[pwd.struct_passwd, bool]:
         return pwd.getpwnam(BENCH_USER), True
 
 
+def run_record(job_id: str, submitted: float, marks: dict[str, float], output: Path) -> dict:
+    """One measured job: its marks (with Jupyter's own log times) and what its output says."""
+    return {
+        "job": job_id,
+        "submitted": submitted,
+        "marks": {**marks, **log_times(output)},
+        "problems": problems(output),
+        "extensions": extensions(output),
+    }
+
+
 class Bench:
     def __init__(
         self, root: Path, cluster: LocalCluster, user: pwd.struct_passwd, hub_port: int, settle: float
@@ -338,14 +349,7 @@ class Bench:
                 if "jupyter-server" in " ".join(proc["argv"][:2]) or proc["argv"][1:2] == ["server"]:
                     marks.setdefault("job_script", proc["start"])  # the script execs the server
                     marks.setdefault("server_process", proc["start"])
-            marks.update(log_times(output))
-            return {
-                "job": job_id,
-                "submitted": submitted,
-                "marks": marks,
-                "problems": problems(output),
-                "extensions": extensions(output),
-            }
+            return run_record(job_id, submitted, marks, output)
         finally:
             self.stop(job_id)
 
@@ -383,14 +387,7 @@ class Bench:
             marks.update(Hub.stages)
             marks.update(self._slurm_marks(job_id))
             marks.update(self._sandbox_marks())
-            marks.update(log_times(output))
-            return {
-                "job": job_id,
-                "submitted": submitted,
-                "marks": marks,
-                "problems": problems(output),
-                "extensions": extensions(output),
-            }
+            return run_record(job_id, submitted, marks, output)
         finally:
             self.stop(job_id)
 

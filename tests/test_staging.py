@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_securehpc.node import prefetch, staging
+from jupyter_securehpc.util.polling import wait_until
 
 
 @pytest.fixture
@@ -96,8 +97,8 @@ def test_a_spec_whose_prefetch_is_not_a_boolean_is_refused():
         SessionSpec.from_json(json.dumps(data))
 
 
-def test_the_serving_prefetch_waits_for_the_server_socket(tmp_path):
+def test_the_prefetchs_wait_for_the_server_socket_ends_when_it_appears(tmp_path):
     socket = tmp_path / "jupyter.sock"
-    assert not prefetch.wait_for(socket, timeout=0.3, interval=0.05)
+    assert not wait_until(socket.exists, timeout=0.3, interval=0.05)
     threading.Timer(0.2, socket.touch).start()
-    assert prefetch.wait_for(socket, timeout=10, interval=0.05)
+    assert wait_until(socket.exists, timeout=10, interval=0.05)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..util.files import atomic_write
+from ..util.polling import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,3 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def wait_until(check, timeout: float, interval: float = 0.2) -> bool:  # noqa: ANN001
-    """Poll ``check()`` until it is true or ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..util.polling import wait_until
 from .staging import BUFFER, chunks, run_chunks
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -86,16 +86,6 @@ def prefetch(roots: list[Path], budget: int) -> int:
     return run_chunks(plan(roots, budget), read_range)
 
 
-def wait_for(path: Path, timeout: float, interval: float = 0.2) -> bool:
-    """Whether ``path`` appeared within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 def start_in_background(roots: list[Path], budget: int, after: Path | None = None) -> None:
     """Prefetch in a detached grandchild (the sandbox's init reaps it; it dies with the pid namespace).
 
@@ -112,7 +102,7 @@ def start_in_background(roots: list[Path], budget: int, after: Path | None = Non
             os._exit(0)
         os.nice(19)
         if after is not None:
-            wait_for(after, AFTER_TIMEOUT)
+            wait_until(after.exists, AFTER_TIMEOUT)
         prefetch(roots, budget)
     except OSError as error:  # a cache warmer only: the program reads on demand anyway
         print(f"securehpc-node: prefetch stopped: {error}", file=sys.stderr)
