@@ -10,7 +10,9 @@ import html
 import json
 import re
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 
 import requests
 from tornado.httpclient import HTTPRequest
@@ -96,3 +98,20 @@ async def run_in_kernel(base: str, token: str, code: str) -> str:
 def run_code(base: str, token: str, code: str) -> str:
     """``run_in_kernel`` from synchronous code."""
     return asyncio.run(run_in_kernel(base, token, code))
+
+
+def wait_ready(layout, token: str, user: str, server: str, timeout: float = 100,
+               explain: Callable[[], str] = lambda: "") -> dict:  # fmt: skip
+    """The server's model once the hub says it is ready; fails at once if the server is gone, with ``explain()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = requests.get(
+            f"{layout.hub_url}/hub/api/users/{user}", headers={"Authorization": f"token {token}"}, timeout=30
+        ).json()
+        state = info.get("servers", {}).get(server)
+        if state and state.get("ready"):
+            return state
+        if not state:
+            raise AssertionError(f"server {server} is gone: {info}\n{explain()}")
+        time.sleep(0.5)
+    raise AssertionError(f"server {server} not ready in {timeout}s\n{explain()}")

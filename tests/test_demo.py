@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import hubclient
@@ -69,13 +68,7 @@ def test_bob_starts_cardio_and_reads_the_dataset_shared_from_sleep(demo_up, tmp_
     url = f"{layout.hub_url}/hub/api/users/bob/servers/cardio"
     response = requests.post(url, headers=headers, json={"gpus": "1"}, timeout=120)
     assert response.status_code in (201, 202), response.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = requests.get(f"{layout.hub_url}/hub/api/users/bob", headers=headers, timeout=30).json()
-        if state["servers"].get("cardio", {}).get("ready"):
-            break
-        time.sleep(0.5)
-    assert state["servers"]["cardio"]["ready"], state
+    hubclient.wait_ready(layout, token, "bob", "cardio", timeout=120)
     try:
         output = hubclient.run_code(f"{layout.hub_url}/user/bob/cardio", token, READ_SHARED)
         report = json.loads(output.strip().splitlines()[-1])

@@ -143,19 +143,9 @@ def api_token(e2e, browser: requests.Session) -> str:
 
 
 def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:
-    layout, user = e2e["layout"], e2e["user"].name
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = requests.get(
-            f"{layout.hub_url}/hub/api/users/{user}", headers={"Authorization": f"token {token}"}, timeout=30
-        ).json()
-        state = info.get("servers", {}).get(server)
-        if state and state.get("ready"):
-            return state
-        if not state:
-            raise AssertionError(f"server {server} is gone: {info}\n{diagnostics(e2e)}")
-        time.sleep(0.5)
-    raise AssertionError(f"server {server} not ready in {timeout}s\n{diagnostics(e2e)}")
+    return hubclient.wait_ready(
+        e2e["layout"], token, e2e["user"].name, server, timeout, explain=lambda: diagnostics(e2e)
+    )
 
 
 def diagnostics(e2e) -> str:
