@@ -14,13 +14,50 @@ import os
 import sys
 from pathlib import Path
 
-from ..stores.gocryptfs import StoreError, mount_store
+from ..stores import cipherfiles
+from ..stores.gocryptfs import StoreError, mount_store, pipe_with
 from .prefetch import start_in_background
 from .sandbox import SERVER_SOCKET, SOCKETS, STORES_MOUNTED, inner_argv
-from .staging import stage
+from .staging import Decrypter, stage
 
 FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
 MOUNT_FAILED = 70
+# The outer sandbox's private folder for mounts that the program never sees.
+PRIVATE = "/run/securehpc"
+
+
+def read_key(fd: int) -> bytearray:
+    key = bytearray()
+    while chunk := os.read(fd, 4096):
+        key += chunk
+    return key
+
+
+def mount(index: int, store: dict) -> None:
+    """Mount one store at its place; a staged dataset is mounted aside, copied into memory at its place
+    (decrypted from its ciphertext where the format allows), and the mount dropped."""
+    cipher, target = Path(store["cipher"]), Path(store["target"])
+    options = {"read_only": store["read_only"], "options": store.get("options", ())}
+    if not store.get("stage_bytes"):
+        mount_store(cipher, target, store["fd"], **options)
+        return
+    plain = Path(f"{PRIVATE}/plain{index}")
+    plain.mkdir(parents=True, exist_ok=True)
+    if not cipherfiles.supported(cipherfiles.read_config(cipher)):
+        mount_store(cipher, plain, store["fd"], **options)
+        stage(plain, target, store["stage_bytes"])
+        return
+    key, ctlsock = read_key(store["fd"]), Path(f"{PRIVATE}/control{index}")
+    try:
+        key_fd = pipe_with(bytes(key))
+        try:
+            mount_store(cipher, plain, key_fd, ctlsock=ctlsock, **options)
+        finally:
+            os.close(key_fd)
+        decrypter = Decrypter(cipher, key, ctlsock)
+    finally:
+        key[:] = bytes(len(key))  # best effort: this process is replaced by the inner sandbox soon anyway
+    stage(plain, target, store["stage_bytes"], decrypter)
 
 
 def main() -> None:
@@ -28,20 +65,8 @@ def main() -> None:
     with os.fdopen(config_fd, "rb") as pipe:
         config = json.loads(pipe.read())
     for index, store in enumerate(config["mounts"]):
-        target = Path(store["target"])
-        # A staged dataset is mounted aside, copied into memory at its place, and the mount dropped.
-        mount_point = Path(f"/run/securehpc/plain{index}") if store.get("stage_bytes") else target
-        mount_point.mkdir(parents=True, exist_ok=True)
         try:
-            mount_store(
-                Path(store["cipher"]),
-                mount_point,
-                store["fd"],
-                read_only=store["read_only"],
-                options=store.get("options", ()),
-            )
-            if store.get("stage_bytes"):
-                stage(mount_point, target, store["stage_bytes"])
+            mount(index, store)
         except (StoreError, OSError) as error:
             print(f"securehpc-node: {error}", file=sys.stderr)
             sys.exit(MOUNT_FAILED)

@@ -24,7 +24,7 @@ def key_to_password(key: bytes) -> bytes:
     return key.hex().encode()
 
 
-def _pipe_with(data: bytes) -> int:
+def pipe_with(data: bytes) -> int:
     """A pipe's read end that yields ``data`` then EOF (the key never touches a disk or argv)."""
     read_end, write_end = os.pipe()
     try:
@@ -54,16 +54,25 @@ ALLOWED_OPTIONS = frozenset({"-kernel_cache", "-sharedstorage", "-noprealloc", "
 
 
 def mount_store(
-    cipher: Path, target: Path, key_fd: int, *, read_only: bool, options: tuple[str, ...] | list[str] = ()
+    cipher: Path,
+    target: Path,
+    key_fd: int,
+    *,
+    read_only: bool,
+    options: tuple[str, ...] | list[str] = (),
+    ctlsock: Path | None = None,
 ) -> None:
     """Mount a store with the key read from ``key_fd`` (a pipe); must run inside a sandbox that may mount.
+
+    ``ctlsock``: where gocryptfs answers path translations (for staging; a private path in the sandbox).
 
     Raises StoreError with gocryptfs' own message ("Password incorrect.", ...) if it fails.
     """
     unknown = set(options) - ALLOWED_OPTIONS
     if unknown:
         raise StoreError(f"gocryptfs options {sorted(unknown)} are not allowed; use {sorted(ALLOWED_OPTIONS)}")
-    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), *options, str(cipher), str(target)]
+    argv = ["gocryptfs", "-q", "-nosyslog", *(["-ro"] if read_only else []), *options]
+    argv += [*(["-ctlsock", str(ctlsock)] if ctlsock else []), str(cipher), str(target)]
     # gocryptfs forks a daemon that keeps its output open: collect messages in a file (in the sandbox's
     # private /tmp), not a pipe, or waiting for the pipe's end would wait for the unmount.
     with tempfile.TemporaryFile("w+") as messages:
@@ -112,7 +121,7 @@ def run_inside(
 
     Returns the JSON that the inside step printed; raises StoreError with its message if it failed.
     """
-    key_fd = _pipe_with(key_to_password(key))
+    key_fd = pipe_with(key_to_password(key))
     try:
         result = subprocess.run(
             [
