@@ -121,17 +121,23 @@ class Decrypter:
         self.ctlsock = ctlsock
         self.sources: dict[Path, Path] = {}
 
-    def locate(self, files: list[tuple[Path, int]]) -> None:
-        """Find each file's ciphertext and check that its size matches the plaintext's."""
-        translator = cipherfiles.PathTranslator(self.ctlsock)
+    def locate(self, files: list[tuple[Path, int, int]]) -> None:
+        """Find the ciphertext of each (relative path, size, inode) and check that its size matches."""
+        by_inode = cipherfiles.cipher_inodes(self.cipher_dir)
+        translator = None
         try:
-            for relative, size in files:
-                source = self.cipher_dir / translator.cipher_path(relative)
-                if source.stat().st_size != cipherfiles.cipher_size(size):
-                    raise cipherfiles.CipherError(f"the ciphertext of {relative} changed while staging")
+            for relative, size, inode in files:
+                expected = cipherfiles.cipher_size(size)
+                source = by_inode.get(inode)
+                if source is None or source.stat().st_size != expected:  # not passed through: ask gocryptfs
+                    translator = translator or cipherfiles.PathTranslator(self.ctlsock)
+                    source = self.cipher_dir / translator.cipher_path(relative)
+                    if source.stat().st_size != expected:
+                        raise cipherfiles.CipherError(f"the ciphertext of {relative} changed while staging")
                 self.sources[relative] = source
         finally:
-            translator.close()
+            if translator:
+                translator.close()
 
     def __call__(self, target: Path, relative: Path, offset: int, length: int, buffer: bytearray) -> int:
         return cipherfiles.decrypt_range(self.aead, self.sources[relative], target / relative, offset, length, buffer)
@@ -150,7 +156,7 @@ def copy_tree(source: Path, target: Path, decrypter: Decrypter | None = None) ->
         for name in filenames:
             info = (folder / name).lstat()
             if decrypter and stat.S_ISREG(info.st_mode):
-                direct.append((relative / name, info.st_size))
+                direct.append((relative / name, info.st_size, info.st_ino))
             else:  # a symlink is copied as the file it points to
                 files.append((relative / name, (folder / name).stat().st_size))
 
@@ -160,8 +166,8 @@ def copy_tree(source: Path, target: Path, decrypter: Decrypter | None = None) ->
     done = 0
     if direct:
         decrypter.locate(direct)
-        buffer = cipherfiles.buffer_size(CHUNK)
-        done += run_chunks(chunks(direct), lambda *work: decrypter(target, *work), buffer=buffer)
+        plan = chunks([(relative, size) for relative, size, _ in direct])
+        done += run_chunks(plan, lambda *work: decrypter(target, *work), buffer=cipherfiles.buffer_size(CHUNK))
     return done + run_chunks(chunks(files), copy)
 
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -144,7 +145,7 @@ def decrypt_blocks(
 
 def buffer_size(chunk: int) -> int:
     """The buffer that decrypt_range needs for chunks of up to ``chunk`` plaintext bytes."""
-    return cipher_span(0, chunk)[1] + chunk
+    return HEADER + cipher_span(0, chunk)[1] + chunk
 
 
 def decrypt_range(aead: AESGCM, source: Path, target: Path, offset: int, length: int, buffer: bytearray) -> int:
@@ -157,17 +158,23 @@ def decrypt_range(aead: AESGCM, source: Path, target: Path, offset: int, length:
         if length == 0:
             return 0
         where, size = cipher_span(offset, length)
-        stored, plain = memoryview(buffer)[:size], memoryview(buffer)[size : size + length]
+        view = memoryview(buffer)
+        stored, plain = view[HEADER : HEADER + size], view[HEADER + size : HEADER + size + length]
         src = os.open(source, os.O_RDONLY)
         try:
-            header = os.pread(src, HEADER, 0)
-            if len(header) != HEADER or header[:2] != HEADER_VERSION:
-                raise CipherError(f"{source}: not a gocryptfs version 2 file header")
-            # Ask for what follows now: the disk reads it while this chunk is decrypted and written.
-            os.posix_fadvise(src, where + size, size * READ_AHEAD, os.POSIX_FADV_WILLNEED)
-            _read_exactly(src, stored, where, source)
+            if offset == 0:  # header and blocks in one read: most files are a single chunk
+                _read_exactly(src, view[: HEADER + size], 0, source)
+                header = bytes(view[:HEADER])
+            else:
+                header = os.pread(src, HEADER, 0)
+                _read_exactly(src, stored, where, source)
+            if os.fstat(src).st_size > where + size:
+                # Ask for what follows now: the disk reads it while this chunk is decrypted and written.
+                os.posix_fadvise(src, where + size, size * READ_AHEAD, os.POSIX_FADV_WILLNEED)
         finally:
             os.close(src)
+        if len(header) != HEADER or header[:2] != HEADER_VERSION:
+            raise CipherError(f"{source}: not a gocryptfs version 2 file header")
         decrypt_blocks(aead, stored, plain, offset // PLAIN_BLOCK, header[2:], source)
         done = 0
         while done < length:
@@ -175,6 +182,23 @@ def decrypt_range(aead: AESGCM, source: Path, target: Path, offset: int, length:
     finally:
         os.close(dst)
     return length
+
+
+def cipher_inodes(cipher_dir: Path) -> dict[int, Path]:
+    """Inode number -> path of the store's ciphertext files.
+
+    gocryptfs passes the backing file's inode number through to the plaintext file when it can (same
+    device as the store's root, below 2**48), so a plaintext file's st_ino names its ciphertext without a
+    question to the control socket; the callers check the size and ask the socket for anything not here.
+    """
+    root_device = cipher_dir.stat().st_dev
+    found: dict[int, Path] = {}
+    for folder, _, names in os.walk(cipher_dir):
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            if info.st_dev == root_device and info.st_ino < 1 << 48 and stat.S_ISREG(info.st_mode):
+                found[info.st_ino] = Path(folder, name)
+    return found
 
 
 class PathTranslator:
