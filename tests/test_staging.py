@@ -86,6 +86,25 @@ def test_datasets_are_prefetched_only_when_the_spec_asks_and_never_when_staged(t
     assert datasets["/datasets/mri/large"].prefetch is asked and not datasets["/datasets/mri/large"].stage_bytes
 
 
+def test_staging_takes_at_most_half_of_the_jobs_free_memory(tmp_path, monkeypatch):
+    from jupyter_securehpc.node import sandbox
+    from jupyter_securehpc.node.spec import SessionSpec
+    from jupyter_securehpc.projects.roles import Role
+
+    for dataset, size in (("small", 1000), ("second", 1000)):
+        store = tmp_path / "projects" / "sleep" / "datasets" / dataset
+        store.mkdir(parents=True)
+        (store / "data").write_bytes(b"x" * size)
+    spec = SessionSpec(
+        project="sleep", user="bob", role=Role.DATA_SCIENTIST, store_root=tmp_path, vault_addr="http://127.0.0.1:1",
+        datasets=(("sleep", "small"), ("sleep", "second")), stage_limit_mib=1,
+    )  # fmt: skip
+    # The admin's limit (1 MiB) would take both; the job's memory (half of it: 1500 bytes) only the first.
+    monkeypatch.setattr(sandbox, "memory_budget", lambda: 1500)
+    staged = [mount.target for mount in sandbox.mounts_for(spec)[1:] if mount.stage_bytes]
+    assert staged == ["/datasets/sleep/small"]
+
+
 def test_a_spec_whose_prefetch_is_not_a_boolean_is_refused():
     import json
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..util.pyenv import SYSTEM_DIRS, readonly_paths
+from .prefetch import memory_budget
 from .spec import SessionSpec
 
 CIPHER_ROOT = "/run/securehpc/cipher"
@@ -70,8 +71,8 @@ def tree_size(path: Path) -> int:
 def mounts_for(spec: SessionSpec) -> list[Mount]:
     """The workspace (read-write unless the role only looks) and every dataset (always read-only).
 
-    Datasets within the staging budget are staged; the others are prefetched into the page cache when the
-    spec asks for it.
+    Datasets within the staging budget (``stage_limit_mib``, at most half the job's free memory) are staged;
+    the others are prefetched into the page cache when the spec asks for it.
     """
     mounts = [
         Mount(
@@ -83,6 +84,10 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
         )
     ]
     budget = spec.stage_limit_mib << 20
+    if budget:
+        # Staged files are tmpfs pages charged to the job's memory: never more than half of what the job
+        # may still use (the program needs the rest; past the job's limit the start would be killed).
+        budget = min(budget, memory_budget())
     for owner, dataset in spec.datasets:
         store = spec.dataset_store(owner, dataset)
         size = tree_size(store) if budget else 0

@@ -78,8 +78,11 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     stage_limit_mib = Integer(
         0,
-        help="""Datasets whose ciphertext adds up to at most this many MiB are copied into the session's memory
-        at start (faster reads, more memory; see the README's benchmarks). 0: never.""",
+        help="""Datasets whose ciphertext adds up to at most this many MiB are decrypted into the session's
+        private memory at start. Every later read runs at memory speed; the start takes about as long as
+        reading that data once from disk; the copy counts against the job's memory (the user's choice, up to
+        the project's ``max_memory_gb``), so at most half the job's free memory is staged and larger datasets
+        stay mounted. See the README's benchmarks. 0: never.""",
     ).tag(config=True)
 
     prefetch_datasets = Bool(

@@ -168,6 +168,10 @@ def decrypt_range(aead: AESGCM, source: Path, target: Path, offset: int, length:
             else:
                 header = os.pread(src, HEADER, 0)
                 _read_exactly(src, stored, where, source)
+            # Each ciphertext byte is read once: drop it from the page cache at once, so that a staged
+            # dataset takes memory once (its plaintext in the tmpfs), not twice.
+            first = 0 if offset == 0 else where
+            os.posix_fadvise(src, first, where + size - first, os.POSIX_FADV_DONTNEED)
             if os.fstat(src).st_size > where + size:
                 # Ask for what follows now: the disk reads it while this chunk is decrypted and written.
                 os.posix_fadvise(src, where + size, size * READ_AHEAD, os.POSIX_FADV_WILLNEED)
