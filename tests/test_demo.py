@@ -31,6 +31,7 @@ print(json.dumps({
     "files": {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
               for name in sorted(os.listdir(folder)) if not name.startswith(".")},  # not the import's manifest
     "workspace": sorted(os.listdir("/project")),
+    "filesystem": {line.split()[1]: line.split()[2] for line in open("/proc/mounts")}.get(folder),
 }))
 """
 
@@ -76,6 +77,7 @@ def test_bob_starts_cardio_and_reads_the_dataset_shared_from_sleep(demo_up, tmp_
         demo.synthetic_psg(tmp_path)
         expected = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())}
         assert report["files"] == expected
+        assert report["filesystem"] == "tmpfs"  # staged: decrypted from the ciphertext into memory at start
         assert "analysis.txt" in report["workspace"]
     finally:
         requests.delete(url, headers=headers, timeout=120)

@@ -144,6 +144,8 @@ def hub_settings(layout: ClusterLayout) -> dict:
         "SecureSlurmSpawner.start_timeout": 300,
         "SecureSlurmSpawner.http_timeout": 120,
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
+        # The demo's datasets are small: decrypted into each session's memory at start, as a site would do.
+        "SecureSlurmSpawner.stage_limit_mib": 256,
     }
 
 
