@@ -8,8 +8,9 @@ the sandbox like the mount would.
 
 Regular files are decrypted straight from their ciphertext (``stores/cipherfiles.py``): one large read per
 chunk and AES-GCM in this process, instead of 128 KiB FUSE requests that cost gocryptfs more CPU than the
-cipher. The mount still lists the tree and names each file's ciphertext (its control socket). Other
-entries (symlinks), and stores in a format other than gocryptfs' default, are copied through the mount.
+cipher. The mount still lists the tree; each file's ciphertext is found by the inode number gocryptfs
+passes through, or asked of its control socket. Other entries (symlinks), and stores in a format other
+than gocryptfs' default, are copied through the mount.
 
 The work is split into chunks of at most ``CHUNK`` bytes, handed out in file order to a few threads: a
 single large file then keeps several reads in flight, and small files are done side by side.

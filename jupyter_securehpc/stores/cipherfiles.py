@@ -4,8 +4,9 @@ Reading through the FUSE mount costs gocryptfs 1.1-1.7 CPU seconds per GiB, most
 copies, not AES (benchmarks/sandbox_read.py). Staging reads every byte of a dataset exactly once, so it
 decrypts the ciphertext files itself: one large read per chunk and AES-GCM from OpenSSL (via
 ``cryptography``), several GB/s on one core. The FUSE mount is still used for what is cheap and
-format-heavy: listing the plaintext tree, and translating each plaintext path into its ciphertext path
-through gocryptfs' control socket (``-ctlsock``), so file names are never decrypted here.
+format-heavy: listing the plaintext tree, and naming each file's ciphertext (``cipher_inodes``: the
+inode number gocryptfs passes through; else its control socket, ``-ctlsock``), so file names are never
+decrypted here.
 
 Only gocryptfs' default format is read here (AES-256-GCM with 128-bit nonces and HKDF-derived keys, file
 format version 2, as ``gocryptfs -init`` makes it since 1.3); ``supported`` says whether a store has it,
