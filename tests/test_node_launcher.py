@@ -429,38 +429,77 @@ def test_kill_9_of_the_job_script_leaves_nothing(session, slurm_env):
     subprocess.run(["scancel", job_id], env=slurm_env, check=False, timeout=30)
 
 
-# A stand-in for jupyterhub-singleuser: an HTTP server on the inside unix socket that also calls the hub
-# API through the inside hub socket (JUPYTERHUB_API_URL), as the real server does for authentication.
+# A stand-in for jupyterhub-singleuser: an HTTP server on the listening socket the launcher hands in
+# (SECUREHPC_SERVER_FD) that also calls the hub API through the inside hub socket (JUPYTERHUB_API_URL), as the
+# real server does for authentication, and tries what a kernel would try against the launcher's plumbing.
 FAKE_SERVER = r"""
 import http.server, json, os, socket, socketserver, urllib.parse
 api = os.environ["JUPYTERHUB_API_URL"]
 hub_socket = urllib.parse.unquote(urllib.parse.urlsplit(api).netloc)
+def hub(request):
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(hub_socket)
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return reply
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as error:
+        return type(error).__name__
+def take_over():
+    rogue = socket.socket(socket.AF_UNIX)
+    rogue.bind("/securehpc/jupyter.sock")
+def mkdir_datasets():
+    os.mkdir("/datasets/fake")
 class Handler(http.server.BaseHTTPRequestHandler):
     def address_string(self):
         return "sandbox"
     def do_GET(self):
         if self.path.endswith("/via-hub"):
-            with socket.socket(socket.AF_UNIX) as conn:
-                conn.connect(hub_socket)
-                conn.sendall(b"GET /hub/api/ HTTP/1.0\r\nHost: hub\r\n\r\n")
-                reply = b""
-                while chunk := conn.recv(65536):
-                    reply += chunk
-            body = reply.split(b"\r\n\r\n", 1)[1]
+            body = hub(b"GET /hub/api/ HTTP/1.0\r\nHost: hub\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+        elif self.path.endswith("/hub-elsewhere"):
+            replies = [
+                hub(b"POST /hub/api/users/u/activity HTTP/1.1\r\nHost: hub\r\nContent-Length: 2\r\n\r\n{}"),
+                hub(b"GET /hub/api/users HTTP/1.1\r\nHost: hub\r\n\r\n"),
+                hub(b"GET /hub/api/user?x=1 HTTP/1.1\r\nHost: hub\r\n\r\n"),
+                hub(b"POST /hub/api/securehpc/servers/u/sleep/audit HTTP/1.1\r\nHost: hub\r\n"
+                    b"Content-Length: 2\r\n\r\n{}"),
+                hub(b"GET /hub/api/user HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            ]
+            body = json.dumps([r.split(b"\r\n", 1)[0].decode() for r in replies]).encode()
         else:
-            body = json.dumps({"api": api, "cwd": os.getcwd(), "uid": os.getuid()}).encode()
+            body = json.dumps({
+                "api": api, "cwd": os.getcwd(), "uid": os.getuid(),
+                "secrets_in_env": [k for k, v in os.environ.items()
+                                   if "s3cr3t" in v or k.startswith("SECUREHPC_REPORT")],
+                "take_over": attempt(take_over),
+                "rename_hub_socket": attempt(lambda: os.rename(hub_socket, hub_socket + ".x")),
+                "mkdir_datasets": attempt(mkdir_datasets),
+                "write_session_dir": attempt(lambda: open("/securehpc/x", "w").close()),
+                "write_jupyter_config": attempt(
+                    lambda: open("/securehpc/jupyter/config/jupyter_server_config.py", "w").close()),
+            }).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
-Server(os.environ["SECUREHPC_SERVER_SOCKET"], Handler).serve_forever()
+server = Server("", Handler, bind_and_activate=False)
+server.socket = socket.socket(fileno=int(os.environ["SECUREHPC_SERVER_FD"]))
+server.serve_forever()
 """
+
+REPORTS = "/hub/api/securehpc/servers/u/sleep"
 
 
 class FakeHub(http.server.BaseHTTPRequestHandler):
     reports: ClassVar[list] = []
+    requests: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
@@ -472,22 +511,25 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        FakeHub.requests.append(("GET", self.path))
         self.reply(json.dumps({"version": "fake-hub"}).encode())
 
     def do_POST(self):
+        FakeHub.requests.append(("POST", self.path))
         body = self.rfile.read(int(self.headers["Content-Length"]))
         FakeHub.reports.append((self.path, self.headers.get("Authorization"), json.loads(body)))
         self.reply(b"{}")
 
 
 def reports_to(kind: str) -> list[tuple[str, str, dict]]:
-    return [report for report in FakeHub.reports if report[0] == f"/hub/api/securehpc/{kind}"]
+    return [report for report in FakeHub.reports if report[0] == f"{REPORTS}/{kind}"]
 
 
 @pytest.fixture
 def fake_hub():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     FakeHub.reports = []
+    FakeHub.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
@@ -495,14 +537,22 @@ def fake_hub():
     server.server_close()
 
 
-def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, fake_hub):
-    env = {
+def serve_env(session, fake_hub: int, **extra) -> dict[str, str]:
+    return {
         **session.env(session.wrap()),
         "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
         "JUPYTERHUB_API_TOKEN": "server-api-token",
+        "JUPYTERHUB_ACTIVITY_URL": f"http://127.0.0.1:{fake_hub}/hub/api/users/u/activity",
         "JUPYTERHUB_SERVICE_PREFIX": "/user/u/sleep/",
-        "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc",
+        "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}{REPORTS}",
+        "SECUREHPC_REPORT_TOKEN": "report-s3cr3t",
+        **extra,
     }
+
+
+def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, fake_hub):
+    env = serve_env(session, fake_hub, JUPYTERHUB_ACTIVITY_INTERVAL="1")
+    private_before = set(Path("/tmp").glob("securehpc-session-*"))
     prefetching = session.write_spec("serve-prefetch-spec.json", prefetch=True)
     launcher = subprocess.Popen(
         [NODE, "serve", "--spec", str(prefetching), "--", "python3", "-c", FAKE_SERVER],
@@ -512,24 +562,45 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         assert wait_for(lambda: reports_to("port") or launcher.poll() is not None, timeout=60)
         assert launcher.poll() is None, launcher.stderr.read()
         _, authorization, body = reports_to("port")[0]
-        # The start stages came first, in order, with the same token (the user's progress messages).
+        # The start stages came first, in order, with the session's report secret (never the server's token).
         assert [r[2]["stage"] for r in reports_to("stage")] == ["key", "mounting", "starting"]
-        assert {r[1] for r in FakeHub.reports} == {"token server-api-token"}
-        assert authorization == "token server-api-token"
+        assert {r[1] for r in FakeHub.reports} == {"securehpc-report report-s3cr3t"}
+        assert authorization == "securehpc-report report-s3cr3t"
         assert set(body) == {"port"} and isinstance(body["port"], int)
         base = f"http://127.0.0.1:{body['port']}/user/u/sleep"
         inside = json.loads(urllib.request.urlopen(f"{base}/", timeout=10).read())
-        assert inside["api"] == "http+unix://%2Fsockets%2Fhub-api.sock/hub/api"
+        assert inside["api"] == "http+unix://%2Fsecurehpc%2Fhub%2Fhub-api.sock/hub/api"
         assert inside["cwd"] == "/project" and inside["uid"] == session.user.uid
+        # Nothing the sandbox can write decides where traffic goes, and nothing there is the launcher's.
+        assert inside["secrets_in_env"] == []
+        for attempt in ("take_over", "rename_hub_socket", "mkdir_datasets", "write_session_dir",
+                        "write_jupyter_config"):  # fmt: skip
+            assert inside[attempt] == "OSError", (attempt, inside)
         via_hub = json.loads(urllib.request.urlopen(f"{base}/via-hub", timeout=10).read())
         assert via_hub == {"version": "fake-hub"}
-        # The server's hub API token is in the program's environment, never in any process's arguments.
+        # The hub relay passes nothing else: each of these is refused by the relay, before the hub.
+        before = list(FakeHub.requests)
+        refused = json.loads(urllib.request.urlopen(f"{base}/hub-elsewhere", timeout=10).read())
+        assert [line.split()[1] for line in refused] == ["403", "403", "403", "403", "400"], refused
+        assert [r for r in FakeHub.requests[len(before) :] if not r[1].startswith(REPORTS)] == []
+        # ... and each refusal reaches the hub as an audit event in the session's name.
+        assert wait_for(lambda: len([e for r in reports_to("audit") for e in r[2]["events"]]) >= 5, timeout=20)
+        events = [e for r in reports_to("audit") for e in r[2]["events"]]
+        assert {e["action"] for e in events} == {"hub_api.refused"}
+        assert {(e["actor"], e["project"], e["outcome"]) for e in events} == {(session.user.name, "sleep", "denied")}
+        assert parse_audit_report(json.dumps({"events": events}).encode())
+        # Traffic through the public relay becomes the launcher's activity report: an empty body, the hub's clock.
+        assert wait_for(lambda: reports_to("activity"), timeout=10)
+        assert {json.dumps(r[2]) for r in reports_to("activity")} == {"{}"}
+        assert not [r for r in FakeHub.requests if r[1].startswith("/hub/api/users/")]
+        # Neither token is in any process's arguments.
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    assert b"server-api-token" not in (entry / "cmdline").read_bytes()
+                    cmdline = (entry / "cmdline").read_bytes()
                 except OSError:
-                    pass
+                    continue
+                assert b"server-api-token" not in cmdline and b"report-s3cr3t" not in cmdline
         assert not host_has_plaintext_mount()
         # Once the server listens, the shared dataset is read into the page cache in the background.
         cipher = session.site.store_root / "projects" / "mri" / "datasets" / "scans"
@@ -542,9 +613,45 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
             launcher.kill()
             launcher.wait()
     assert_nothing_left(session.user.uid)
-    assert not list(Path("/tmp").glob("securehpc-sockets-*"))
+    assert set(Path("/tmp").glob("securehpc-session-*")) == private_before  # the private folder is gone
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/", timeout=5)
+
+
+def test_serve_refuses_a_replaced_server_socket(session, fake_hub):
+    """Outside the sandbox too, the public relay connects only to the socket the launcher bound: a socket
+    put in its place (by the user's own processes on the node) gets no connection."""
+    launcher = subprocess.Popen(
+        [NODE, "serve", "--spec", str(session.spec), "--", "python3", "-c", FAKE_SERVER],
+        env=serve_env(session, fake_hub), text=True, stderr=subprocess.PIPE, **session.user.run_as(),
+    )  # fmt: skip
+    rogue = None
+    try:
+        assert wait_for(lambda: reports_to("port") or launcher.poll() is not None, timeout=60)
+        assert launcher.poll() is None, launcher.stderr.read()
+        base = f"http://127.0.0.1:{reports_to('port')[0][2]['port']}/user/u/sleep"
+        assert urllib.request.urlopen(f"{base}/", timeout=10).status == 200
+        [private] = [p for p in Path("/tmp").glob("securehpc-session-*") if p.stat().st_uid == session.user.uid]
+        assert private.stat().st_mode & 0o777 == 0o700
+        original = private / "jupyter.sock"
+        original.rename(private / "moved.sock")
+        rogue = socket.socket(socket.AF_UNIX)
+        rogue.bind(str(original))
+        rogue.listen()
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{base}/", timeout=10)
+        rogue.settimeout(0.5)
+        with pytest.raises(OSError):
+            rogue.accept()
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=30)
+    finally:
+        if rogue is not None:
+            rogue.close()
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert_nothing_left(session.user.uid)
 
 
 STAGED_PROBE = r"""
@@ -624,28 +731,30 @@ def test_a_dataset_beyond_the_staging_budget_is_prefetched_into_the_page_cache(s
 
 
 JUPYTER_IN_SANDBOX = (
-    'JUPYTER_TOKEN="$JUPYTERHUB_API_TOKEN" exec jupyter server --ServerApp.sock="$SECUREHPC_SERVER_SOCKET" '
+    'JUPYTER_TOKEN="$JUPYTERHUB_API_TOKEN" exec jupyter server --ServerApp.sock=/securehpc/jupyter.sock '
     "--ServerApp.root_dir=/project --ServerApp.jpserver_extensions jupyter_securehpc.serverext=True"
 )
 
 
 def test_serve_runs_jupyter_with_the_server_extension_and_forwards_its_audit_events(session, fake_hub):
-    """A real jupyter-server in the sandbox: the launcher placed the session policy read-only and the
-    extension refuses a download for a data scientist; the refusal reaches the job's output."""
-    env = {
-        **session.env(session.wrap()),
-        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{fake_hub}/hub/api",
-        "JUPYTERHUB_API_TOKEN": "test-server-token",
-        "JUPYTERHUB_SERVICE_PREFIX": "/",
-        "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{fake_hub}/hub/api/securehpc",
-    }
-    launcher = subprocess.Popen(
-        [NODE, "serve", "--spec", str(session.spec), "--", "sh", "-c", JUPYTER_IN_SANDBOX],
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **session.user.run_as(),
-    )  # fmt: skip
+    """A real jupyter-server in the sandbox, on the socket the launcher bound: the launcher placed the session
+    policy read-only and the extension refuses a download for a data scientist; the refusal reaches the hub
+    through the audit pipe, and the job's output holds the launcher's messages only."""
+    env = serve_env(session, fake_hub, JUPYTERHUB_API_TOKEN="test-server-token", JUPYTERHUB_SERVICE_PREFIX="/")
+    output = Path(tempfile.mkdtemp(prefix="securehpc-output-")) / "job.log"
+    output.parent.chmod(0o755)
+    os.chown(output.parent, session.user.uid, session.user.gid)
+    with open(output, "w") as job_output:
+        os.chown(output, session.user.uid, session.user.gid)
+        output.chmod(0o644)  # as Slurm might create it
+        launcher = subprocess.Popen(
+            [NODE, "serve", "--spec", str(session.spec), "--", "sh", "-c", JUPYTER_IN_SANDBOX],
+            env=env, text=True, stdout=job_output, stderr=subprocess.STDOUT, **session.user.run_as(),
+        )  # fmt: skip
     try:
         assert wait_for(lambda: reports_to("port") or launcher.poll() is not None, timeout=120)
-        assert launcher.poll() is None, launcher.stderr.read()
+        assert launcher.poll() is None, output.read_text()
+        assert output.stat().st_mode & 0o777 == 0o600
         base = f"http://127.0.0.1:{reports_to('port')[0][2]['port']}"
         headers = {"Authorization": "token test-server-token"}
 
@@ -669,17 +778,22 @@ def test_serve_runs_jupyter_with_the_server_extension_and_forwards_its_audit_eve
         assert upload.value.code == 403
         status, body = get("/files/README.md")
         assert status in (403, 404) and session.canary.encode() not in body
+        assert wait_for(lambda: len([e for r in reports_to("audit") for e in r[2]["events"]]) >= 2, timeout=20)
+        log = output.read_text()
         launcher.send_signal(signal.SIGTERM)
-        out, _ = launcher.communicate(timeout=60)
+        launcher.wait(timeout=60)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-            launcher.communicate()
-    events = [json.loads(line.split(": ", 1)[1]) for line in out.splitlines() if line.startswith("securehpc-audit: ")]
-    assert any(e["outcome"] == "denied" and e["project"] == "sleep" for e in events), out
-    # The same events went to the hub, in batches the hub's strict parser takes.
-    forwarded = [event for report in reports_to("audit") for event in report[2]["events"]]
-    assert forwarded == events
+            launcher.wait()
+    events = [event for report in reports_to("audit") for event in report[2]["events"]]
+    assert any(e["outcome"] == "denied" and e["project"] == "sleep" for e in events), events
     for report in reports_to("audit"):
         assert parse_audit_report(json.dumps(report[2]).encode())
+    # The job's output: the launcher's lines only; no path the user opened, no server log, no token.
+    assert all(line.startswith("securehpc-node: ") for line in log.splitlines()), log
+    assert "README.md" not in log and "secret.txt" not in log and "test-server-token" not in log
+    # A normal end removes the output (nothing of the session outlives it on the node).
+    assert not output.exists()
+    shutil.rmtree(output.parent, ignore_errors=True)
     assert_nothing_left(session.user.uid)

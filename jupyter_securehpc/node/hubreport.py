@@ -1,8 +1,13 @@
-"""What ``securehpc-node serve`` tells the hub, with the server's own token, through the spawner's strict
-endpoints (``jupyter_securehpc.spawner.api``): its start stages, its port, the server extension's audit events.
+"""What ``securehpc-node serve`` tells the hub (``jupyter_securehpc.spawner.api``): its start stages, its port,
+the session's audit events and its activity.
+
+The credential is the session's report secret (``$SECUREHPC_REPORT_TOKEN``, taken out of the environment
+at start): it never enters the sandbox, so code in a kernel cannot report anything in the session's name.
+The server's own hub API token stays with the server, which needs it to authenticate its users.
 
 Posts go one at a time through one worker thread, in order, so that the relays' event loop never waits for
-the hub. Without ``$SECUREHPC_REPORT_URL`` (a session run by hand) everything is printed instead.
+the hub. Without ``$SECUREHPC_REPORT_URL`` (a session run by hand) stages and the port are printed instead,
+and audit events are only counted.
 """
 
 from __future__ import annotations
@@ -13,28 +18,47 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from .launcher import EX_UNAVAILABLE, LaunchError
 
 log = logging.getLogger(__name__)
 
 REPORT_URL_ENV = "SECUREHPC_REPORT_URL"
+REPORT_TOKEN_ENV = "SECUREHPC_REPORT_TOKEN"  # noqa: S105 - the variable's name
 AUDIT_BATCH = 50  # events per post; the hub takes at most 100 and 64 KiB
+MAX_PENDING = 1000  # audit events kept for a hub that does not take them; beyond, they are counted only
+MAX_LINE = 64 * 1024
+
+
+def take_report_token() -> str:
+    """The report secret, removed from this process's environment (nothing started later inherits it)."""
+    return os.environ.pop(REPORT_TOKEN_ENV, "")
 
 
 class HubReporter:
-    def __init__(self, base_url: str | None = None, token: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, secret: str | None = None) -> None:
         self.base_url = (base_url if base_url is not None else os.environ.get(REPORT_URL_ENV, "")).rstrip("/")
-        self._token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self._secret = secret if secret is not None else take_report_token()
+        if self.base_url and not self._secret:
+            raise LaunchError(
+                f"${REPORT_URL_ENV} is set but ${REPORT_TOKEN_ENV} is not: the hub gives every session a report "
+                "secret; start the session through the hub",
+                EX_UNAVAILABLE,
+            )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-report")
+        self.pending: deque[dict] = deque()
+        self.forwarded = 0
+        self.dropped = 0
+        self._flushing = asyncio.Lock()
 
     def _post(self, kind: str, payload: dict) -> None:
         request = urllib.request.Request(  # noqa: S310 - the hub's URL, set by the spawner
             f"{self.base_url}/{kind}",
             data=json.dumps(payload).encode(),
-            headers={"Authorization": f"token {self._token}", "Content-Type": "application/json"},
+            # JupyterHub scrubs Authorization headers from its logs.
+            headers={"Authorization": f"securehpc-report {self._secret}", "Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -56,7 +80,7 @@ class HubReporter:
         try:
             self._post(kind, payload)
         except (OSError, urllib.error.URLError) as error:
-            log.warning("the hub did not take the %s report %s: %s", kind, payload, error)
+            log.warning("the hub did not take the %s report: %s", kind, error)
 
     async def port(self, port: int) -> None:
         """The one report the session cannot do without: if the hub refuses it (no spawn waits for this
@@ -77,47 +101,81 @@ class HubReporter:
             raise LaunchError(message, EX_UNAVAILABLE) from None
         log.info("reported port %d to the hub", port)
 
-    async def audit(self, lines: list[bytes]) -> None:
-        """The extension's events: to the job's output always (the node's record), and to the hub's log."""
-        for line in lines:
-            print(f"securehpc-audit: {line.decode(errors='replace')}", flush=True)
-        if not self.base_url or not lines:
+    async def activity(self) -> None:
+        """ "Someone used this server just now": the hub records its own clock (the body carries no time)."""
+        if self.base_url:
+            self._worker.submit(self._post_quietly, "activity", {})
+
+    def queue(self, event: dict) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
             return
-        events = []
-        for line in lines:
+        self.pending.append(event)
+
+    async def flush(self) -> None:
+        """Send the queued audit events; those the hub does not take stay queued for the next flush."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self.base_url:
+            self.forwarded += len(self.pending)
+            self.pending.clear()
+            return
+        while self.pending:
+            batch = [self.pending[i] for i in range(min(AUDIT_BATCH, len(self.pending)))]
             try:
-                events.append(json.loads(line))
-            except ValueError:
-                log.warning("skipping an audit line that is not JSON")
-        for start in range(0, len(events), AUDIT_BATCH):
-            try:
-                await self._submit("audit", {"events": events[start : start + AUDIT_BATCH]})
+                await self._submit("audit", {"events": batch})
+            except urllib.error.HTTPError as error:
+                if error.code == 400:  # the hub will never take these: say so, do not retry forever
+                    log.warning("the hub refused %d audit events as malformed", len(batch))
+                    self.dropped += len(batch)
+                    for _ in batch:
+                        self.pending.popleft()
+                    continue
+                log.warning("the hub did not take %d audit events yet (HTTP %d)", len(batch), error.code)
+                return
             except (OSError, urllib.error.URLError) as error:
-                log.warning("the hub did not take %d audit events (they are in this output): %s", len(events), error)
+                log.warning("the hub did not take %d audit events yet: %s", len(batch), error)
+                return
+            for _ in batch:
+                self.pending.popleft()
+            self.forwarded += len(batch)
+
+    def summary(self) -> str:
+        """For the job's output at the end: counts only (the events' objects are paths in the project)."""
+        left = len(self.pending) + self.dropped
+        return f"{self.forwarded} audit events forwarded to the hub" + (f", {left} could not be" if left else "")
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
 
 
-class AuditFollower:
-    """New complete lines of the extension's audit log, as they are appended."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def new_lines(self) -> list[bytes]:
+async def read_audit_pipe(reader: asyncio.StreamReader, reporter: HubReporter) -> None:
+    """Queue the server extension's events, one JSON object per line, from the pipe only the server holds,
+    until the server ends (``reporter.flush`` sends them)."""
+    while True:
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return complete.splitlines()
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            return  # the server ended
+        except asyncio.LimitOverrunError as error:
+            await reader.readexactly(error.consumed)  # skip the overlong line's start; its rest follows
+            reporter.dropped += 1
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            reporter.queue(event)
+        else:
+            reporter.dropped += 1
 
-    async def follow(self, reporter: HubReporter, interval: float = 1.0) -> None:
-        while True:
-            await reporter.audit(self.new_lines())
-            await asyncio.sleep(interval)
+
+async def open_pipe_reader(fd: int) -> asyncio.StreamReader:
+    """An asyncio reader over the read end of a pipe (the reader owns the descriptor from now on)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+    return reader

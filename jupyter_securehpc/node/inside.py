@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 
 from ..stores import cipherfiles
 from ..stores.gocryptfs import StoreError, mount_store, pipe_with
 from .prefetch import start_in_background
-from .sandbox import SERVER_SOCKET, SOCKETS, STORES_MOUNTED, inner_argv
+from .sandbox import inner_argv
 from .staging import Decrypter, stage
 
 FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
@@ -72,14 +73,21 @@ def main() -> None:
             sys.exit(MOUNT_FAILED)
         finally:
             os.close(store["fd"])
-    serving = Path(SOCKETS).is_dir()
     prefetched = [Path(store["target"]) for store in config["mounts"] if store.get("prefetch")]
-    # Serving: warm the cache once the server listens, so that the prefetch does not slow the spawn.
+    # Serving: warm the cache once the launcher says the server answers (it closes the ready pipe), so that
+    # the prefetch does not slow the spawn. The prefetch keeps none of the program's descriptors.
+    ready_fd, status_fd = config.get("ready_fd"), config.get("status_fd")
     start_in_background(
-        prefetched, config.get("prefetch_bytes", 0), after=Path(SOCKETS, SERVER_SOCKET) if serving else None
+        prefetched, config.get("prefetch_bytes", 0), after_fd=ready_fd, close_fds=config.get("program_fds", [])
     )
-    if serving:  # tell the launcher outside that the mounts are done
-        Path(SOCKETS, STORES_MOUNTED).touch()
+    if ready_fd is not None:
+        os.close(ready_fd)
+    if status_fd is not None:  # tell the launcher outside that the mounts are done
+        os.write(status_fd, b"mounted\n")
+        os.close(status_fd)
+    # A crashing program must not write a core file with decrypted data in it (the hard limit too, so that
+    # nothing inside raises it again).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     argv = inner_argv(config["uid"], config["gid"], config["program"])
     os.execvpe(argv[0], argv, config["env"])  # noqa: S606 - an argument list, no shell
 

@@ -14,6 +14,7 @@ import pwd
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -123,13 +124,19 @@ def sandbox_command(
     program: list[str],
     *,
     extra_env: dict[str, str] | None = None,
-    sockets: Path | None = None,
+    hub_dir: Path | None = None,
     uid: int | None = None,
     session_data: bytes | None = None,
+    program_fds: Sequence[int] = (),
+    status_fd: int | None = None,
+    ready_fd: int | None = None,
 ) -> tuple[list[str], list[int]]:
-    """The outer bwrap command and the key pipes it inherits (the caller closes them after starting it).
+    """The outer bwrap command and the descriptors it inherits (the caller closes its copies of the pipes
+    this function made after starting it: the second list).
 
-    ``uid`` is the user the command will run as (default: this process's user).
+    ``uid`` is the user the command will run as (default: this process's user). ``program_fds`` reach the
+    program itself (the server's listening socket, its audit pipe); ``status_fd`` gets a line once the
+    stores are mounted; the prefetch waits for ``ready_fd`` to end. The caller owns those three kinds.
     """
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
@@ -143,12 +150,15 @@ def sandbox_command(
         "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
         # Measured here: the job's cgroup is visible outside the sandbox, not inside.
         "prefetch_bytes": memory_budget(sum(m.stage_bytes for m in mounts)) if any(m.prefetch for m in mounts) else 0,
+        "program_fds": list(program_fds),
+        "status_fd": status_fd,
+        "ready_fd": ready_fd,
     }
     # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
     # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.
     config_fd = _data_pipe(json.dumps(config).encode())
     argv = [
-        *outer_argv(mounts, sockets=sockets, session_fd=session_fd),
+        *outer_argv(mounts, hub_dir=hub_dir, session_fd=session_fd),
         "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
         "--setenv", inside.FD_ENV_NAME, str(config_fd),
         sys.executable, "-m", "jupyter_securehpc.node.inside",

@@ -16,11 +16,11 @@ does the decryption for it and for the program alike), and it dies with the sand
 from __future__ import annotations
 
 import os
+import select
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..util.polling import wait_until
 from .staging import BUFFER, chunks, run_chunks
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -86,11 +86,15 @@ def prefetch(roots: list[Path], budget: int) -> int:
     return run_chunks(plan(roots, budget), read_range)
 
 
-def start_in_background(roots: list[Path], budget: int, after: Path | None = None) -> None:
+def start_in_background(
+    roots: list[Path], budget: int, after_fd: int | None = None, close_fds: Sequence[int] = ()
+) -> None:
     """Prefetch in a detached grandchild (the sandbox's init reaps it; it dies with the pid namespace).
 
-    With ``after``, it first waits (up to AFTER_TIMEOUT) for that path: the Jupyter server's socket, so that
-    a session's start is not slowed by gocryptfs decrypting for the prefetch."""
+    With ``after_fd``, it first waits (up to AFTER_TIMEOUT) until that pipe ends: the launcher closes it
+    once the Jupyter server answers, so that a session's start is not slowed by gocryptfs decrypting for the
+    prefetch. ``close_fds`` are descriptors meant for the program only (the server's socket, its audit pipe).
+    """
     if not roots or budget <= 0:
         return
     child = os.fork()
@@ -100,9 +104,12 @@ def start_in_background(roots: list[Path], budget: int, after: Path | None = Non
     try:
         if os.fork():
             os._exit(0)
+        for fd in close_fds:
+            os.close(fd)
         os.nice(19)
-        if after is not None:
-            wait_until(after.exists, AFTER_TIMEOUT)
+        if after_fd is not None:
+            select.select([after_fd], [], [], AFTER_TIMEOUT)
+            os.close(after_fd)
         prefetch(roots, budget)
     except OSError as error:  # a cache warmer only: the program reads on demand anyway
         print(f"securehpc-node: prefetch stopped: {error}", file=sys.stderr)

@@ -94,6 +94,46 @@ def check_user_namespaces(user: str = "nobody") -> Problem | None:
     return None
 
 
+SWAPS = Path("/proc/swaps")
+
+
+def unencrypted_swap(swaps: Path = SWAPS) -> list[str]:
+    """The node's active swap areas that could hold plaintext on a disk: all but zram (memory) and dm-crypt
+    devices (encrypted with a key that dies with the node)."""
+    try:
+        lines = swaps.read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        device = line.split()[0] if line.split() else ""
+        if not device:
+            continue
+        name = os.path.basename(os.path.realpath(device))
+        if name.startswith("zram"):
+            continue
+        uuid = Path("/sys/block", name, "dm", "uuid")
+        try:
+            if uuid.read_text().startswith("CRYPT-"):
+                continue
+        except OSError:
+            pass
+        found.append(device)
+    return found
+
+
+def check_swap(swaps: Path = SWAPS) -> Problem | None:
+    """Decrypted project data lives in the sessions' memory: swap on a disk would write it there in plain."""
+    devices = unencrypted_swap(swaps)
+    if not devices:
+        return None
+    return Problem(
+        f"this node swaps to {', '.join(devices)}: decrypted project data in a session's memory could be "
+        "written to disk unencrypted",
+        "swapoff -a and remove the swap from /etc/fstab, or use encrypted swap (dm-crypt with a random key) or zram",
+    )
+
+
 def node_problems() -> list[Problem]:
     """Everything that stops the launcher on this node, in the order an admin should fix it."""
     checks = [
@@ -102,5 +142,6 @@ def node_problems() -> list[Problem]:
         check_tool("fusermount3", "fuse3"),
         check_fuse(),
         check_user_namespaces(),
+        check_swap(),
     ]
     return [problem for problem in checks if problem is not None]

@@ -16,6 +16,7 @@ Nothing of another project is bound in, so no path inside leads to it.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ from pathlib import Path
 
 from ..util.pyenv import SYSTEM_DIRS, readonly_paths
 from .prefetch import memory_budget
+from .prereqs import unencrypted_swap
 from .spec import SessionSpec
+
+log = logging.getLogger(__name__)
 
 CIPHER_ROOT = "/run/securehpc/cipher"
 WORKSPACE = "/project"
@@ -84,6 +88,12 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
         )
     ]
     budget = spec.stage_limit_mib << 20
+    if budget and unencrypted_swap():
+        # A tmpfs in a user namespace cannot be mounted ``noswap`` (the kernel allows that option only to
+        # the host's root): on a node with swap, staged plaintext could be paged out to disk. Mounted
+        # datasets decrypt into the page cache, which is never swapped (it is dropped instead).
+        log.warning("not staging datasets: this node has unencrypted swap (%s)", ", ".join(unencrypted_swap()))
+        budget = 0
     if budget:
         # Staged files are tmpfs pages charged to the job's memory: never more than half of what the job
         # may still use (the program needs the rest; past the job's limit the start would be killed).
@@ -101,18 +111,25 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
     return mounts
 
 
-SOCKETS = "/sockets"
-# Created in SOCKETS once every store is mounted: the launcher outside reports the stage to the hub.
-STORES_MOUNTED = "stores-mounted"
-# The Jupyter server's socket in SOCKETS (serve mode); its appearance also starts the datasets' prefetch.
-SERVER_SOCKET = "jupyter.sock"
-
-
-SESSION_FILE = "/securehpc/session.json"
+# Everything the launcher puts into the sandbox for the Jupyter server, read-only (the whole root of the
+# sandbox is remounted read-only once it is set up: nothing inside can rename or replace what lies here).
+SESSION_DIR = "/securehpc"
+# The server extension's policy (serverext/session.py).
+SESSION_FILE = f"{SESSION_DIR}/session.json"
+# A read-only view of the launcher's folder that holds the hub-API socket (node/hubrelay.py listens there).
+HUB_DIR = f"{SESSION_DIR}/hub"
+HUB_SOCKET = "hub-api.sock"
+# The server listens on a socket the launcher bound outside and handed in as a file descriptor; this path
+# only tells jupyter-server that it serves on a unix socket. It never exists.
+SERVER_SOCKET_NAME = f"{SESSION_DIR}/jupyter.sock"
+# Jupyter's own config and data folders: empty and read-only, so that nothing a kernel writes (a kernel spec,
+# a settings file, a static file, a config file) is ever served or loaded by the server.
+JUPYTER_CONFIG_DIR = f"{SESSION_DIR}/jupyter/config"
+JUPYTER_DATA_DIR = f"{SESSION_DIR}/jupyter/data"
 
 
 def outer_argv(
-    mounts: list[Mount], extra_ro: list[Path] = (), sockets: Path | None = None, session_fd: int | None = None
+    mounts: list[Mount], extra_ro: list[Path] = (), hub_dir: Path | None = None, session_fd: int | None = None
 ) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     argv += ["--uid", "0", "--gid", "0", "--cap-add", "ALL"]
@@ -127,17 +144,20 @@ def outer_argv(
     # After the tmpfs folders: the Python environment may live under one of them (a checkout in /tmp).
     for path in [*readonly_paths(), *extra_ro]:
         argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--dir", WORKSPACE, "--dir", DATASETS]
-    if sockets is not None:
-        # The only door: a host folder (0700, the user's) with the server's and the hub API's unix sockets.
-        argv += ["--bind", str(sockets), SOCKETS]
+    argv += ["--dir", WORKSPACE, "--dir", DATASETS, "--dir", JUPYTER_CONFIG_DIR, "--dir", JUPYTER_DATA_DIR]
+    if hub_dir is not None:
+        # The way to the hub: the launcher's folder with the hub-API relay's socket, read-only.
+        argv += ["--ro-bind", str(hub_dir), HUB_DIR]
     if session_fd is not None:
         # The server extension's policy: a read-only copy that nothing in the sandbox can change.
-        argv += ["--dir", str(Path(SESSION_FILE).parent), "--ro-bind-data", str(session_fd), SESSION_FILE]
+        argv += ["--ro-bind-data", str(session_fd), SESSION_FILE]
     for mount in mounts:
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
         argv += ["--dir", mount.target]
-    argv += ["--chdir", "/"]
+    # Last: the sandbox's root (and so /datasets, /securehpc and every mount point on it) becomes read-only.
+    # The stores are mounted onto their folders afterwards, which a read-only parent does not prevent; /tmp,
+    # /home, /run and /var are tmpfs mounts of their own and stay writable.
+    argv += ["--remount-ro", "/", "--chdir", "/"]
     return argv
 
 

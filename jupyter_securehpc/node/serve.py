@@ -1,40 +1,69 @@
 """``securehpc-node serve``: the user's Jupyter server in the sandbox, reachable only through two relays.
 
-Inside, the server listens on ``/sockets/jupyter.sock`` and reaches the hub API through
-``/sockets/hub-api.sock`` (``JUPYTERHUB_API_URL=http+unix://...``). Outside, this process relays a node
-TCP port to the server's socket for the hub's proxy, and the hub-API socket to the real hub API. The port
-is reported to the hub only once the server answers, so that the hub's first readiness check succeeds.
+Nothing the sandbox can write decides where traffic goes:
+
+- the launcher binds the server's listening socket in a private folder that is never part of the sandbox
+  and hands it in as a descriptor (``SECUREHPC_SERVER_FD``); the public relay (node TCP port, for the hub's
+  proxy) connects only to that very socket (``relay.py``);
+- the server's audit events come out on a pipe (``SECUREHPC_AUDIT_FD``) that only the server holds; the
+  launcher forwards them to the hub with a credential the sandbox never sees (``hubreport.py``);
+- the hub API is reached through a socket in a read-only folder, and the relay behind it passes only the
+  requests the server needs (``hubrelay.py``);
+- the server's own log stays inside: the job's output carries the launcher's messages only, is readable by
+  the user alone and is removed when the session ends normally.
+
+The port is reported to the hub only once the server answers, so that the hub's first readiness check
+succeeds. Activity is reported by the launcher from the traffic it relays (the hub records its own clock).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
+import time
 import urllib.parse
+from collections import deque
 from pathlib import Path
 
 from . import relay
-from .hubreport import AuditFollower, HubReporter
+from .hubrelay import HubRelay
+from .hubreport import HubReporter, open_pipe_reader, read_audit_pipe
 from .launcher import EX_USAGE, LaunchError, check_ready, sandbox_command, take_token, unwrap_keys
-from .sandbox import SERVER_SOCKET, SESSION_FILE, SOCKETS, STORES_MOUNTED, WORKSPACE
+from .sandbox import (
+    HUB_DIR,
+    HUB_SOCKET,
+    JUPYTER_CONFIG_DIR,
+    JUPYTER_DATA_DIR,
+    SERVER_SOCKET_NAME,
+    SESSION_FILE,
+    WORKSPACE,
+)
 from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
 
-HUB_SOCKET = "hub-api.sock"
 READY_TIMEOUT = 300.0
-AUDIT_FILE = "audit.jsonl"
+# How often the launcher tells the hub that the server is used (JupyterHub's own default is 300 s).
+ACTIVITY_INTERVAL_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"
+DEFAULT_ACTIVITY_INTERVAL = 300.0
+# Variables of the hub that the server must not get: activity is the launcher's report, not the sandbox's.
+DROPPED_HUB_VARIABLES = frozenset({"JUPYTERHUB_ACTIVITY_URL", "JUPYTERHUB_ACTIVITY_INTERVAL"})
+# Lines of the sandbox's output shown when the server does not start: the launcher's own and the server
+# extension's refusals to start (never the server's access log: paths, cookies, file content in errors).
+SHOWN_ON_FAILURE = ("securehpc-node:", "securehpc: refusing to start")
 
 
 def default_program() -> list[str]:
     return [
         "jupyterhub-singleuser",
-        f"--ServerApp.sock={SOCKETS}/{SERVER_SOCKET}",
+        f"--ServerApp.sock={SERVER_SOCKET_NAME}",
         f"--ServerApp.root_dir={WORKSPACE}",
         # On the command line, so that no configuration file can turn it off.
         "--ServerApp.jpserver_extensions",
@@ -57,22 +86,56 @@ def hub_api_address(api_url: str) -> tuple[str, int, str]:
     return parsed.hostname, parsed.port or 80, parsed.path.rstrip("/")
 
 
-def server_env(api_path: str) -> dict[str, str]:
-    """JupyterHub's variables for the single-user server, with the hub API moved onto the inside socket."""
-    env = {name: value for name, value in os.environ.items() if name.startswith("JUPYTERHUB_")}
-    inside_api = "http+unix://" + urllib.parse.quote(f"{SOCKETS}/{HUB_SOCKET}", safe="")
+def server_env(api_path: str, server_fd: int, audit_fd: int) -> dict[str, str]:
+    """JupyterHub's variables for the single-user server, the hub API moved onto the inside socket, and
+    Jupyter's search paths limited to the read-only environment."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("JUPYTERHUB_") and name not in DROPPED_HUB_VARIABLES
+    }
+    inside_api = "http+unix://" + urllib.parse.quote(f"{HUB_DIR}/{HUB_SOCKET}", safe="")
     env["JUPYTERHUB_API_URL"] = inside_api + api_path
-    if "JUPYTERHUB_ACTIVITY_URL" in env:
-        activity_path = urllib.parse.urlsplit(env["JUPYTERHUB_ACTIVITY_URL"]).path
-        env["JUPYTERHUB_ACTIVITY_URL"] = inside_api + activity_path
     # jupyter-server refuses a unix socket together with a port; the service URL only names the prefix.
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:8888{prefix}"
-    env["SECUREHPC_SERVER_SOCKET"] = f"{SOCKETS}/{SERVER_SOCKET}"
+    # No configuration, kernel spec, extension or static file from a folder a kernel can write.
+    env["JUPYTERHUB_DISABLE_USER_CONFIG"] = "1"
+    env["JUPYTER_CONFIG_DIR"] = JUPYTER_CONFIG_DIR
+    env["JUPYTER_DATA_DIR"] = JUPYTER_DATA_DIR
+    env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108 - the sandbox's private tmpfs
+    env["PYTHONNOUSERSITE"] = "1"
+    env["SECUREHPC_SERVER_FD"] = str(server_fd)
+    env["SECUREHPC_AUDIT_FD"] = str(audit_fd)
     env["SECUREHPC_SESSION_POLICY"] = SESSION_FILE
-    # The extension's refusals, appended inside; the launcher copies each line to the job's output.
-    env["SECUREHPC_AUDIT_LOG"] = f"{SOCKETS}/{AUDIT_FILE}"
     return env
+
+
+def activity_interval() -> float:
+    try:
+        return max(1.0, float(os.environ.get(ACTIVITY_INTERVAL_ENV, DEFAULT_ACTIVITY_INTERVAL)))
+    except ValueError:
+        return DEFAULT_ACTIVITY_INTERVAL
+
+
+def private_output() -> Path | None:
+    """Make the job's output file (Slurm's --output, our stdout) readable by the user alone; its path, if
+    it is a regular file of ours that a normal end may remove."""
+    path = None
+    for fd in (1, 2):
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
+            if fd == 1:
+                with contextlib.suppress(OSError):
+                    named = Path(os.readlink("/proc/self/fd/1"))
+                    same = named.stat()
+                    if (same.st_dev, same.st_ino) == (info.st_dev, info.st_ino):
+                        path = named
+    return path
 
 
 async def server_answers(socket_path: Path, prefix: str) -> bool:
@@ -92,66 +155,177 @@ async def server_answers(socket_path: Path, prefix: str) -> bool:
         writer.close()
 
 
+class SandboxOutput:
+    """The sandbox's stdout and stderr: kept in memory (the last lines), never copied to the job's output,
+    except the launcher's and the extension's own lines when the server fails."""
+
+    def __init__(self) -> None:
+        self.lines: deque[str] = deque(maxlen=200)
+
+    async def read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    def show_failure(self) -> None:
+        for line in self.lines:
+            if line.startswith(SHOWN_ON_FAILURE) or SHOWN_ON_FAILURE[1] in line:
+                print(line[line.find("securehpc") :], flush=True)
+
+
+async def report_while_running(reporter: HubReporter, traffic: relay.Traffic, interval: float) -> None:
+    """Every second: forward queued audit events. Every ``interval``: activity, if the relay saw traffic."""
+    reported = time.time()
+    loop = asyncio.get_running_loop()
+    next_activity = loop.time() + interval
+    while True:
+        await asyncio.sleep(1.0)
+        await reporter.flush()
+        if loop.time() >= next_activity:
+            next_activity = loop.time() + interval
+            if traffic.last > reported:
+                reported = traffic.last
+                await reporter.activity()
+
+
+def relay_refusal_event(spec: SessionSpec, method: str, target: str, status: int, reason: str) -> dict:
+    """An audit event for a request the hub relay refused, in the server extension's event shape."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "actor": spec.user,
+        "action": "hub_api.refused",
+        "object": f"{method} {target}",
+        "project": spec.project,
+        "outcome": "denied",
+        "reason": reason,
+        "details": {"method": method if method.isalpha() and method.isupper() else "OTHER", "status": status},
+    }
+
+
 async def serve(spec: SessionSpec, program: list[str], *, ip: str, port: int, token_from_stdin: bool) -> int:
+    output_file = private_output()
     token = take_token(token_from_stdin)
+    reporter = HubReporter()  # takes the report secret out of the environment before anything starts
+    stopped = asyncio.Event()
+    try:
+        status = await _serve(spec, program, ip=ip, port=port, token=token, reporter=reporter, stopped=stopped)
+    finally:
+        reporter.close()
+    # A normal end (stopped by the hub, or the server exited cleanly): the job's output has done its job.
+    if output_file is not None and (status == 0 or stopped.is_set()):
+        with contextlib.suppress(OSError):
+            output_file.unlink()
+    return status
+
+
+async def _serve(
+    spec: SessionSpec,
+    program: list[str],
+    *,
+    ip: str,
+    port: int,
+    token: str,
+    reporter: HubReporter,
+    stopped: asyncio.Event,
+) -> int:
     mounts = check_ready(spec)
     api_host, api_port, api_path = hub_api_address(os.environ.get("JUPYTERHUB_API_URL", ""))
     keys = unwrap_keys(spec, token)
     del token
-    reporter = HubReporter()
     reporter.stage("key")
-    sockets = Path(tempfile.mkdtemp(prefix="securehpc-sockets-"))  # 0700, the user's
+    private = Path(tempfile.mkdtemp(prefix="securehpc-session-"))  # 0700: never part of the sandbox
+    hub_dir = private / "hub"
+    hub_dir.mkdir(mode=0o700)
     servers: list[asyncio.Server] = []
+    tasks: list[asyncio.Task] = []
     sandbox = None
+    listener, own_socket = relay.bind_listening(private / "jupyter.sock")
+    audit_read, audit_write = os.pipe()
+    status_read, status_write = os.pipe()
+    ready_read, ready_write = os.pipe()
     try:
-        servers.append(await relay.unix_to_tcp(sockets / HUB_SOCKET, api_host, api_port))
+        hub_relay = HubRelay(
+            api_host, api_port, api_path,
+            lambda *refusal: reporter.queue(relay_refusal_event(spec, *refusal)),
+        )  # fmt: skip
+        servers.append(await hub_relay.listen(hub_dir / HUB_SOCKET))
         argv, fds = sandbox_command(
             spec,
             mounts,
             keys,
             program or default_program(),
-            extra_env=server_env(api_path),
-            sockets=sockets,
+            extra_env=server_env(api_path, listener.fileno(), audit_write),
+            hub_dir=hub_dir,
             session_data=session_file(spec),
+            program_fds=[listener.fileno(), audit_write],
+            status_fd=status_write,
+            ready_fd=ready_read,
         )
         try:
-            sandbox = await asyncio.create_subprocess_exec(*argv, pass_fds=fds)
+            sandbox = await asyncio.create_subprocess_exec(
+                *argv,
+                pass_fds=[*fds, listener.fileno(), audit_write, status_write, ready_read],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         finally:
-            for fd in fds:
+            for fd in [*fds, audit_write, status_write, ready_read]:
                 os.close(fd)
+            # The sandbox holds the listening socket now; the launcher connects to it by its path.
+            listener.close()
+        sandbox_output = SandboxOutput()
+        tasks.append(asyncio.create_task(sandbox_output.read(sandbox.stdout)))
+        tasks.append(asyncio.create_task(read_audit_pipe(await open_pipe_reader(audit_read), reporter)))
+        status_reader = await open_pipe_reader(status_read)
+        mounted = asyncio.create_task(status_reader.readline())
         reporter.stage("mounting")
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            stopped.set()
+            sandbox.kill()
+
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(signum, sandbox.kill)
+            loop.add_signal_handler(signum, stop)
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         deadline = loop.time() + READY_TIMEOUT
-        mounted = False
+        starting = False
         while True:
-            # The marker first: a server that answers has its stores mounted, so "starting" is never skipped.
-            if not mounted and (sockets / STORES_MOUNTED).exists():
-                mounted = True
+            # Mounted first: a server that answers has its stores mounted, so "starting" is never skipped.
+            if not starting and mounted.done() and mounted.result():
+                starting = True
                 reporter.stage("starting")
-            if await server_answers(sockets / SERVER_SOCKET, prefix):
+            if await server_answers(own_socket.path, prefix):
                 break
-            if sandbox.returncode is not None or loop.time() > deadline:
-                raise LaunchError("the Jupyter server did not start; see the job's output above", 70)
+            if sandbox.returncode is not None or loop.time() > deadline or stopped.is_set():
+                await asyncio.sleep(0.2)  # the last lines of the sandbox's output
+                sandbox_output.show_failure()
+                raise LaunchError("the Jupyter server did not start (its own log stays in the session)", 70)
             await asyncio.sleep(0.05)  # each check is one connect on a local socket
-        if not mounted:
+        if not starting:
             reporter.stage("starting")
-        public = await relay.tcp_to_unix(ip, port, sockets / SERVER_SOCKET)
+        os.close(ready_write)  # the prefetch may start now
+        ready_write = -1
+        traffic = relay.Traffic()
+        public = await relay.tcp_to_unix(ip, port, own_socket, traffic)
         servers.append(public)
         await reporter.port(public.sockets[0].getsockname()[1])
-        follower = AuditFollower(sockets / AUDIT_FILE)
-        following = asyncio.create_task(follower.follow(reporter))
+        tasks.append(asyncio.create_task(report_while_running(reporter, traffic, activity_interval())))
         status = await sandbox.wait()
-        following.cancel()
-        await reporter.audit(follower.new_lines())
+        if status != 0 and not stopped.is_set():
+            sandbox_output.show_failure()
         return 128 - status if status < 0 else status
     finally:
         if sandbox is not None and sandbox.returncode is None:
             sandbox.kill()
             await sandbox.wait()
+        for task in tasks:
+            task.cancel()
         for server in servers:
             server.close()
-        shutil.rmtree(sockets, ignore_errors=True)
-        reporter.close()
+        if ready_write >= 0:
+            os.close(ready_write)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reporter.flush(), 30)
+        print(f"securehpc-node: {reporter.summary()}", flush=True)
+        shutil.rmtree(private, ignore_errors=True)
