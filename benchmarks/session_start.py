@@ -70,7 +70,7 @@ LOG_LINE = re.compile(r"^\[[A-Z] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 # The program the launcher runs inside: the socket path and prefix come from the sandbox's environment.
 SECURE_PROGRAM = (
     "exec jupyter server --no-browser"
-    ' --ServerApp.sock="$SECUREHPC_SERVER_SOCKET"'
+    " --ServerApp.sock=/securehpc/jupyter.sock"
     ' --ServerApp.base_url="$JUPYTERHUB_SERVICE_PREFIX"'
     " --ServerApp.root_dir=/project"
 )
@@ -364,7 +364,8 @@ class Bench:
             "JUPYTERHUB_API_TOKEN": api_token,
             "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
             "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-            "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{self.hub_port}/hub/api/securehpc",
+            "SECUREHPC_REPORT_URL": f"http://127.0.0.1:{self.hub_port}/hub/api/securehpc/servers/{BENCH_USER}/bench",
+            "SECUREHPC_REPORT_TOKEN": api_token,  # a secret of its own, like the hub's report secret
         }
         seen = len(Hub.reports)
         Hub.stages.clear()
@@ -374,7 +375,7 @@ class Bench:
             if report is None:
                 raise RuntimeError(f"no port report; job output: {output.read_text(errors='replace')}")
             reported, path, authorization, body = report
-            if authorization != f"token {api_token}" or set(body) != {"port"}:
+            if authorization != f"securehpc-report {api_token}" or set(body) != {"port"}:
                 raise RuntimeError(f"unexpected port report {path} {body}")
             url = f"http://127.0.0.1:{body['port']}{PREFIX}api"
             deadline = time.time() + timeout
@@ -506,7 +507,7 @@ def main() -> None:
                 runs[kind].append(kinds[kind](bench, index))
             totals = ", ".join(f"{k} {interval(runs[k][-1], 'submitted', 'http_answer'):.2f} s" for k in kinds)
             print(f"run {index}: {totals}", file=sys.stderr, flush=True)
-        leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-sockets-*") if p.owner() == user.pw_name)
+        leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-session-*") if p.owner() == user.pw_name)
     finally:
         hub.shutdown()
         hub.server_close()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import e2e_hub
 import hvac
 import pytest
 
@@ -99,3 +100,15 @@ def user_dir(unix_user: UnixUser) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def e2e(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
+    """A real hub with the secure spawner and a small site (tests/e2e_hub.py), once per test module."""
+    yield from e2e_hub.site(local_cluster, unix_user, slurm_env)
+
+
+@pytest.fixture(scope="module")
+def token(e2e) -> str:
+    """An API token of the site's user, from a real OpenID login."""
+    return e2e_hub.api_token(e2e, e2e_hub.login(e2e))

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,14 +19,10 @@ from pathlib import Path
 import hubclient
 import pytest
 import requests
-from sites import make_source
+from e2e_hub import api_token, diagnostics, hub_env, login, start, stop, wait_ready
 
-from jupyter_securehpc import jobspec
-from jupyter_securehpc.audit import AuditLog, verify
-from jupyter_securehpc.devcluster import hub, openbao, slurm
-from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
-from jupyter_securehpc.projects.db import open_database
-from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.audit import verify
+from jupyter_securehpc.devcluster import hub, slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.openbao, pytest.mark.sandbox]
 
@@ -53,110 +45,6 @@ print(json.dumps({
     "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
 }))
 """
-
-
-@pytest.fixture(scope="module")
-def e2e(local_cluster, unix_user, slurm_env):
-    layout = local_cluster.layout
-    root = Path(tempfile.mkdtemp(prefix="securehpc-e2e-"))
-    root.chmod(0o755)
-    prefix = f"e{secrets.token_hex(4)}"
-    db_url = f"sqlite:///{root / 'securehpc.sqlite'}"
-    keys = KeyStore(
-        KeyStoreConfig(
-            url=layout.openbao_addr, token=openbao.root_token(layout), prefix=prefix, policy_prefix=f"{prefix}-p-"
-        )
-    )
-    (root / "stores").mkdir(mode=0o755)
-    service = ProjectService(
-        open_database(db_url), keys, AuditLog(root / "audit.jsonl"), root / "stores", Actor(admin="test-admin")
-    )
-    user = unix_user.name
-    for project, owner in (("sleep", "olivia"), ("mri", "carol"), ("other", "olivia")):
-        service.create_project(project, owner=owner)
-    service.add_member("sleep", user, "data_scientist")
-    for project in ("sleep", "other"):  # what this 2-core machine can give
-        service.set_policy(project, ["max_cpus=1", "max_memory_gb=2", "max_wall_time=30", "exclusive=false"])
-    service.add_member("other", user, "data_scientist")
-    source_hashes = make_source(root / "src", "CANARY-E2E-DATA")
-    service.import_dataset("mri", "scans", root / "src")
-    service.share_dataset("mri/scans", "sleep")
-    service.accept_share("sleep", "mri/scans")
-    for project in ("sleep", "other"):  # the site grants members write access to their workspace store
-        workspace = root / "stores" / "projects" / project / "workspace"
-        for path in [workspace, *workspace.rglob("*")]:
-            os.chown(path, unix_user.uid, unix_user.gid)
-    jobspec.generate_key(root / "hub-signing.pem")
-
-    saved_accounts = layout.oidc_accounts_file.read_text()
-    account = hubclient.add_account(layout, user)
-    node = Path(sys.executable).with_name("securehpc-node")
-    settings = {
-        "SecureHPC.db_url": db_url,
-        "SecureHPC.audit_log": str(root / "audit.jsonl"),
-        "SecureHPC.store_root": str(root / "stores"),
-        "KeyStoreConfig.prefix": prefix,
-        "KeyStoreConfig.policy_prefix": f"{prefix}-p-",
-        "JupyterHub.spawner_class": "securehpc",
-        "JupyterHub.allow_named_servers": True,
-        "JupyterHub.cleanup_servers": False,
-        "SecureSlurmSpawner.signing_key_file": str(root / "hub-signing.pem"),
-        "SecureSlurmSpawner.node_command": str(node),
-        "SecureSlurmSpawner.start_timeout": 90,
-        "SecureSlurmSpawner.http_timeout": 120,
-        "SecureSlurmSpawner.startup_poll_interval": 0.2,
-        # Often, so that a test sees the hub poll running servers while slurmctld is down.
-        "SecureSlurmSpawner.poll_interval": 2,
-        "SecureSlurmSpawner.session_audit_per_minute": 30,
-        # Every log line at every level, so that the tests can show that no secret is in any of them.
-        "JupyterHub.log_level": "DEBUG",
-        "SecureSlurmSpawner.debug": True,
-    }
-    state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
-    hub.up(layout, settings, env=hub_env(state))
-    try:
-        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes}
-    finally:
-        hub.down(layout)
-        subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
-        layout.oidc_accounts_file.write_text(saved_accounts)
-        shutil.rmtree(root, ignore_errors=True)
-        for output in Path("/tmp").glob(f"securehpc-{user}-*.log"):  # the jobs' launcher output
-            output.unlink()
-
-
-def hub_env(e2e) -> dict[str, str]:
-    """The hub's environment: its OpenBao token and Slurm client settings, never in its config file."""
-    return {
-        "VAULT_TOKEN": openbao.root_token(e2e["layout"]),
-        "SLURM_CONF": e2e["slurm_env"]["SLURM_CONF"],
-        "SECUREHPC_HUB_PUBLIC_KEY": str(e2e["root"] / "hub-signing.pub"),
-    }
-
-
-def login(e2e) -> requests.Session:
-    return hubclient.login(e2e["layout"], e2e["account"])
-
-
-def api_token(e2e, browser: requests.Session) -> str:
-    return hubclient.api_token(e2e["layout"], browser, e2e["user"].name, note="e2e")
-
-
-def wait_ready(e2e, token: str, server: str, timeout: float = 100) -> dict:
-    return hubclient.wait_ready(
-        e2e["layout"], token, e2e["user"].name, server, timeout, explain=lambda: diagnostics(e2e)
-    )
-
-
-def diagnostics(e2e) -> str:
-    """The hub's log and the jobs' launcher output, for a failure message."""
-    hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()
-    hub_log = [line for line in hub_log if "JupyterHub" in line or "Error" in line][-60:]
-    outputs = Path("/tmp").glob(f"securehpc-{e2e['user'].name}-*.log")
-    jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in outputs]
-    slurm = subprocess.run(["scontrol", "show", "job"], env=e2e["slurm_env"], capture_output=True, text=True,
-                           timeout=30, check=False).stdout  # fmt: skip
-    return "\n".join(["--- hub log", *hub_log, *jobs, "--- slurm", slurm])
 
 
 def spawn_with_progress(e2e, token: str, server: str, options: dict) -> list[dict]:
@@ -256,30 +144,6 @@ def test_login_spawn_use_and_stop(e2e):
     # No mount of this site's stores on the host (the sessions' mounts were only ever in their sandboxes).
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if "fuse.gocryptfs" in line]
     assert not [line for line in mounts if str(e2e["root"]) in line], mounts
-
-
-@pytest.fixture(scope="module")
-def token(e2e) -> str:
-    return api_token(e2e, login(e2e))
-
-
-def start(e2e, token: str, server: str, options: dict) -> requests.Response:
-    layout, user = e2e["layout"], e2e["user"].name
-    return requests.post(
-        f"{layout.hub_url}/hub/api/users/{user}/servers/{server}",
-        headers={"Authorization": f"token {token}"},
-        json=options,
-        timeout=120,
-    )
-
-
-def stop(e2e, token: str, server: str) -> None:
-    layout, user = e2e["layout"], e2e["user"].name
-    requests.delete(
-        f"{layout.hub_url}/hub/api/users/{user}/servers/{server}",
-        headers={"Authorization": f"token {token}"},
-        timeout=120,
-    )
 
 
 def jobs_of(e2e) -> str:

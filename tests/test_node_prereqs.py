@@ -52,3 +52,33 @@ def test_this_machine_is_ready(local_cluster):
 
 def test_unprivileged_user_namespace_trial_runs_as_that_user(unix_user):
     assert prereqs.check_user_namespaces(unix_user.name) is None
+
+
+SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+
+
+def test_no_swap_is_fine(tmp_path):
+    swaps = tmp_path / "swaps"
+    swaps.write_text(SWAPS_HEADER)
+    assert prereqs.unencrypted_swap(swaps) == []
+    assert prereqs.check_swap(swaps) is None
+
+
+def test_this_node_has_no_swap_or_reports_it():
+    """On this machine: the real /proc/swaps, read the way the launcher reads it."""
+    devices = prereqs.unencrypted_swap()
+    problem = prereqs.check_swap()
+    assert (problem is None) == (devices == [])
+
+
+def test_swap_on_a_disk_is_a_problem_with_its_fix(tmp_path):
+    """Decrypted data in a session's memory could be paged out to a disk in plain text."""
+    swaps = tmp_path / "swaps"
+    swaps.write_text(
+        SWAPS_HEADER + "/swapfile                               file\t\t1048572\t\t0\t\t-2\n"
+        "/dev/zram0                              partition\t4194300\t\t0\t\t100\n"
+    )
+    assert prereqs.unencrypted_swap(swaps) == ["/swapfile"]  # zram lives in memory
+    problem = prereqs.check_swap(swaps)
+    assert problem is not None and "/swapfile" in problem.what
+    assert "swapoff -a" in problem.fix and "encrypted swap" in problem.fix
