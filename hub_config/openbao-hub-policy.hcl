@@ -1,21 +1,9 @@
-# jupyter-securehpc hub: manage project keys and policies, issue wrapped session tokens.
-path "sys/mounts/securehpc" {
-  capabilities = ["read", "create", "update"]
-}
-path "securehpc/config" {
-  capabilities = ["read"]
-}
-path "securehpc/data/projects/*" {
-  capabilities = ["create", "update"]
-}
-path "securehpc/metadata/projects/*" {
-  capabilities = ["delete"]
-}
-path "sys/policy/securehpc-project-*" {
-  capabilities = ["create", "read", "update", "delete"]
-}
-path "auth/token/create-orphan" {
-  capabilities = ["create", "update", "sudo"]
+# jupyter-securehpc hub (runtime token): issue response-wrapped session tokens through the projects'
+# token roles, and revoke them. No key, policy or role writes, no key reads, no other tokens.
+path "auth/token/create/securehpc-project-*" {
+  capabilities = ["update"]
+  min_wrapping_ttl = "1s"
+  max_wrapping_ttl = "86400s"
 }
 path "auth/token/revoke-accessor" {
   capabilities = ["update"]

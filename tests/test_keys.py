@@ -24,6 +24,7 @@ from jupyter_securehpc.devcluster.daemon import Daemon, wait_until
 from jupyter_securehpc.devcluster.layout import free_port
 from jupyter_securehpc.keys import (
     CREATE_ORPHAN_PATH,
+    SESSION_MAX_TTL,
     InvalidName,
     KeyExists,
     KeyMissing,
@@ -42,6 +43,8 @@ from jupyter_securehpc.keys import (
     WrappedTokenError,
     check_name,
     render_project_policy,
+    role_name,
+    session_creation_path,
 )
 from jupyter_securehpc.keys.vault import parse_time
 
@@ -124,6 +127,8 @@ def test_every_option_is_configurable_with_help():
         ("prefix", "site/*", "unusable segment"),
         ("policy_prefix", "Project-", "lowercases policy names"),
         ("policy_prefix", 'x"y', "lowercases policy names"),
+        ("policy_prefix", "-project-", "start of an OpenBao token role name"),
+        ("policy_prefix", "site..project-", "leave out '..'"),
         ("url", "ftp://bao.example.org", "base URL"),
         ("url", "https://bao.example.org/v1", "no path"),
         ("timeout", 0, "positive"),
@@ -215,6 +220,9 @@ def store(local_cluster, bao: hvac.Client):
     for name in bao.sys.list_policies()["data"]["policies"]:
         if name.startswith(f"test-{RUN}-"):
             bao.sys.delete_policy(name)
+    for name in bao.adapter.list("/v1/auth/token/roles")["data"]["keys"]:
+        if name.startswith(f"test-{RUN}-"):
+            bao.adapter.delete(f"/v1/auth/token/roles/{name}")
 
 
 @pytest.fixture
@@ -359,7 +367,8 @@ def shared_pair(store):
 def test_wrapped_session_unwraps_to_the_project_keys(bao, store, node_store, shared_pair):
     a, b = shared_pair
     session = store.wrap_session("alice", a, 60, datasets=[(b, "scans")])
-    assert session.creation_path == CREATE_ORPHAN_PATH
+    # Made through the project's own token role: the wrapping token's creation path names the project.
+    assert session.creation_path == f"auth/token/create/{POLICY_PREFIX}{a}" == store.session_path(a)
     assert session.ttl == 60
     assert session.token not in repr(session)
 
@@ -368,6 +377,7 @@ def test_wrapped_session_unwraps_to_the_project_keys(bao, store, node_store, sha
     assert inner["policies"] == [store.policy_name(a)]
     assert int(inner["num_uses"]) == 2
     assert inner["renewable"] is False and inner["orphan"] is True
+    assert inner["role"] == store.role_name(a) and inner["path"] == store.session_path(a)
     assert inner["meta"] == {"user": "alice", "project": a}
     assert 0 < inner["ttl"] <= 60 and inner["explicit_max_ttl"] == 60
     assert accessor_exists(bao, session.accessor)
@@ -404,14 +414,14 @@ def test_unicode_and_upper_case_names_work_end_to_end(bao, store, node_store):
 def test_second_unwrap_is_refused_before_anything_is_read(store, node_store, shared_pair, monkeypatch):
     a, _ = shared_pair
     session = store.wrap_session("alice", a, 60)
-    node_store.unwrap_session(session.token, issued_at=session.creation_time, ttl=session.ttl)
+    node_store.unwrap_session(session.token, project=a, issued_at=session.creation_time, ttl=session.ttl)
 
     def must_not_unwrap(*args, **kwargs):
         raise AssertionError("unwrapped a token that the lookup should have refused")
 
     monkeypatch.setattr(node_store, "_unwrap", must_not_unwrap)
     with pytest.raises(TokenUsedOrRevoked) as refused:
-        node_store.unwrap_session(session.token, issued_at=session.creation_time, ttl=session.ttl)
+        node_store.unwrap_session(session.token, project=a, issued_at=session.creation_time, ttl=session.ttl)
     assert "already used or revoked: if you did not use it, someone else did — report this" in str(refused.value)
     assert session.token not in str(refused.value)
 
@@ -422,13 +432,13 @@ def test_expired_token_is_told_apart_by_the_job_spec_times(store, node_store, sh
     session = store.wrap_session("alice", a, 1)
     time.sleep(2)
     with pytest.raises(TokenExpired, match=r"expired at .* start the session again"):
-        node_store.unwrap_session(session.token, issued_at=session.creation_time, ttl=session.ttl)
+        node_store.unwrap_session(session.token, project=a, issued_at=session.creation_time, ttl=session.ttl)
     # Unix times work as well as datetimes.
     with pytest.raises(TokenExpired):
-        node_store.lookup(session.token, issued_at=session.creation_time.timestamp(), ttl=1)
+        node_store.lookup(session.token, project=a, issued_at=session.creation_time.timestamp(), ttl=1)
     # Without them OpenBao's answer cannot tell expired from used, and the message says so.
     with pytest.raises(TokenUsedOrRevoked, match="may also have expired"):
-        node_store.lookup(session.token)
+        node_store.lookup(session.token, project=a)
 
 
 class _CannedLookup:
@@ -449,19 +459,20 @@ class _CannedLookup:
 def test_token_that_looks_valid_but_is_past_its_ttl_is_refused(monkeypatch):
     store = make_store("http://127.0.0.1:1", "")
     issued = "2020-01-01T00:00:00.123456789Z"
-    canned = {"creation_path": CREATE_ORPHAN_PATH, "creation_time": issued, "creation_ttl": 60}
+    canned = {"creation_path": store.session_path("a"), "creation_time": issued, "creation_ttl": 60}
     monkeypatch.setattr(store, "_make_client", lambda token: _CannedLookup(canned))
     with pytest.raises(TokenExpired, match="expired at 2020-01-01 00:01:00 UTC"):
-        store.lookup("s.wrapping")
+        store.lookup("s.wrapping", project="a")
     canned["creation_time"] = datetime.now(timezone.utc).isoformat()
-    assert store.lookup("s.wrapping")["creation_ttl"] == 60
+    assert store.lookup("s.wrapping", project="a")["creation_ttl"] == 60
 
 
 @needs_openbao
 def test_token_from_another_endpoint_is_refused_without_using_it(local_cluster, bao, node_store):
     wrapped = bao.sys.wrap(payload={"note": "not a session"}, ttl=60)["wrap_info"]
-    with pytest.raises(TokenForeignPath, match=f"created at sys/wrapping/wrap, expected {CREATE_ORPHAN_PATH}"):
-        node_store.unwrap_session(wrapped["token"])
+    expected = node_store.session_path("a")
+    with pytest.raises(TokenForeignPath, match=f"created at sys/wrapping/wrap, expected {expected} .* It was not used"):
+        node_store.unwrap_session(wrapped["token"], project="a")
     unwrapped = hvac.Client(url=local_cluster.layout.openbao_addr, token=wrapped["token"]).sys.unwrap()
     assert unwrapped["data"] == {"note": "not a session"}
 
@@ -480,13 +491,17 @@ def test_unshared_dataset_is_denied_and_the_session_token_revoked(bao, store, no
 def test_job_spec_that_does_not_match_the_token_is_refused(bao, store, node_store, shared_pair):
     a, b = shared_pair
     session = store.wrap_session("alice", a, 60, datasets=[(b, "scans")])
-    with pytest.raises(WrappedTokenError, match=f"issued for project '{a}', but this job is for project 'other'"):
+    # Another project: refused at the lookup, from the token's creation path, so the token stays unused.
+    with pytest.raises(TokenForeignPath, match=f"created at {store.session_path(a)}, expected .*other.* not used"):
         node_store.unwrap_session(session.token, datasets=[(b, "scans")], project="other")
+    assert accessor_exists(bao, session.wrapped_accessor)
+    keys = node_store.unwrap_session(session.token, datasets=[(b, "scans")], project=a)
+    assert keys.workspace == store.read_workspace_key(a)
     assert token_gone(bao, session.wrapped_accessor)
 
     session = store.wrap_session("alice", a, 60)
     with pytest.raises(WrappedTokenError, match="allows 1 key reads, but the job spec lists 2 keys"):
-        node_store.unwrap_session(session.token, datasets=[(b, "scans")])
+        node_store.unwrap_session(session.token, datasets=[(b, "scans")], project=a)
     assert token_gone(bao, session.wrapped_accessor)
 
 
@@ -498,7 +513,7 @@ def test_revoking_a_session_before_the_job_starts(bao, store, node_store, shared
     assert token_gone(bao, session.accessor)
     assert token_gone(bao, session.wrapped_accessor)
     with pytest.raises(TokenUsedOrRevoked):
-        node_store.unwrap_session(session.token, issued_at=session.creation_time, ttl=session.ttl)
+        node_store.unwrap_session(session.token, project=a, issued_at=session.creation_time, ttl=session.ttl)
     assert store.revoke_session(session) is False
 
 
@@ -506,31 +521,284 @@ def test_revoking_a_session_before_the_job_starts(bao, store, node_store, shared
 def test_session_needs_the_project_policy(store):
     project = new_project()
     store.create_project_key(project)
-    with pytest.raises(KeyMissing, match=f"project {project} has no policy {POLICY_PREFIX}{project}"):
+    with pytest.raises(KeyMissing, match=f"project {project} has no policy {POLICY_PREFIX}{project}") as missing:
         store.wrap_session("alice", project, 60)
+    assert "run `securehpc key sync`" in str(missing.value)
+
+
+def token_with_policy(bao: hvac.Client, name: str, text: str) -> str:
+    """A real non-root token that holds exactly ``text`` (and OpenBao's default policy, as a site's would)."""
+    bao.sys.create_or_update_policy(name, text)
+    return bao.auth.token.create(policies=[name], ttl="5m")["auth"]["client_token"]
+
+
+def raw(local_cluster, token: str) -> hvac.Client:
+    return hvac.Client(url=local_cluster.layout.openbao_addr, token=token)
+
+
+@pytest.fixture(scope="module")
+def provisioner(local_cluster, bao, store) -> KeyStore:
+    """The admin command line's view: a token with the documented provisioning policy only."""
+    token = token_with_policy(bao, f"test-{RUN}-provisioner", store.provisioner_policy())
+    return make_store(local_cluster.layout.openbao_addr, token)
+
+
+@pytest.fixture(scope="module")
+def hub(local_cluster, bao, store) -> KeyStore:
+    """The hub's view: a token with the documented runtime policy only."""
+    token = token_with_policy(bao, f"test-{RUN}-hub", store.hub_policy())
+    return make_store(local_cluster.layout.openbao_addr, token)
 
 
 @needs_openbao
-def test_hub_policy_is_enough_for_the_hub_and_reads_no_key(local_cluster, bao, store, node_store):
-    """The documented hub policy, on a real non-root token, runs the whole hub side."""
-    name = f"test-{RUN}-hub"
-    bao.sys.create_or_update_policy(name, store.hub_policy())
-    hub_token = bao.auth.token.create(policies=[name], ttl="5m")["auth"]["client_token"]
-    hub = make_store(local_cluster.layout.openbao_addr, hub_token)
-    assert hub.ensure_mount() is False
-    project = new_project()
-    hub.create_project_key(project)
+def test_provisioning_token_sets_projects_up_and_reads_no_key_nor_makes_tokens(
+    local_cluster, bao, store, provisioner, hub, node_store
+):
+    """The documented provisioning policy, on a real non-root token, runs every provisioning step."""
+    assert provisioner.ensure_mount() is False
+    project, owner = new_project(), new_project()
+    provisioner.create_project_key(project)
     with pytest.raises(KeyExists):
-        hub.create_project_key(project)
-    hub.write_project_policy(project, [])
-    session = hub.wrap_session("alice", project, 60)
-    assert node_store.unwrap_session(session.token).workspace == store.read_workspace_key(project)
+        provisioner.create_project_key(project)
+    provisioner.create_dataset_key(owner, "scans")
+    provisioner.write_project_policy(project, [(owner, "scans")])
+    role = bao.adapter.get(f"/v1/auth/token/roles/{store.role_name(project)}")["data"]
+    assert role["allowed_policies"] == [store.policy_name(project)]
+    assert role["orphan"] is True and role["renewable"] is False and role["token_no_default_policy"] is True
+    assert role["token_explicit_max_ttl"] == SESSION_MAX_TTL
+    # The hub's runtime token starts the session the provisioning token prepared.
+    session = hub.wrap_session("alice", project, 60, datasets=[(owner, "scans")])
+    keys = node_store.unwrap_session(session.token, project=project, datasets=[(owner, "scans")])
+    assert keys.workspace == store.read_workspace_key(project)
+
+    provisioner_token = provisioner.config.token
     with pytest.raises(KeyStoreDenied, match="denied reading the workspace key") as denied:
-        hub.read_workspace_key(project)
-    assert hub_token not in str(denied.value)
-    assert hub.revoke_session(hub.wrap_session("bob", project, 60)) is True
-    hub.delete_project_key(project)
-    hub.delete_project_policy(project)
+        provisioner.read_workspace_key(project)
+    assert provisioner_token not in str(denied.value)
+    with pytest.raises(KeyStoreDenied, match=r"KeyStore.hub_policy\(\)"):
+        provisioner.wrap_session("alice", project, 60)
+    client = raw(local_cluster, provisioner_token)
+    for path in ("auth/token/create-orphan", "auth/token/create", f"auth/token/create/{store.role_name(project)}"):
+        with pytest.raises(Forbidden):
+            client.adapter.post(f"/v1/{path}", json={"policies": [store.policy_name(project)]}, wrap_ttl="60s")
+
+    provisioner.delete_project_policy(project)
+    provisioner.delete_project_policy(project)  # idempotent
+    with pytest.raises(InvalidRequest, match="unknown role"):
+        bao.adapter.post(f"/v1/auth/token/create/{store.role_name(project)}", json={})
+    assert store.policy_name(project) not in bao.sys.list_policies()["data"]["policies"]
+    provisioner.delete_dataset_key(owner, "scans")
+    provisioner.delete_project_key(project)
+    with pytest.raises(KeyMissing):
+        store.read_workspace_key(project)
+
+
+@needs_openbao
+def test_hub_runtime_token_only_wraps_and_revokes_sessions(local_cluster, bao, store, hub, node_store, shared_pair):
+    """What a stolen hub token can and cannot do, tried against the real server."""
+    a, b = shared_pair
+    hub_token = hub.config.token
+    session = hub.wrap_session("alice", a, 60, datasets=[(b, "scans")])
+    assert session.creation_path == store.session_path(a)
+    assert hub.revoke_session(hub.wrap_session("bob", a, 60)) is True
+    keys = node_store.unwrap_session(session.token, project=a, datasets=[(b, "scans")])
+    assert keys.workspace == store.read_workspace_key(a)
+
+    # No key reads, no key, policy or role writes or deletes.
+    for call in (
+        lambda: hub.read_workspace_key(a),
+        lambda: hub.read_dataset_key(b, "scans"),
+        lambda: hub.create_project_key(new_project()),
+        lambda: hub.create_dataset_key(a, "planted"),
+        lambda: hub.delete_project_key(a),
+        lambda: hub.write_project_policy(a, [(b, "private")]),
+        lambda: hub.delete_project_policy(a),
+        lambda: hub._client.sys.enable_secrets_engine("kv", path=f"x-{RUN}"),
+    ):
+        with pytest.raises((KeyStoreDenied, Forbidden)) as denied:
+            call()
+        assert hub_token not in str(denied.value)
+    client = raw(local_cluster, hub_token)
+    assert not can_read(client, store.paths.workspace(a)) and not can_read(client, store.paths.dataset(b, "scans"))
+    everything = 'path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }'
+    with pytest.raises(Forbidden):
+        client.sys.create_or_update_policy(store.policy_name(a), everything)
+    with pytest.raises(Forbidden):
+        client.sys.create_or_update_policy(f"{POLICY_PREFIX}new", everything)
+    with pytest.raises(Forbidden):  # a role that would hand out another project's policy too
+        client.adapter.post(
+            f"/v1/auth/token/roles/{store.role_name(a)}",
+            json={"allowed_policies": f"{store.policy_name(a)},{store.policy_name(b)}", "orphan": True},
+        )
+    with pytest.raises(Forbidden):
+        client.adapter.delete(f"/v1/auth/token/roles/{store.role_name(a)}")
+
+    # No token from any other endpoint, wrapped or not.
+    for path in ("auth/token/create-orphan", "auth/token/create", "auth/token/create/some-other-role"):
+        with pytest.raises(Forbidden):
+            client.adapter.post(f"/v1/{path}", json={"policies": [store.policy_name(a)]}, wrap_ttl="60s")
+    # Through a project's role: never unwrapped (OpenBao refuses a request without a wrapping TTL) ...
+    with pytest.raises(Forbidden):
+        client.adapter.post(f"/v1/auth/token/create/{store.role_name(a)}", json={"policies": [store.policy_name(a)]})
+    # ... never wrapped for longer than the longest session ...
+    with pytest.raises(Forbidden):
+        client.adapter.post(f"/v1/auth/token/create/{store.role_name(a)}", json={}, wrap_ttl=f"{SESSION_MAX_TTL + 1}s")
+    with pytest.raises(ValueError, match=f"from 1 to {SESSION_MAX_TTL}"):
+        hub.wrap_session("alice", a, SESSION_MAX_TTL + 1)
+    # ... and never with a policy beyond the role's own project: not another project's, not default, not root.
+    for policies in ([store.policy_name(a), store.policy_name(b)], [store.policy_name(b)], ["default"], ["root"]):
+        with pytest.raises(InvalidRequest, match="must be subset of the role's allowed policies"):
+            client.adapter.post(
+                f"/v1/auth/token/create/{store.role_name(a)}", json={"policies": policies}, wrap_ttl="60s"
+            )
+    # A periodic token (renewable for ever) needs sudo, which the hub does not have.
+    with pytest.raises(InvalidRequest, match="sudo privileges required to create periodic token"):
+        client.adapter.post(f"/v1/auth/token/create/{store.role_name(a)}", json={"period": "1h"}, wrap_ttl="60s")
+    # Asking for more through the role changes nothing: OpenBao caps renewal, parent and lifetime itself.
+    wrap = client.adapter.post(
+        f"/v1/auth/token/create/{store.role_name(a)}",
+        json={"renewable": True, "no_parent": False, "ttl": "1000000s", "explicit_max_ttl": "0"},
+        wrap_ttl="60s",
+    )["wrap_info"]
+    inner = bao.auth.token.lookup_accessor(wrap["wrapped_accessor"])["data"]
+    assert inner["policies"] == [store.policy_name(a)]
+    assert inner["renewable"] is False and inner["orphan"] is True and inner["ttl"] <= SESSION_MAX_TTL
+    assert hub.revoke_wrapping(wrap["accessor"], wrapped_accessor=wrap["wrapped_accessor"]) is True
+
+
+@needs_openbao
+def test_project_without_a_token_role_says_to_run_key_sync(bao, store, hub, node_store):
+    """A project provisioned before token roles (policy only) gets its role on the next policy write."""
+    project = new_project()
+    store.create_project_key(project)
+    bao.sys.create_or_update_policy(store.policy_name(project), store.render_project_policy(project))
+    with pytest.raises(KeyMissing) as missing:
+        hub.wrap_session("alice", project, 60)
+    message = str(missing.value)
+    assert f"session token role {store.role_name(project)}" in message
+    assert "run `securehpc key sync` with the provisioning token" in message
+    assert hub.config.token not in message
+    store.write_project_policy(project, [])
+    session = hub.wrap_session("alice", project, 60)
+    assert node_store.unwrap_session(session.token, project=project).workspace == store.read_workspace_key(project)
+
+
+def test_role_names_are_one_to_one_and_usable_in_openbao():
+    names = ["sleep", "sleep2", "Sleep-2", "x.y_z", "a-", "b.", "Génome", "数据", "0" * 64, "a_"]
+    roles = {name: role_name("securehpc-project-", name) for name in names}
+    assert roles["sleep"] == "securehpc-project-sleep" and roles["sleep2"] == "securehpc-project-sleep2"
+    assert roles["x.y_z"] == "securehpc-project-x.y_z" and roles["a_"] == "securehpc-project-a_"
+    assert roles["Sleep-2"] == "securehpc-project-sleep-2"  # like the policy name: OpenBao lowercases those
+    # Names OpenBao's role names cannot hold are hashed behind a '_', which no project name starts with.
+    for name in ("a-", "b.", "Génome", "数据"):
+        assert re.fullmatch(r"securehpc-project-_[0-9a-f]{32}", roles[name]), name
+    assert len(set(roles.values())) == len(names)
+    for role in roles.values():
+        assert re.fullmatch(r"\w(([\w.-]+)?\w)?", role, flags=re.ASCII) and ".." not in role
+    assert session_creation_path("securehpc-project-", "sleep") == "auth/token/create/securehpc-project-sleep"
+    assert role_name("", "sleep") == "sleep" and role_name("", "数据").startswith("_")
+    with pytest.raises(InvalidName):
+        role_name("securehpc-project-", "a/b")
+
+
+def test_both_openbao_policy_examples_are_current():
+    store = KeyStore(KeyStoreConfig(url="http://127.0.0.1:1", token=""))
+    hub_config = Path(__file__).parents[1] / "hub_config"
+    assert (hub_config / "openbao-hub-policy.hcl").read_text() == store.hub_policy()
+    assert (hub_config / "openbao-provisioner-policy.hcl").read_text() == store.provisioner_policy()
+    # The hub's policy grants token creation through the roles only, wrapped only, and nothing to write.
+    rules = dict(re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', store.hub_policy()))
+    assert rules == {
+        "auth/token/create/securehpc-project-*": '"update"',
+        "auth/token/revoke-accessor": '"update"',
+    }
+    assert 'min_wrapping_ttl = "1s"' in store.hub_policy()
+    assert "sys/policy" not in store.hub_policy() and "securehpc/data" not in store.hub_policy()
+    provisioner = store.provisioner_policy()
+    assert "auth/token/create" not in provisioner and '"read"]' not in provisioner.split("securehpc/data")[1]
+
+
+# --- a token that is not this job's: refused before it is used ----------------------------------------------
+
+
+def _wrapped_elsewhere(local_cluster, bao: hvac.Client, store: KeyStore, how: str, project: str) -> dict:
+    """A real wrapping token for a session of ``project``'s key policy, made some other way than our hub's."""
+    policy = store.policy_name(project)
+    if how == "create-orphan":  # how sessions were issued before token roles
+        body = {"policies": [policy], "no_default_policy": True, "ttl": "60s", "num_uses": 1}
+        return bao.adapter.post(f"/v1/{CREATE_ORPHAN_PATH}", json=body, wrap_ttl="60s")["wrap_info"]
+    if how == "child token":
+        body = {"policies": [policy], "no_default_policy": True, "ttl": "60s", "meta": {"project": project}}
+        return bao.adapter.post("/v1/auth/token/create", json=body, wrap_ttl="60s")["wrap_info"]
+    raise AssertionError(how)
+
+
+@pytest.fixture
+def look_alike_projects(store):
+    """Projects whose names are prefixes of each other's, each with its key, policy and role."""
+    base = f"sleep{secrets.token_hex(2)}"
+    names = [base, f"{base}2", f"{base}-2", f"{base}.2"]
+    for name in names:
+        store.create_project_key(name)
+        store.write_project_policy(name, [])
+    return names
+
+
+@needs_openbao
+@pytest.mark.parametrize(
+    ("spec_index", "token_index"),
+    [(0, 1), (1, 0), (0, 2), (0, 3), (3, 0), (2, 1)],
+    ids=["sleep<-sleep2", "sleep2<-sleep", "sleep<-sleep-2", "sleep<-sleep.2", "sleep.2<-sleep", "sleep-2<-sleep2"],
+)
+def test_token_of_another_project_is_refused_before_it_is_used(
+    local_cluster, bao, store, hub, node_store, look_alike_projects, spec_index, token_index, monkeypatch
+):
+    """A node whose signed spec says project A, given project B's wrapping token, leaves the token unused."""
+    spec_project, token_project = look_alike_projects[spec_index], look_alike_projects[token_index]
+    session = hub.wrap_session("bob", token_project, 60)
+
+    def must_not_unwrap(*args, **kwargs):
+        raise AssertionError("unwrapped a token that the lookup should have refused")
+
+    monkeypatch.setattr(node_store, "_unwrap", must_not_unwrap)
+    with pytest.raises(TokenForeignPath) as refused:
+        node_store.unwrap_session(session.token, project=spec_project, issued_at=session.creation_time, ttl=session.ttl)
+    message = str(refused.value)
+    assert f"created at {store.session_path(token_project)}, expected {store.session_path(spec_project)}" in message
+    assert f"(project {spec_project})" in message and "another project" in message
+    assert "It was not used" in message and "Report this" in message
+    assert session.token not in message
+    monkeypatch.undo()
+    # Still there, still unused: its own project's node unwraps it, exactly once.
+    assert node_store.lookup(session.token, project=token_project)["creation_path"] == store.session_path(token_project)
+    keys = node_store.unwrap_session(session.token, project=token_project)
+    assert keys.project == token_project and keys.workspace == store.read_workspace_key(token_project)
+    with pytest.raises(TokenUsedOrRevoked):
+        node_store.unwrap_session(session.token, project=token_project)
+
+
+@needs_openbao
+@pytest.mark.parametrize("how", ["create-orphan", "child token"])
+def test_token_not_from_the_projects_role_is_refused_before_it_is_used(
+    local_cluster, bao, store, node_store, shared_pair, how
+):
+    a, _ = shared_pair
+    wrap = _wrapped_elsewhere(local_cluster, bao, store, how, a)
+    with pytest.raises(TokenForeignPath, match=f"created at {wrap['creation_path']}, expected .* It was not used"):
+        node_store.unwrap_session(wrap["token"], project=a)
+    # The refused token is intact: one unwrap still works, and gives the token that was wrapped.
+    assert accessor_exists(bao, wrap["accessor"])
+    unwrapped = raw(local_cluster, wrap["token"]).adapter.post("/v1/sys/wrapping/unwrap")
+    assert unwrapped["auth"]["accessor"] == wrap["wrapped_accessor"]
+
+
+@needs_openbao
+def test_expired_token_of_another_project_is_refused_as_expired(store, hub, node_store, look_alike_projects):
+    spec_project, token_project = look_alike_projects[0], look_alike_projects[1]
+    session = hub.wrap_session("bob", token_project, 1)
+    time.sleep(2)
+    with pytest.raises(TokenExpired, match="start the session again"):
+        node_store.unwrap_session(session.token, project=spec_project, issued_at=session.creation_time, ttl=1)
 
 
 @needs_openbao
@@ -547,7 +815,12 @@ def test_unreachable_server_names_the_url_not_the_token():
     url = f"http://127.0.0.1:{free_port()}"
     token = "s.unreachable-" + secrets.token_hex(8)
     store = make_store(url, token, timeout=2.0)
-    for call in (store.ensure_mount, lambda: store.read_workspace_key("a"), lambda: store.lookup("s.wrapping-xyz")):
+    calls = (
+        store.ensure_mount,
+        lambda: store.read_workspace_key("a"),
+        lambda: store.lookup("s.wrapping-xyz", project="a"),
+    )
+    for call in calls:
         with pytest.raises(KeyStoreUnavailable) as failed:
             call()
         assert url in str(failed.value)
@@ -595,7 +868,11 @@ def _answers(client: hvac.Client) -> bool:
 @needs_openbao
 def test_sealed_server_says_to_unseal_it(uninitialised_openbao):
     store = make_store(uninitialised_openbao, "s.whatever")
-    for call in (store.ensure_mount, lambda: store.wrap_session("alice", "a", 60), lambda: store.lookup("s.x")):
+    for call in (
+        store.ensure_mount,
+        lambda: store.wrap_session("alice", "a", 60),
+        lambda: store.lookup("s.x", project="a"),
+    ):
         with pytest.raises(KeyStoreSealed) as sealed:
             call()
         assert str(sealed.value) == (

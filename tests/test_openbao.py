@@ -77,3 +77,24 @@ def test_keys_survive_a_server_restart(local_cluster, bao, kv_mount):
     assert openbao.daemon(local_cluster.layout).pid() not in (None, old_pid)
     read = bao.secrets.kv.v2.read_secret_version("persist", mount_point=kv_mount, raise_on_deleted_version=True)
     assert read["data"]["data"] == {"key": key}
+
+
+def test_token_roles_fix_the_creation_path_and_refuse_parent_references(local_cluster, bao):
+    """What the key store relies on: a role's tokens are wrapped with ``auth/token/create/<role>`` as their
+    creation path (so the node can tell projects apart before unwrapping), and a role name with '..' is
+    accepted but cannot create tokens (so role names never contain it)."""
+    policy = f"roletest-{secrets.token_hex(4)}"
+    bao.sys.create_or_update_policy(policy, 'path "nothing/here" { capabilities = ["read"] }')
+    good, dotted = policy, f"{policy}-x..y"
+    try:
+        for role in (good, dotted):
+            bao.adapter.post(f"/v1/auth/token/roles/{role}", json={"allowed_policies": policy, "orphan": True})
+        wrap = bao.adapter.post(f"/v1/auth/token/create/{good}", json={}, wrap_ttl="60s")["wrap_info"]
+        assert wrap["creation_path"] == f"auth/token/create/{good}"
+        assert lookup_wrapping(bao, wrap["token"])["creation_path"] == f"auth/token/create/{good}"
+        with pytest.raises(VaultError):
+            bao.adapter.post(f"/v1/auth/token/create/{dotted}", json={}, wrap_ttl="60s")
+    finally:
+        for role in (good, dotted):
+            bao.adapter.delete(f"/v1/auth/token/roles/{role}")
+        bao.sys.delete_policy(policy)

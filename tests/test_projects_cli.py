@@ -288,3 +288,58 @@ def test_members_can_list_only_their_projects(populated):
     assert populated.json("project", "list", as_user="bob") == [{"name": "sleep", "role": "observer"}]
     populated.ok("member", "remove", "sleep", "bob", as_user="alice")
     assert populated.json("project", "list", as_user="bob") == []
+
+
+def test_key_sync_gives_projects_of_an_older_version_their_token_roles(populated, bao):
+    site = populated
+    keys = site.keystore()
+    # As a version before token roles left them: each project has its policy, but no role.
+    for project in ("sleep", "mri"):
+        bao.adapter.delete(f"/v1/auth/token/roles/{keys.role_name(project)}")
+    result = site.run("key", "wrap", "sleep", "--user", "alice")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "has no policy" in result.stderr and "run `securehpc key sync`" in result.stderr
+
+    refused = site.run("key", "sync", as_user="alice")
+    assert refused.returncode == 1 and "only hub admins may rewrite the projects' OpenBao policies" in refused.stderr
+    assert site.json("key", "sync") == {"projects": ["mri", "sleep"]}
+    wrapped = site.json("key", "wrap", "sleep", "--user", "alice")
+    assert wrapped["creation_path"] == keys.session_path("sleep")
+    assert keys.unwrap_session(wrapped["token"], project="sleep").project == "sleep"
+    outcomes = [e["outcome"] for e in site.events() if e["action"] == "key.sync"]
+    assert outcomes == ["denied", "allowed"]
+    assert verify(site.audit_log).ok
+
+
+def test_admin_cli_runs_on_the_provisioning_token_and_the_hub_on_its_runtime_token(local_cluster, bao, site, tmp_path):
+    """The split of identities, end to end: provisioning never mints a token, the hub token never provisions."""
+    keys = site.keystore()
+    provisioning = bao.auth.token.create(policies=[_policy(bao, f"{site.prefix}-prov", keys.provisioner_policy())],
+                                         ttl="10m")["auth"]["client_token"]  # fmt: skip
+    runtime = bao.auth.token.create(policies=[_policy(bao, f"{site.prefix}-hub", keys.hub_policy())],
+                                    ttl="10m")["auth"]["client_token"]  # fmt: skip
+    site.env["VAULT_TOKEN"] = provisioning
+    populate(site)
+    make_source(tmp_path / "src", "x")
+    site.ok("dataset", "import", "sleep", "psg", str(tmp_path / "src"), as_user="alice")
+    site.ok("dataset", "share", "sleep/psg", "--with", "mri", as_user="alice")
+    site.ok("dataset", "accept", "mri", "sleep/psg", as_user="carol")
+    site.ok("key", "sync")
+    result = site.run("key", "wrap", "mri", "--user", "carol")
+    assert result.returncode == 1 and "KeyStore.hub_policy()" in result.stderr
+    assert provisioning not in result.stderr
+
+    site.env["VAULT_TOKEN"] = runtime
+    wrapped = site.json("key", "wrap", "mri", "--user", "carol")
+    session = keys.unwrap_session(wrapped["token"], datasets=[("sleep", "psg")], project="mri")
+    assert set(session.datasets) == {"sleep/psg"}
+    result = site.run("project", "create", "third", "--owner", "alice")
+    assert result.returncode == 1 and "KeyStore.provisioner_policy()" in result.stderr
+    assert runtime not in result.stderr
+    result = site.run("dataset", "revoke", "sleep/psg", "--from", "mri", as_user="alice")
+    assert result.returncode == 1 and "denied writing policy" in result.stderr
+
+
+def _policy(bao, name: str, text: str) -> str:
+    bao.sys.create_or_update_policy(name, text)
+    return name

@@ -118,6 +118,9 @@ def ensure_projects(layout: ClusterLayout) -> None:
             projects.import_dataset(*DATASET, Path(source))
         projects.share_dataset("/".join(DATASET), SHARED_WITH)
         projects.accept_share(SHARED_WITH, "/".join(DATASET))
+    if existing:
+        # A demo set up by a version before token roles: give its projects their roles (idempotent).
+        projects.sync_keys()
 
 
 def signing_key(layout: ClusterLayout) -> Path:

@@ -75,6 +75,12 @@ def _check_policy_prefix(value: str) -> str:
             f"KeyStoreConfig.policy_prefix {value!r} is not usable: OpenBao lowercases policy names, so use "
             "lowercase letters, digits, '-', '_' or '.'"
         )
+    if value[:1] in ("-", ".") or ".." in value:
+        # It also starts the projects' token role names, which OpenBao restricts further.
+        raise TraitError(
+            f"KeyStoreConfig.policy_prefix {value!r} is not usable as the start of an OpenBao token role name: "
+            "start it with a lowercase letter, digit or '_', and leave out '..'"
+        )
     return value
 
 
@@ -93,8 +99,10 @@ class KeyStoreConfig(Configurable):
     ).tag(config=True)
 
     token = Unicode(
-        help="""Token the hub authenticates with (needs the capabilities of ``KeyStore.hub_policy()``).
-        Defaults to ``$VAULT_TOKEN``; never logged. Nodes need none: they only use wrapping tokens.""",
+        help="""Token to authenticate with: on the hub, a token with ``KeyStore.hub_policy()`` (issues
+        wrapped session tokens only); for the ``securehpc`` admin command line, one with
+        ``KeyStore.provisioner_policy()``. Defaults to ``$VAULT_TOKEN``; never logged. Nodes need none: they
+        only use wrapping tokens.""",
     ).tag(config=True)
 
     kv_mount = Unicode(
@@ -109,7 +117,8 @@ class KeyStoreConfig(Configurable):
 
     policy_prefix = Unicode(
         "securehpc-project-",
-        help="Prefix of the per-project ACL policy names (``<policy_prefix><project>``); the same on hub and nodes.",
+        help="""Prefix of the per-project ACL policy and token role names (``<policy_prefix><project>``); the
+        same on hub, nodes and the admin command line.""",
     ).tag(config=True)
 
     ca_cert = Unicode(

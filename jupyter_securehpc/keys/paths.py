@@ -9,6 +9,8 @@ policy names are lowercased here too; the registry refuses names that differ onl
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,9 +30,69 @@ def check_name(kind: str, value: object) -> str:
         raise InvalidName(f"{kind} name {value!r} cannot be used for keys: {error}") from None
 
 
+# The longest session a project policy allows (``key_ttl`` in projects/policy.py): the projects' token roles
+# cap their tokens at this, and the hub's policy refuses a longer response-wrapping TTL.
+SESSION_MAX_TTL = 86400
+
+# OpenBao's token role names (framework.GenericNameRegex): ASCII word characters, '-' and '.', starting and
+# ending with a word character. '..' is refused as well: OpenBao accepts such a role, then fails every token
+# it creates with it ("path cannot contain parent references").
+_ROLE_SUFFIX = re.compile(r"[a-z0-9]([a-z0-9_.-]*[a-z0-9_])?")
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
 def policy_name(policy_prefix: str, project: str) -> str:
     """The name of ``project``'s ACL policy, in the lower case OpenBao stores it in."""
     return f"{policy_prefix}{check_name('project', project)}".lower()
+
+
+def role_name(policy_prefix: str, project: str) -> str:
+    """The name of ``project``'s token role, through which the hub creates the project's session tokens.
+
+    It is the policy name when that is a valid role name (``securehpc-project-sleep``). Project names that
+    OpenBao's role names cannot hold (non-ASCII letters, a trailing '-' or '.') get ``<policy_prefix>_`` and
+    a SHA-256 of the lowercased name instead: a project name starts with a letter or digit, so no plain
+    name can ever look like such a hashed one, and the mapping stays one to one. The node compares the
+    wrapping token's creation path with this name, so it must be the same on hub and nodes (it depends on
+    ``KeyStoreConfig.policy_prefix`` only).
+    """
+    suffix = check_name("project", project).lower()
+    if not _ROLE_SUFFIX.fullmatch(suffix):
+        suffix = "_" + hashlib.sha256(suffix.encode("utf-8")).hexdigest()[:32]
+    name = f"{policy_prefix}{suffix}"
+    if not _ROLE_NAME.fullmatch(name) or ".." in name:
+        raise InvalidName(
+            f"token role name {name!r} of project {project!r} is not usable in OpenBao: start "
+            "KeyStoreConfig.policy_prefix with a letter, digit or '_' and leave out '..'"
+        )
+    return name
+
+
+def session_creation_path(policy_prefix: str, project: str) -> str:
+    """The endpoint whose response-wrapped answer is a session token of ``project``.
+
+    A wrapping token records it as its ``creation_path``, which ``sys/wrapping/lookup`` shows without using
+    the token: that is how a node tells, before unwrapping, which project a token belongs to.
+    """
+    return f"auth/token/create/{role_name(policy_prefix, project)}"
+
+
+def project_role(policy_prefix: str, project: str) -> dict:
+    """The settings of ``project``'s token role (``auth/token/roles/<role_name>``).
+
+    OpenBao enforces them on every token created through the role, whatever the creator asks for: exactly
+    the project's policy (not even ``default``), an orphan (it outlives the hub's own token, and revoking
+    the hub's token does not end sessions), never renewable, at most :data:`SESSION_MAX_TTL` seconds.
+    """
+    return {
+        # A string, not a list: OpenBao splits it at commas, and a project policy name has none.
+        "allowed_policies": policy_name(policy_prefix, project),
+        "orphan": True,
+        "renewable": False,
+        "token_no_default_policy": True,
+        "token_explicit_max_ttl": f"{SESSION_MAX_TTL}s",
+        "token_type": "service",
+    }
 
 
 @dataclass(frozen=True)
@@ -92,28 +154,69 @@ def render_project_policy(paths: KeyPaths, project: str, shared_datasets: Sequen
     return "\n".join(lines) + "\n"
 
 
-def render_hub_policy(paths: KeyPaths, policy_prefix: str) -> str:
-    """The ACL policy the hub's token needs: manage keys and policies, issue and revoke session tokens.
+def _render_rules(header: Sequence[str], rules: Sequence[tuple[str, Sequence[str], dict[str, str]]]) -> str:
+    lines = [f"# {line}" if line else "#" for line in header]
+    for path, capabilities, extra in rules:
+        quoted = ", ".join(f'"{c}"' for c in capabilities)
+        lines += [f'path "{path}" {{', f"  capabilities = [{quoted}]"]
+        lines += [f'  {name} = "{value}"' for name, value in extra.items()]
+        lines.append("}")
+    return "\n".join(lines) + "\n"
 
-    It never reads a key: reading (``KeyStore.read_workspace_key``) is for the admin-side import tool's own
-    token. ``sudo`` on ``create-orphan`` lets the hub give a session token a project policy it does not hold
-    itself; that also means this token can grant any key, so guard it like the keys.
+
+def render_hub_policy(paths: KeyPaths, policy_prefix: str) -> str:
+    """The ACL policy of the hub's runtime token: issue response-wrapped session tokens, revoke them.
+
+    The hub is online all the time and reachable from the network, so its token can do only this: create a
+    token through a project's token role (which pins the project's policy and the token's limits), and only
+    response-wrapped (``min_wrapping_ttl``: OpenBao refuses the request without a wrapping TTL, so the hub
+    never holds a usable session token; ``max_wrapping_ttl``: no wrapping token outlives the longest
+    session). It writes no key, policy or role and reads no key. It can still unwrap a wrapping token it
+    just got (it holds it before the job does): the job's launcher then finds the token used and refuses
+    to start, reporting an incident. Projects are provisioned with :func:`render_provisioner_policy`.
+    """
+    del paths  # the hub touches no key path; the argument keeps both renderers alike
+    rules = [
+        # wrap_session: POST auth/token/create/<role>, with X-Vault-Wrap-TTL.
+        (
+            f"auth/token/create/{policy_prefix}*",
+            ["update"],
+            {"min_wrapping_ttl": "1s", "max_wrapping_ttl": f"{SESSION_MAX_TTL}s"},
+        ),
+        # revoke_session at stop: the wrapping token and the session token inside it, by accessor.
+        ("auth/token/revoke-accessor", ["update"], {}),
+    ]
+    header = [
+        "jupyter-securehpc hub (runtime token): issue response-wrapped session tokens through the projects'",
+        "token roles, and revoke them. No key, policy or role writes, no key reads, no other tokens.",
+    ]
+    return _render_rules(header, rules)
+
+
+def render_provisioner_policy(paths: KeyPaths, policy_prefix: str) -> str:
+    """The ACL policy of the provisioning token (the ``securehpc`` admin command line, ``ProjectService``).
+
+    It creates and deletes project and dataset keys and writes and deletes each project's ACL policy and
+    token role; it reads no key and creates no token. Whoever holds it can still write any rule into a
+    ``<policy_prefix>*`` policy, so it is an administrator's credential: use it interactively, with a short
+    TTL, not on the hub. Nothing in provisioning reads a key (an import generates the key and stores it);
+    an admin-side tool that must read one (:meth:`KeyStore.read_workspace_key`) needs a token of its own.
     """
     mount, projects = paths.mount, paths.projects_dir()
     rules = [
         # ensure_mount: is the KV engine there (read), enable it (create/update), is it ready (config).
-        (f"sys/mounts/{mount}", ["read", "create", "update"]),
-        (f"{mount}/config", ["read"]),
+        (f"sys/mounts/{mount}", ["read", "create", "update"], {}),
+        (f"{mount}/config", ["read"], {}),
         # create_*_key writes with cas=0; "update" lets OpenBao answer "exists" instead of "denied".
-        (f"{mount}/data/{projects}/*", ["create", "update"]),
+        (f"{mount}/data/{projects}/*", ["create", "update"], {}),
         # delete_*_key removes every version.
-        (f"{mount}/metadata/{projects}/*", ["delete"]),
-        (f"sys/policy/{policy_prefix}*", ["create", "read", "update", "delete"]),
-        ("auth/token/create-orphan", ["create", "update", "sudo"]),
-        ("auth/token/revoke-accessor", ["update"]),
+        (f"{mount}/metadata/{projects}/*", ["delete"], {}),
+        # write_project_policy / delete_project_policy: the policy and the token role go together.
+        (f"sys/policy/{policy_prefix}*", ["create", "update", "delete"], {}),
+        (f"auth/token/roles/{policy_prefix}*", ["create", "update", "delete"], {}),
     ]
-    lines = ["# jupyter-securehpc hub: manage project keys and policies, issue wrapped session tokens."]
-    for path, capabilities in rules:
-        quoted = ", ".join(f'"{c}"' for c in capabilities)
-        lines += [f'path "{path}" {{', f"  capabilities = [{quoted}]", "}"]
-    return "\n".join(lines) + "\n"
+    header = [
+        "jupyter-securehpc provisioning (the `securehpc` admin command line): create and delete project keys,",
+        "write and delete the projects' ACL policies and session token roles. No key reads, no tokens.",
+    ]
+    return _render_rules(header, rules)

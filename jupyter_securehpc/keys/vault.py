@@ -7,18 +7,27 @@ Keys live in a KV version 2 secrets engine (``KeyStoreConfig.kv_mount``)::
 
 Each secret has one field, ``key``: 32 random bytes, base64. Each project has an ACL policy
 ``<policy_prefix><project>`` that grants ``read`` on its own keys and on the exact keys of the datasets
-shared into it, and nothing else (see :func:`render_project_policy`).
+shared into it, and nothing else (see :func:`render_project_policy`), and a token role of (usually) the
+same name (:func:`role_name`) that lets a token be created with that policy only: orphan, not renewable,
+without the default policy, at most a day long.
+
+Two identities talk to OpenBao. The *provisioning* token (:meth:`KeyStore.provisioner_policy`, the
+``securehpc`` admin command line) creates and deletes keys and writes policies and roles. The hub's
+*runtime* token (:meth:`KeyStore.hub_policy`) can only create tokens through the projects' roles, only
+response-wrapped, and revoke them: it cannot give itself a new policy, and it never holds a usable token.
 
 A session (an interactive server or a headless run), following the GWDG Secure HPC workflow:
 
-1. The hub calls :meth:`KeyStore.wrap_session`: OpenBao creates an orphan token that holds only the project
-   policy, can be used exactly as many times as the job has keys to read, cannot be renewed and dies with
-   the session's key TTL. The create call itself is response-wrapped, so the hub only ever holds a
-   single-use *wrapping* token, which goes into the job.
-2. The launcher on the node calls :meth:`KeyStore.unwrap_session`: it looks the wrapping token up (that
-   does not use it), refuses it if it was used, revoked, expired or comes from another endpoint, unwraps it
-   once and reads the keys into memory. The last read uses the session token up, so nothing reusable
-   remains; when something fails half-way the token revokes itself.
+1. The hub calls :meth:`KeyStore.wrap_session`: through the project's role (``auth/token/create/<role>``)
+   OpenBao creates an orphan token that holds only the project policy, can be used exactly as many times as
+   the job has keys to read, cannot be renewed and dies with the session's key TTL. The create call itself
+   is response-wrapped, so the hub only ever holds a single-use *wrapping* token, which goes into the job.
+2. The launcher on the node calls :meth:`KeyStore.unwrap_session` with the project from the signed job
+   spec: it looks the wrapping token up (that does not use it) and refuses it, still unused, if it was
+   used, revoked or expired, or if its creation path is not this project's role (a token of another
+   project, a ``create-orphan`` token, a wrapped anything else). Only then it unwraps it once and reads the
+   keys into memory. The last read uses the session token up, so nothing reusable remains; when something
+   fails half-way the token revokes itself.
 3. The spawner's stop path calls :meth:`KeyStore.revoke_session` (by accessor: it never keeps the token).
 
 Used or expired? OpenBao answers a lookup of a used, a revoked and an expired wrapping token alike
@@ -27,9 +36,10 @@ Used or expired? OpenBao answers a lookup of a used, a revoked and an expired wr
 refusal is :class:`TokenExpired` (a long queue: start again); otherwise it is :class:`TokenUsedOrRevoked`,
 and if the user did not use the token, someone else did. That is an incident to report.
 
-The hub's own token needs the capabilities in :meth:`KeyStore.hub_policy`. Note that whoever may write
-``<policy_prefix>*`` policies and mint tokens with them can grant themselves any key: that token is as
-sensitive as the keys.
+What the split does not change: the hub can issue a session token for any project and, holding the
+wrapping token first, unwrap it itself; the job's launcher then finds it used and refuses to start (an
+incident to report). Whoever holds the provisioning token can write any rule into a project policy: it is
+an administrator's credential, not the hub's.
 
 Nothing here writes a key or a token to disk, a log, an argument vector or an error message. Keys are
 ``bytes`` in memory; log lines name projects, users and paths only.
@@ -67,15 +77,36 @@ from .errors import (
     TokenUsedOrRevoked,
     WrappedTokenError,
 )
-from .paths import KeyPaths, check_name, policy_name, render_hub_policy, render_project_policy
+from .paths import (
+    SESSION_MAX_TTL,
+    KeyPaths,
+    check_name,
+    policy_name,
+    project_role,
+    render_hub_policy,
+    render_project_policy,
+    render_provisioner_policy,
+    role_name,
+    session_creation_path,
+)
 
 log = logging.getLogger(__name__)
 
+# What a refusal of the hub's or the admin's own token most likely means, per identity.
+_PROVISIONER_HINT = (
+    "check that the token has the capabilities of KeyStore.provisioner_policy() (the admin command line's "
+    "provisioning token; the hub's runtime token may not do this)"
+)
+_HUB_HINT = "check that the token has the capabilities of KeyStore.hub_policy() (the hub's runtime token)"
+_READ_HINT = "reading keys needs a token allowed to read them; the hub's and the provisioning token are not, on purpose"
+
 KEY_BYTES = 32
+# Where session tokens came from before the projects had token roles; nodes refuse wrapping tokens from it.
 CREATE_ORPHAN_PATH = "auth/token/create-orphan"
 
 # OpenBao's answer to a lookup or unwrap of a wrapping token that was used, revoked or has expired.
 _TOKEN_GONE = "wrapping token is not valid or does not exist"  # noqa: S105 (a message)
+_UNKNOWN_ROLE = "unknown role"
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
 
@@ -217,7 +248,7 @@ class KeyStore:
                 "KeyStoreConfig.url at the active node"
             ) from None
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
-            hint = denied_hint or "check that the token has the capabilities of KeyStore.hub_policy()"
+            hint = denied_hint or _PROVISIONER_HINT
             raise KeyStoreDenied(
                 f"OpenBao at {url} denied {doing} ({_scrub(_vault_message(exc), hidden)}): {hint}"
             ) from None
@@ -234,6 +265,13 @@ class KeyStore:
 
     def policy_name(self, project: str) -> str:
         return policy_name(self.config.policy_prefix, project)
+
+    def role_name(self, project: str) -> str:
+        return role_name(self.config.policy_prefix, project)
+
+    def session_path(self, project: str) -> str:
+        """The creation path of every wrapping token this hub issues for ``project``'s sessions."""
+        return session_creation_path(self.config.policy_prefix, project)
 
     # -- the secrets engine -------------------------------------------------------------------------------
     def ensure_mount(self) -> bool:
@@ -309,14 +347,17 @@ class KeyStore:
         self._delete_key(self.paths.dataset(project, dataset), f"key of dataset {project}/{dataset}")
 
     def read_workspace_key(self, project: str) -> bytes:
-        """The workspace key (for the admin-side import tool; keep it in memory only)."""
+        """The workspace key, for an admin-side tool with a token of its own (keep it in memory only).
+
+        Neither the hub's runtime token nor the provisioning token may read keys.
+        """
         path = self.paths.workspace(project)
-        return self._read_key(self._client, path, f"workspace key of project {project}")
+        return self._read_key(self._client, path, f"workspace key of project {project}", denied_hint=_READ_HINT)
 
     def read_dataset_key(self, project: str, dataset: str) -> bytes:
-        """A dataset key (for the admin-side import tool; keep it in memory only)."""
+        """A dataset key, for an admin-side tool with a token of its own (keep it in memory only)."""
         path = self.paths.dataset(project, dataset)
-        return self._read_key(self._client, path, f"key of dataset {project}/{dataset}")
+        return self._read_key(self._client, path, f"key of dataset {project}/{dataset}", denied_hint=_READ_HINT)
 
     def _create_key(self, path: str, what: str, key: bytes | None = None) -> None:
         where = f"{self.paths.mount}/{path}"
@@ -370,47 +411,67 @@ class KeyStore:
         return render_project_policy(self.paths, project, shared_datasets)
 
     def write_project_policy(self, project: str, shared_datasets: Sequence[tuple[str, str]] = ()) -> None:
-        """Write (or rewrite, whenever shares change) the project's policy; ``shared_datasets`` are
-        ``(owner_project, dataset)`` pairs shared into ``project``."""
-        name = self.policy_name(project)
+        """Write (or rewrite, whenever shares change) the project's policy and its token role.
+
+        ``shared_datasets`` are ``(owner_project, dataset)`` pairs shared into ``project``. The role is
+        written every time too, so that projects provisioned before roles existed get theirs on the next
+        write (``securehpc key sync`` rewrites them all). Provisioning token only.
+        """
+        name, role = self.policy_name(project), self.role_name(project)
         text = self.render_project_policy(project, shared_datasets)
-        with self._errors(f"writing policy {name}"):
+        hint = _PROVISIONER_HINT
+        with self._errors(f"writing policy {name}", denied_hint=hint):
             self._client.sys.create_or_update_policy(name, text)
-        log.info("wrote policy %s for project %s (%d shared datasets)", name, project, len(set(shared_datasets)))
+        # After the policy: a role is only usable once the policy it names exists.
+        with self._errors(f"writing token role {role} of project {project}", denied_hint=hint):
+            self._client.adapter.post(
+                f"/v1/auth/token/roles/{role}", json=project_role(self.config.policy_prefix, project)
+            )
+        log.info(
+            "wrote policy %s and token role %s for project %s (%d shared datasets)",
+            name,
+            role,
+            project,
+            len(set(shared_datasets)),
+        )
 
     def delete_project_policy(self, project: str) -> None:
-        """Delete the project's policy (tokens that hold it lose access at once). Idempotent."""
-        name = self.policy_name(project)
-        with self._errors(f"deleting policy {name}"):
+        """Delete the project's token role, then its policy (tokens that hold it lose access at once). Idempotent."""
+        name, role = self.policy_name(project), self.role_name(project)
+        hint = _PROVISIONER_HINT
+        # The role first: without it no new session token can be made, even while the policy still exists.
+        with self._errors(f"deleting token role {role} of project {project}", denied_hint=hint):
+            self._client.adapter.delete(f"/v1/auth/token/roles/{role}")
+        with self._errors(f"deleting policy {name}", denied_hint=hint):
             self._client.sys.delete_policy(name)
-        log.info("deleted policy %s of project %s", name, project)
+        log.info("deleted token role %s and policy %s of project %s", role, name, project)
 
     def hub_policy(self) -> str:
-        """The ACL policy the hub's token needs (see :func:`render_hub_policy`)."""
+        """The ACL policy of the hub's runtime token (see :func:`render_hub_policy`)."""
         return render_hub_policy(self.paths, self.config.policy_prefix)
+
+    def provisioner_policy(self) -> str:
+        """The ACL policy of the admin command line's provisioning token (see :func:`render_provisioner_policy`)."""
+        return render_provisioner_policy(self.paths, self.config.policy_prefix)
 
     # -- sessions: the hub side ---------------------------------------------------------------------------
     def wrap_session(
         self, user: str, project: str, ttl_seconds: int, *, datasets: Sequence[tuple[str, str]] = ()
     ) -> WrappedSession:
-        """Issue a response-wrapped session token for ``user`` in ``project``.
+        """Issue a response-wrapped session token for ``user`` in ``project`` (the hub's runtime token).
 
-        ``datasets`` are the shared ``(owner_project, dataset)`` pairs the job will read (the same list goes
+        The token is created through the project's token role, so its wrapping token's creation path names
+        the project (what the node checks before unwrapping) and OpenBao, not this code, limits what it
+        holds. ``datasets`` are the shared ``(owner_project, dataset)`` pairs the job will read (the same list goes
         into the job spec): the token can be used exactly ``1 + len(datasets)`` times.
         """
         _check_user(user)
-        policy = self.policy_name(project)
+        policy, role = self.policy_name(project), self.role_name(project)
         datasets = [(check_name("project", o), check_name("dataset", d)) for o, d in datasets]
-        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds < 1:
-            raise ValueError(f"the key TTL must be a whole number of seconds >= 1, got {ttl_seconds!r}")
-        with self._errors(f"reading policy {policy}"):
-            try:
-                self._client.sys.read_policy(policy)
-            except hvac.exceptions.InvalidPath:
-                raise KeyMissing(
-                    f"project {project} has no policy {policy} on {self.url}: write it (KeyStore.write_project_policy)"
-                    " before starting sessions"
-                ) from None
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= SESSION_MAX_TTL:
+            raise ValueError(
+                f"the key TTL must be a whole number of seconds from 1 to {SESSION_MAX_TTL}, got {ttl_seconds!r}"
+            )
         ttl = f"{ttl_seconds}s"
         body = {
             "policies": [policy],
@@ -422,8 +483,21 @@ class KeyStore:
             "meta": {"user": user, "project": project},
             "display_name": re.sub(r"[^a-z0-9-]+", "-", f"securehpc-{project}-{user}".lower())[:100],
         }
-        with self._errors(f"creating a session token for user {user} in project {project}"):
-            response = self._client.adapter.post(f"/v1/{CREATE_ORPHAN_PATH}", json=body, wrap_ttl=ttl)
+        doing = f"creating a session token for user {user} in project {project} through token role {role}"
+        hint = f"{_HUB_HINT}, written for KeyStoreConfig.policy_prefix {self.config.policy_prefix!r}"
+        with self._errors(doing, denied_hint=hint):
+            try:
+                # Through the project's role: OpenBao itself pins the policy and the token's limits.
+                response = self._client.adapter.post(f"/v1/auth/token/create/{role}", json=body, wrap_ttl=ttl)
+            except hvac.exceptions.InvalidRequest as exc:
+                if _UNKNOWN_ROLE not in _vault_message(exc):
+                    raise
+                raise KeyMissing(
+                    f"project {project} has no policy {policy} with session token role {role} on {self.url} "
+                    "(projects set up by a version before token roles have only the policy): run `securehpc key "
+                    "sync` with the provisioning token to write every project's OpenBao policy and role, then "
+                    "start the session again"
+                ) from None
         wrap = response.get("wrap_info") if isinstance(response, dict) else None
         if not wrap:
             self._discard_unwrapped(response, project)
@@ -468,7 +542,7 @@ class KeyStore:
         for what, value in (("wrapping token", accessor), ("session token", wrapped_accessor)):
             if not value:
                 continue
-            with self._errors(f"revoking a {what} by accessor", hidden=(value,)):
+            with self._errors(f"revoking a {what} by accessor", hidden=(value,), denied_hint=_HUB_HINT):
                 try:
                     response = self._client.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": value})
                 except hvac.exceptions.InvalidRequest as exc:
@@ -490,16 +564,20 @@ class KeyStore:
         self,
         wrapping_token: str,
         *,
-        expected_path: str = CREATE_ORPHAN_PATH,
+        project: str,
         issued_at: datetime | float | None = None,
         ttl: float | None = None,
     ) -> dict:
-        """Look a wrapping token up without using it; refuse it if it cannot be what the hub issued.
+        """Look a wrapping token up without using it; refuse it if it cannot be a session token of ``project``.
 
-        ``issued_at`` (datetime or Unix time) and ``ttl`` (seconds) come from the signed job spec; they let
-        an expired token be told from a used one (OpenBao answers both alike). Returns the lookup data
-        (``creation_path``, ``creation_time``, ``creation_ttl``; nothing secret).
+        ``project``, ``issued_at`` (datetime or Unix time) and ``ttl`` (seconds) come from the signed job
+        spec. The token's creation path must be ``project``'s token role exactly (:meth:`session_path`):
+        a token of another project, from ``create-orphan`` or from anywhere else is refused here, before
+        anything uses it, so that its owner still has it. ``issued_at``/``ttl`` let an expired token be told
+        from a used one (OpenBao answers both alike). Returns the lookup data (``creation_path``,
+        ``creation_time``, ``creation_ttl``; nothing secret).
         """
+        expected_path = self.session_path(project)
         anonymous = self._make_client("")  # lookup needs no token, and the node has none to spare
         try:
             with self._errors("looking up a wrapping token", hidden=(wrapping_token,)):
@@ -512,15 +590,21 @@ class KeyStore:
         finally:
             anonymous.adapter.close()
         data = response["data"]
-        if data.get("creation_path") != expected_path:
+        found = data.get("creation_path")
+        if found != expected_path:
             log.warning(
-                "refused a wrapping token created at %s (expected %s); it was not used",
-                data.get("creation_path"),
+                "refused a wrapping token created at %s for a job of project %s (expected %s); it was not used",
+                found,
+                project,
                 expected_path,
             )
+            if isinstance(found, str) and found.startswith("auth/token/create/"):
+                what = "it was issued for the sessions of another project, or not by this hub"
+            else:
+                what = "it was not issued by the hub for a session"
             raise TokenForeignPath(
-                f"the wrapping token was created at {data.get('creation_path')}, expected {expected_path}: it was "
-                "not issued by the hub for a session (it was not used). Report this"
+                f"the wrapping token was created at {found}, expected {expected_path} (project {project}): {what}. "
+                "It was not used, so whoever it was meant for can still use it. Report this"
             )
         expires = parse_time(data["creation_time"]) + timedelta(seconds=int(data["creation_ttl"]))
         if expires <= datetime.now(timezone.utc):
@@ -551,22 +635,20 @@ class KeyStore:
         self,
         wrapping_token: str,
         *,
+        project: str,
         datasets: Sequence[tuple[str, str]] = (),
-        project: str | None = None,
-        expected_path: str = CREATE_ORPHAN_PATH,
         issued_at: datetime | float | None = None,
         ttl: float | None = None,
     ) -> SessionKeys:
         """Check, unwrap (once) and use a wrapped session token: the workspace key and the listed datasets' keys.
 
-        ``datasets`` (shared ``(owner_project, dataset)`` pairs) and ``project`` come from the signed job
-        spec, as do ``issued_at``/``ttl`` (see :meth:`lookup`). The session token is used up (or revoked)
-        when this returns or raises.
+        ``project``, ``datasets`` (shared ``(owner_project, dataset)`` pairs) and ``issued_at``/``ttl`` come
+        from the signed job spec (see :meth:`lookup`, which refuses a token of another project before it is
+        used). Once unwrapped, the session token is used up (or revoked) when this returns or raises.
         """
         wanted = [(check_name("project", o), check_name("dataset", d)) for o, d in datasets]
-        if project is not None:
-            check_name("project", project)
-        self.lookup(wrapping_token, expected_path=expected_path, issued_at=issued_at, ttl=ttl)
+        check_name("project", project)
+        self.lookup(wrapping_token, project=project, issued_at=issued_at, ttl=ttl)
         auth = self._unwrap(wrapping_token, issued_at, ttl)
         session_token = auth["client_token"]
         session = self._make_client(session_token)
@@ -576,7 +658,8 @@ class KeyStore:
         try:
             meta = auth.get("metadata") or {}
             owner, user = meta.get("project"), meta.get("user") or ""
-            if project is not None and owner != project:
+            # The role checked at the lookup already says so; the token's own label must agree.
+            if owner != project:
                 raise WrappedTokenError(
                     f"the wrapping token was issued for project {owner!r}, but this job is for project {project!r}:"
                     " report this"

@@ -101,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     key = subparsers.add_parser("key", help="session keys (for admins and tests)").add_subparsers(
         dest="verb", required=True, metavar="VERB"
     )
+    verb(
+        key,
+        "sync",
+        _key_sync,
+        "rewrite every project's OpenBao policy and session token role (after an upgrade; provisioning token)",
+    )
     p = verb(key, "wrap", _key_wrap, "print a wrapped single-use token for USER's session in PROJECT")
     p.add_argument("project")
     p.add_argument("--user", required=True)
@@ -217,6 +223,13 @@ def _dataset_accept(args: argparse.Namespace) -> int:
 def _dataset_revoke(args: argparse.Namespace) -> int:
     result = service(args).revoke_share(args.dataset, args.other)
     return emit(args, result, f"revoked {args.dataset} from {args.other}")
+
+
+def _key_sync(args: argparse.Namespace) -> int:
+    result = service(args).sync_keys()
+    names = ", ".join(result["projects"]) or "none"
+    count = len(result["projects"])
+    return emit(args, result, f"rewrote the OpenBao policy and token role of {count} projects: {names}")
 
 
 def _key_wrap(args: argparse.Namespace) -> int:

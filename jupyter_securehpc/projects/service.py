@@ -518,6 +518,33 @@ class ProjectService:
             raise
 
     # --- keys ----------------------------------------------------------------------------------
+    def sync_keys(self) -> dict:
+        """Rewrite every project's OpenBao policy and session token role from the database (admins only).
+
+        For upgrades (projects set up before token roles existed have no role, and the hub cannot start
+        their sessions until they get one) and after restoring OpenBao. Needs the provisioning token.
+        """
+        obj = "projects"
+        # Policy setting is the admin-only decision closest to this one: it changes what sessions get.
+        decision = decide(self.actor.subject, Action.POLICY_SET, None)
+        if not decision:
+            reason = "only hub admins may rewrite the projects' OpenBao policies"
+            self._event("key.sync", obj, "denied", None, reason)
+            raise Refused(f"{self.actor.subject.username} may not run key sync: {reason}")
+        done: list[str] = []
+        with self.sessions() as session:
+            projects = session.scalars(select(Project).order_by(Project.name)).all()
+            plans = [(p.name, self._accepted_shares_into(session, p)) for p in projects]
+        try:
+            for name, shares in plans:
+                self.keys.write_project_policy(name, shares)
+                done.append(name)
+        except Exception as error:
+            self._event("key.sync", obj, "failed", None, _short(error), projects=done)
+            raise
+        self._event("key.sync", obj, "allowed", None, "hub admin", projects=done)
+        return {"projects": done}
+
     def wrap_session_key(self, project_name: str, user: str, ttl: int | None) -> dict:
         """A wrapped single-use token for USER's session in PROJECT (admins and tests; the spawner does this)."""
         obj = f"session-key:{project_name}/{user}"
