@@ -306,9 +306,21 @@ async def test_missing_user_name_claim_is_refused(signer):
         ({"id_token_algorithms": ["HS256"]}, "asymmetric algorithms"),
         ({"id_token_algorithms": ["none"]}, "asymmetric algorithms"),
         ({"project_group_prefix": ""}, "must not be empty"),
+        # Refresh with the provider on, but nowhere to keep the refresh token encrypted.
+        ({"refresh_with_provider": True}, "enable_auth_state is off"),
+        ({"enable_auth_state": True, "crypt_key": None}, "set JUPYTERHUB_CRYPT_KEY in the hub's environment"),
+        ({"enable_auth_state": True, "crypt_key": "too-short"}, "set JUPYTERHUB_CRYPT_KEY in the hub's environment"),
+        ({"enable_auth_state": True, "auth_refresh_age": 0}, "auth_refresh_age is 0"),
+        ({"enable_auth_state": True, "refresh_outage_grace": -1}, "refresh_outage_grace must be 0 or more"),
     ],
 )
-def test_bad_configuration_names_the_option(tmp_path, settings, message):
+def test_bad_configuration_names_the_option(tmp_path, monkeypatch, settings, message):
+    settings = dict(settings)
+    crypt_key = settings.pop("crypt_key", secrets.token_hex(32))
+    if crypt_key is None:
+        monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY", raising=False)
+    else:
+        monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", crypt_key)
     config = Config()
     config.SecureHPC.audit_log = str(tmp_path / "audit.jsonl")
     for name, value in {
@@ -319,8 +331,25 @@ def test_bad_configuration_names_the_option(tmp_path, settings, message):
         **settings,
     }.items():
         setattr(config.SecureHPCAuthenticator, name, value)
-    with pytest.raises(Exception, match=re.escape(message)):
+    with pytest.raises(Exception, match=re.escape(message)) as refused:
         SecureHPCAuthenticator(config=config)
+    if crypt_key:
+        assert crypt_key not in str(refused.value)
+
+
+def test_auth_state_turns_refresh_on_with_its_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", secrets.token_hex(32))
+    config = Config()
+    config.SecureHPC.audit_log = str(tmp_path / "audit.jsonl")
+    config.Authenticator.enable_auth_state = True
+    for name, value in {"oidc_issuer": ISSUER, "authorize_url": f"{ISSUER}/auth", "token_url": f"{ISSUER}/token",
+                        "jwks_url": f"{ISSUER}/jwks"}.items():  # fmt: skip
+        setattr(config.SecureHPCAuthenticator, name, value)
+    authenticator = SecureHPCAuthenticator(config=config)
+    assert authenticator.refresh_with_provider is True
+    assert authenticator.refresh_pre_spawn is True
+    assert authenticator.auth_refresh_strict is True
+    assert authenticator.auth_refresh_age == 900
 
 
 # --- the real hub, the real provider ------------------------------------------------------------------
@@ -370,6 +399,8 @@ class Site:
     tamper: ThreadingHTTPServer
     accounts: dict[str, dict] = field(default_factory=dict)
     hub_settings: dict[str, Any] = field(default_factory=dict)
+    # The hub's environment: JUPYTERHUB_CRYPT_KEY (auth state, refresh tokens), never in its config file.
+    hub_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def audit(self) -> Path:
@@ -461,8 +492,12 @@ def site(local_cluster, tmp_path_factory) -> Iterator[Site]:
         "KeyStoreConfig.policy_prefix": f"{prefix}-project-",
         "SecureHPCAuthenticator.token_url": f"{tamper_url}/token",
         "SecureHPCAuthenticator.blocked_users": {"blocked-bea"},
+        # Logins keep their refresh token (encrypted) and are confirmed with the provider again: on for every
+        # login test here, so that they show logins work with it (tests/test_auth_refresh.py tests the renewals).
+        "Authenticator.enable_auth_state": True,
     }
-    hub.up(layout, test_site.hub_settings)
+    test_site.hub_env = {"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
+    hub.up(layout, test_site.hub_settings, env=test_site.hub_env)
     try:
         yield test_site
     finally:
@@ -777,12 +812,15 @@ def test_no_secret_in_logs_or_config(site):
     logs = [site.audit.read_text()] + [p.read_text(errors="replace") for p in site.layout.log_dir.glob("*.log")]
     for account in site.accounts.values():
         assert not any(account["password"] in text for text in logs), account["username"]
+    crypt_key = site.hub_env["JUPYTERHUB_CRYPT_KEY"]
+    assert not any(crypt_key in text for text in [config_text, *logs]), "the crypt key leaked"
     private = site.layout.oidc_config_file
     assert private.stat().st_mode & 0o777 == 0o600
     assert private.parent.stat().st_mode & 0o777 == 0o700
     # Nor in any argv of the cluster's processes.
     for pid_file in site.layout.run_dir.glob("*.pid.json"):
         assert secret not in pid_file.read_text()
+        assert crypt_key not in pid_file.read_text()
 
 
 def test_status_reports_the_provider(local_cluster):
@@ -813,7 +851,7 @@ def test_hub_down_stops_the_proxy_too(site):
     # A clean stop: the hub stops the proxy it started.
     hub.daemon(layout).stop()
     assert hub.proxy_pid(layout) is None
-    hub.up(layout, site.hub_settings)
+    hub.up(layout, site.hub_settings, env=site.hub_env)
     proxy = hub.proxy_pid(layout)
     assert proxy is not None
     # A hub that dies without cleaning up leaves its proxy; `down` still finds and stops it.

@@ -13,6 +13,10 @@ Demo accounts (``securehpc dev oidc-accounts`` prints them with their passwords)
 - ``mallory``: hub user without a second factor: her logins never carry MFA;
 - ``nemo``: a provider that says nothing about how he signed in (no ``amr`` claim);
 - ``root-admin``: hub admin (group ``hub-admins``), with a one-time code.
+
+The hub's client may use refresh tokens. An account entry may also carry ``disabled``, ``sessions_revoked_at``
+(epoch seconds) or lose its ``otp``; the provider applies them at the next login and the next refresh (see
+``oidc_provider.mjs``). :func:`set_account` changes one entry.
 """
 
 from __future__ import annotations
@@ -103,6 +107,14 @@ def write_accounts(layout: ClusterLayout, new_accounts: list[dict[str, Any]]) ->
     atomic_write(layout.oidc_accounts_file, json.dumps({"accounts": new_accounts}, indent=2) + "\n", mode=0o600)
 
 
+def set_account(layout: ClusterLayout, username: str, **changes: Any) -> None:
+    """Change one account in the directory, e.g. ``disabled=True``, ``otp=None``, ``sessions_revoked_at=time()``."""
+    current = accounts(layout)
+    if not any(account["username"] == username for account in current):
+        raise KeyError(f"no account {username!r} at the local provider (see `securehpc dev oidc-accounts`)")
+    write_accounts(layout, [{**a, **changes} if a["username"] == username else a for a in current])
+
+
 def render_config(layout: ClusterLayout, previous: dict[str, Any] | None) -> dict[str, Any]:
     """The provider's configuration; secrets and keys are kept from ``previous`` when there is one."""
     previous = previous or {}
@@ -115,7 +127,8 @@ def render_config(layout: ClusterLayout, previous: dict[str, Any] | None) -> dic
                 "client_id": HUB_CLIENT_ID,
                 "client_secret": old_client.get("client_secret") or secrets.token_urlsafe(32),
                 "redirect_uris": hub_redirect_uris(layout),
-                "grant_types": ["authorization_code"],
+                # Refresh tokens let the hub confirm logins again (SecureHPCAuthenticator.refresh_with_provider).
+                "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
                 # oauthenticator sends the secret in the form body unless basic_auth is set.
                 "token_endpoint_auth_method": "client_secret_post",

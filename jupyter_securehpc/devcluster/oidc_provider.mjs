@@ -7,8 +7,17 @@
 //   SECUREHPC_OIDC_CONFIG    {issuer, port, clients: [...], cookie_keys: [...], jwks: {keys: [...]}}
 //   SECUREHPC_OIDC_ACCOUNTS  {accounts: [{username, password, otp, groups, name, email, omit_amr}]}
 //
-// The accounts file is read again at every login and every claims lookup, so tests can change a person's groups
-// in the "directory" between two logins.
+// The accounts file is read again at every login, every claims lookup and every token request, so tests can
+// change the "directory" while people are signed in:
+//   - `groups`: the claims of the next ID token (also of a refreshed one);
+//   - `disabled: true`: the account cannot sign in, and its refresh tokens are refused (invalid_grant);
+//   - `sessions_revoked_at` (epoch seconds): every token issued to the account before then is refused, as an
+//     admin's "sign out everywhere" would;
+//   - `otp: null` for an account whose logins used it: the second factor was removed, so a refresh no longer
+//     vouches for it: the refreshed ID token says amr ["pwd"] and the password-only acr.
+//
+// Refresh tokens are issued to clients allowed the refresh_token grant (the hub), without `offline_access`:
+// they end with the provider session (Session TTL), or earlier through the rules above.
 //
 // Login is a minimal HTML form (oidc-provider's interaction API; its devInteractions accept any password and
 // set no amr, so they are off). The form asks for a password and, optionally, a one-time code: with the right
@@ -31,6 +40,22 @@ function accounts() {
 
 function findAccountByName(username) {
   return accounts().find((account) => account.username === username);
+}
+
+// What the directory says about a token issued earlier (a refresh token, a code): still good, or not.
+function tokenStillValid(account, token) {
+  if (account.disabled) return false;
+  const revokedAt = Number(account.sessions_revoked_at || 0);
+  const issuedAt = Math.min(token.iiat ?? Infinity, token.iat ?? Infinity);
+  return !(revokedAt && issuedAt <= revokedAt);
+}
+
+// A token whose login used a second factor the account no longer has vouches for the password only.
+function downgradeRemovedFactor(account, token) {
+  if (!account.otp && Array.isArray(token.amr) && token.amr.includes('otp')) {
+    token.amr = token.amr.filter((method) => method !== 'otp');
+    token.acr = PWD_ACR;
+  }
 }
 
 function sameSecret(given, expected) {
@@ -71,13 +96,27 @@ const provider = new Provider(config.issuer, {
     AuthorizationCode: 60,
     IdToken: 300,
     AccessToken: 300,
+    RefreshToken: 3600,
     Interaction: 600,
     Session: 3600,
     Grant: 3600,
   },
-  async findAccount(_ctx, sub) {
+  // The hub keeps logins alive by refreshing them; oidc-provider's default wants `offline_access` (and a consent
+  // prompt) first. The refresh tokens still end with the provider session (expiresWithSession's default).
+  async issueRefreshToken(_ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
+  // Called with the token being used (a code at login, a refresh token at refresh): the directory decides.
+  async findAccount(_ctx, sub, token) {
     const account = findAccountByName(sub);
-    if (!account) return undefined;
+    if (!account || account.disabled) return undefined;
+    if (token) {
+      if (!tokenStillValid(account, token)) {
+        console.log(`refused a ${token.kind || 'token'} of ${sub}: account disabled or sessions revoked`);
+        return undefined;
+      }
+      downgradeRemovedFactor(account, token);
+    }
     return {
       accountId: sub,
       async claims() {
@@ -176,6 +215,10 @@ async function interaction(req, res, uid, action) {
   const account = findAccountByName(form.get('login') || '');
   if (!account || !sameSecret(form.get('password') || '', account.password)) {
     send(res, 200, loginForm(uid, 'Unknown user name or wrong password.'));
+    return;
+  }
+  if (account.disabled) {
+    send(res, 200, loginForm(uid, 'This account is disabled.'));
     return;
   }
   const otp = form.get('otp') || '';

@@ -1,257 +1,62 @@
-"""Login through the institution's OpenID Connect provider, with multi-factor authentication enforced.
-
-``SecureHPCAuthenticator`` is oauthenticator's ``GenericOAuthenticator`` (configured like it) with:
-
-- **A validated ID token.** oauthenticator 17 reads ``id_token`` without checking its signature
-  (``userdata_from_id_token``). Here the ID token is the only source of who signed in and how: its signature
-  is checked against the provider's JWKS (asymmetric algorithms only, never ``none`` or a shared secret), and
-  its issuer, audience (``azp`` when there are several), expiry, issue time and nonce. The nonce is made per
-  login and kept in oauthenticator's signed state cookie beside the PKCE verifier.
-- **MFA enforcement** (on by default): the ID token's ``amr`` must contain one of ``required_amr`` and,
-  if ``required_acr`` is set, its ``acr`` must be one of those.
-- **Project roles from the provider** (optional, ``project_roles_claim``): groups ``securehpc:PROJECT:ROLE``
-  become memberships through :class:`~jupyter_securehpc.projects.service.ProjectService` at every login.
-- **Deny by default**: nobody may log in unless ``allowed_users``/``allowed_groups``/``admin_groups`` or
-  ``allow_all`` say so (oauthenticator's own allow rules); hub admins can come from ``admin_groups``. Group
-  rules need ``manage_groups = True``; the groups are the ID token's ``groups`` claim
-  (``auth_state_groups_key``, default ``oauth_user.groups``).
-
-A site's ``jupyterhub_config.py``::
-
-    c.JupyterHub.authenticator_class = "securehpc"
-    c.SecureHPCAuthenticator.oidc_issuer = "https://idp.example.org/realms/research"
-    c.SecureHPCAuthenticator.client_id = "jupyterhub"  # the secret: $OAUTH_CLIENT_SECRET
-    c.SecureHPCAuthenticator.oauth_callback_url = "https://hub.example.org/hub/oauth_callback"
-    c.SecureHPCAuthenticator.scope = ["openid", "profile", "email", "groups"]
-    c.SecureHPCAuthenticator.manage_groups = True
-    c.SecureHPCAuthenticator.allowed_groups = {"hpc-users"}
-    c.SecureHPCAuthenticator.admin_groups = {"hpc-admins"}
-    c.SecureHPCAuthenticator.project_roles_claim = "groups"  # securehpc:PROJECT:ROLE
-    c.SecureHPCAuthenticator.support_contact = "the service desk (servicedesk@example.org)"
-
-Every refusal is a 403 page that tells the person what to do, and an audit event (``login`` ``denied``). A
-refusal happens before JupyterHub creates the user and before any membership changes: nothing about the
-person changes when a login is refused.
-
-Bad project groups refuse the whole login, on purpose: a group naming a project or role that does not exist
-is a directory mistake (a typo, a deleted project), and applying the other groups would leave the person with
-a partial set of roles that neither the directory nor the data owners asked for. The page names the groups, so
-the directory can be fixed; nothing changes until it is.
-"""
+"""``SecureHPCAuthenticator``: oauthenticator's GenericOAuthenticator with a validated ID token, enforced MFA,
+project roles from groups, and logins that the provider confirms again while they last (see the package's
+docstring for the whole picture)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import hmac
-import json
-import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import jwt
 import requests
+from jupyterhub.crypto import CryptKeeper
+from jupyterhub.utils import new_token
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import (
-    OAuthCallbackHandler,
-    OAuthLoginHandler,
-    _deserialize_state,
-    _serialize_state,
-)
+from oauthenticator.oauth2 import _deserialize_state
 from sqlalchemy import select
 from tornado import web
-from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Float, List, Set, Unicode, default, validate
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from traitlets import Bool, Float, Integer, List, Set, Unicode, default, validate
 
-from .audit import AuditLog
-from .config import SecureHPC
-from .projects.model import Member, Project
-from .projects.names import InvalidName, name_key, validate_name
-from .projects.roles import Role
+from ..audit import AuditLog
+from ..config import SecureHPC
+from ..projects.model import Member, Project
+from ..projects.names import name_key
+from .handlers import LoginRefused, SecureHPCCallbackHandler, SecureHPCLoginHandler, _printable, _provider_error
+from .policy import SYNC_ACTOR, BadProjectGroups, MembershipPlan, mfa_problem, parse_project_groups, plan_memberships
+from .refresh import (
+    LOGGED_OUT,
+    REFRESH_TOKEN_FIELD,
+    VERIFIED_AT,
+    RefreshGate,
+    TokenAnswer,
+    outage_verdict,
+    read_token_answer,
+)
 
 if TYPE_CHECKING:
-    from .projects.service import ProjectService
+    from ..projects.service import ProjectService
 
-# Recorded as the acting admin of memberships that the provider's groups manage; a membership whose
-# ``added_by`` is this name was made by the sync, and only such memberships are removed by it.
-SYNC_ACTOR = "oidc-group-sync"
 # Asymmetric signatures only: an HS* token is signed with the client secret, which the hub itself holds.
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 # How often an unknown key id may trigger a new JWKS download (the provider rotated its keys).
 JWKS_REFRESH_INTERVAL = 30.0
+# Seconds the token endpoint has to answer a refresh before the provider counts as unreachable.
+REFRESH_TIMEOUT = 20.0
 
 # The nonce this login's state cookie holds, for the token check of the same request (None on refresh).
 _expected_nonce: contextvars.ContextVar[str | None] = contextvars.ContextVar("securehpc_oidc_nonce", default=None)
+# The user whose login is being renewed: refusals are then the end of that login ("login.refresh" events).
+_refreshing: contextvars.ContextVar[str | None] = contextvars.ContextVar("securehpc_refreshing", default=None)
 
-
-class LoginRefused(web.HTTPError):
-    """A refused login: status 403, a page for the person (``jupyterhub_message``), a reason for the log."""
-
-    def __init__(self, check: str, reason: str, message: str, *, username: str | None = None) -> None:
-        # The reason goes to the hub's log through tornado's log_message; '%' would be taken as formatting.
-        super().__init__(403, reason.replace("%", "%%"), reason="Sign-in refused")
-        self.check = check
-        self.detail = reason
-        self.username = username
-        # JupyterHub's error page shows this instead of tornado's generic text.
-        self.jupyterhub_message = message
-
-
-# --- pure logic: MFA and project groups (unit-tested as tables) -----------------------------------------
-def mfa_problem(claims: Mapping[str, Any], required_amr: Iterable[str], required_acr: Iterable[str]) -> str | None:
-    """Why these ID token claims do not show an accepted second factor, or None when they do.
-
-    Each configured check must pass: ``amr`` must share a value with ``required_amr`` (when that is not empty),
-    and ``acr`` must be one of ``required_acr`` (when that is not empty).
-    """
-    required_amr, required_acr = set(required_amr), list(required_acr)
-    if required_amr:
-        amr = claims.get("amr")
-        if amr is None:
-            return "the ID token has no amr claim (the provider did not say how the person signed in)"
-        if not isinstance(amr, list) or not all(isinstance(value, str) for value in amr):
-            return f"the ID token's amr claim is not a list of strings: {amr!r}"
-        if not required_amr.intersection(amr):
-            return f"amr {sorted(amr)} contains none of the accepted methods {sorted(required_amr)}"
-    if required_acr:
-        acr = claims.get("acr")
-        if acr is None:
-            return "the ID token has no acr claim"
-        if acr not in required_acr:
-            return f"acr {acr!r} is not one of the accepted levels {required_acr}"
-    return None
-
-
-class BadProjectGroups(ValueError):
-    """Group strings that cannot become memberships; the message lists each and why."""
-
-
-def parse_project_groups(groups: Iterable[str], prefix: str) -> dict[str, Role]:
-    """``{project: role}`` from group strings ``<prefix>PROJECT:ROLE``; other groups are ignored.
-
-    Refuses (all problems at once) a malformed string, an invalid project name, an unknown role, and one
-    project named with two different roles: guessing which one the directory meant could grant too much.
-    """
-    wanted: dict[str, Role] = {}
-    sources: dict[str, str] = {}
-    problems: list[str] = []
-    for group in sorted(set(groups)):
-        if not group.startswith(prefix):
-            continue
-        project, sep, role_name = group[len(prefix) :].rpartition(":")
-        if not sep or not project or not role_name:
-            problems.append(f"{group!r} is not {prefix}PROJECT:ROLE")
-            continue
-        try:
-            validate_name("project", project)
-            role = Role.parse(role_name)
-        except (InvalidName, ValueError) as error:
-            problems.append(f"{group!r}: {error}")
-            continue
-        if project in wanted and wanted[project] is not role:
-            problems.append(f"{sources[project]!r} and {group!r} give project {project!r} two different roles")
-            continue
-        wanted[project], sources[project] = role, group
-    if problems:
-        raise BadProjectGroups("; ".join(problems))
-    return wanted
-
-
-@dataclass
-class MembershipPlan:
-    """What one login changes in the projects database for one user."""
-
-    username: str
-    add: dict[str, Role] = field(default_factory=dict)
-    change: dict[str, tuple[str, Role]] = field(default_factory=dict)
-    remove: list[str] = field(default_factory=list)
-
-    def is_empty(self) -> bool:
-        return not (self.add or self.change or self.remove)
-
-
-def plan_memberships(
-    current: Mapping[str, tuple[str, str]], wanted: Mapping[str, Role], username: str
-) -> MembershipPlan:
-    """Compare ``current`` ``{project: (role, added_by)}`` with ``wanted``; only sync-made rows are removed.
-
-    A membership a person added by hand (``securehpc member add``) stays when the groups do not name its
-    project: the directory manages what it created, people manage the rest.
-    """
-    plan = MembershipPlan(username)
-    for project, role in sorted(wanted.items()):
-        if project not in current:
-            plan.add[project] = role
-        elif current[project][0] != role.value:
-            plan.change[project] = (current[project][0], role)
-    plan.remove = sorted(p for p, (_, added_by) in current.items() if p not in wanted and added_by == SYNC_ACTOR)
-    return plan
-
-
-# --- handlers --------------------------------------------------------------------------------------------
-class SecureHPCLoginHandler(OAuthLoginHandler):
-    """oauthenticator's login redirect, plus an OIDC nonce kept in the signed state cookie."""
-
-    _nonce: str | None = None
-
-    def set_state_cookie(self, state_cookie_value: str) -> None:
-        state = _deserialize_state(state_cookie_value)
-        self._nonce = state["nonce"] = secrets.token_urlsafe(24)
-        super().set_state_cookie(_serialize_state(state))
-
-    def authorize_redirect(self, *args: Any, extra_params: dict | None = None, **kwargs: Any) -> None:
-        # Called by OAuthLoginHandler.get after set_state_cookie, with the state and PKCE challenge.
-        params = dict(extra_params or {})
-        if self._nonce:
-            params["nonce"] = self._nonce
-        return super().authorize_redirect(*args, extra_params=params, **kwargs)
-
-
-class SecureHPCCallbackHandler(OAuthCallbackHandler):
-    """oauthenticator's callback; its 400s (bad state, provider error, no code) become explained refusals."""
-
-    def _request_summary(self) -> str:
-        # tornado logs errors with the full URI, which here holds the code and state: the path is enough.
-        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
-
-    def check_arguments(self) -> None:
-        try:
-            super().check_arguments()
-        except LoginRefused:
-            raise
-        except web.HTTPError as error:
-            # The provider's error_description comes from the URL: anyone can write it, so it is shortened and
-            # stripped of control characters before it reaches the log and the audit event.
-            message = _printable(error.log_message or "bad callback")
-            if message.startswith("OAuth error"):
-                check, text = (
-                    "provider-error",
-                    "The identity provider did not sign you in. Start again from the hub's login page; if it "
-                    "keeps failing, contact the provider's help desk.",
-                )
-            elif "state" in message:
-                check, text = (
-                    "state",
-                    "This sign-in could not be matched to your browser: the link is old, was opened in another "
-                    "browser, or cookies are blocked. Start again from the hub's login page.",
-                )
-            else:
-                check, text = "callback", "The sign-in answer was incomplete. Start again from the hub's login page."
-            raise self.authenticator.refuse(check, message, text) from None
-        # RFC 9207: a provider that names itself in the answer must be ours (mix-up attacks with several
-        # providers); one that does not say is judged by the ID token's `iss` alone.
-        issuer = self.get_argument("iss", None)
-        if issuer is not None and issuer != self.authenticator.oidc_issuer:
-            raise self.authenticator.refuse(
-                "issuer",
-                f"the authorization answer comes from {_printable(issuer)!r}, not {self.authenticator.oidc_issuer}",
-                "The sign-in answer came from another identity provider. Start again from the hub's login page.",
-            )
+SIGN_IN_AGAIN = "Your sign-in has ended. Sign in again from the hub's login page."
 
 
 # --- the authenticator -----------------------------------------------------------------------------------
@@ -335,6 +140,56 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         help="Prefix of the groups in ``project_roles_claim`` that name project roles; other groups are ignored.",
     )
 
+    refresh_with_provider = Bool(
+        config=True,
+        help="""Confirm every login with the provider again, with its refresh token (token endpoint,
+        ``grant_type=refresh_token``), every ``auth_refresh_age`` seconds and before every server start
+        (``refresh_pre_spawn``), and log the person out when the provider says no: the refresh token is refused
+        or revoked (account disabled or deleted, sessions revoked), the renewed ID token shows no accepted second
+        factor, or the groups no longer allow the person. Each renewal runs the login's checks again and syncs
+        hub groups and project roles. Needs ``Authenticator.enable_auth_state = True`` and the environment
+        variable ``JUPYTERHUB_CRYPT_KEY`` (the refresh token is kept encrypted in the hub database): the hub
+        refuses to start without them. Default: on when ``enable_auth_state`` is on. Off: a login is checked
+        once, and a person removed at the provider keeps the hub until the cookie expires.""",
+    )
+
+    auth_refresh_age = Integer(
+        900,
+        config=True,
+        help="""Seconds after which a login is confirmed with the provider again, at the person's next hub request
+        (browser or API token). Each confirmation is one request to the provider's token endpoint per active
+        person. Must be more than 0 while ``refresh_with_provider`` is on.""",
+    )
+
+    auth_refresh_strict = Bool(
+        True,
+        config=True,
+        help="""When a login cannot be renewed, refuse the person's API-token requests too (JupyterHub's own
+        default, False, keeps serving them). On: a person the provider removed loses API access at the next
+        check, also through the tokens their running servers hold.""",
+    )
+
+    refresh_outage_grace = Integer(
+        3600,
+        config=True,
+        help="""Seconds a login is kept, counted from the provider's last confirmation, while the provider does not
+        answer (network error, timeout, HTTP 5xx, 408 or 429). Every kept login is an audit event. Then the person
+        is logged out and signs in again once the provider is back. 0: log out at the first unanswered check.""",
+    )
+
+    @default("refresh_with_provider")
+    def _refresh_with_provider_default(self) -> bool:
+        return bool(self.enable_auth_state)
+
+    @validate("refresh_outage_grace")
+    def _validate_grace(self, proposal: dict) -> int:
+        if proposal["value"] < 0:
+            raise ValueError(
+                f"SecureHPCAuthenticator.refresh_outage_grace must be 0 or more seconds, got {proposal['value']}: "
+                "use e.g. 3600 (keep logins an hour while the provider is down) or 0 (log out at once)"
+            )
+        return proposal["value"]
+
     @default("login_service")
     def _login_service_default(self) -> str:
         return "your institution (with multi-factor authentication)"
@@ -387,6 +242,46 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         self._audit = AuditLog(Path(self._settings.audit_log))
         self._projects: ProjectService | None = None
         self._projects_lock = threading.Lock()
+        self._refresh_gate = RefreshGate()
+        if self.refresh_with_provider:
+            self._check_refresh_settings()
+        else:
+            self.log.warning(
+                "SecureHPCAuthenticator.refresh_with_provider is off: logins are checked once, and a person removed "
+                "at the identity provider keeps the hub until the cookie expires. Turn it on with "
+                "c.Authenticator.enable_auth_state = True and JUPYTERHUB_CRYPT_KEY in the hub's environment."
+            )
+
+    def _check_refresh_settings(self) -> None:
+        """Refuse to start when logins cannot be renewed as configured (each message names the fix)."""
+        if not self.enable_auth_state:
+            raise ValueError(
+                "SecureHPCAuthenticator.refresh_with_provider is on but Authenticator.enable_auth_state is off, so "
+                "there is no refresh token to renew logins with: set c.Authenticator.enable_auth_state = True and "
+                "JUPYTERHUB_CRYPT_KEY in the hub's environment (`openssl rand -hex 32`, never in the config file), "
+                "or set refresh_with_provider = False to check logins only once"
+            )
+        try:
+            CryptKeeper(config=self.config).check_available()
+        except Exception as error:  # jupyterhub.crypto raises its own classes and ValueError for bad keys
+            raise ValueError(
+                f"SecureHPCAuthenticator.refresh_with_provider needs encrypted auth state, which is not available "
+                f"({type(error).__name__}: {error}): set JUPYTERHUB_CRYPT_KEY in the hub's environment to one or "
+                "more 32-byte keys, hex or base64, separated by ';' (make one with `openssl rand -hex 32`; keep it in "
+                "a 0600 environment file, never in the config file)"
+            ) from None
+        if self.auth_refresh_age <= 0:
+            raise ValueError(
+                f"SecureHPCAuthenticator.auth_refresh_age is {self.auth_refresh_age}, which turns the periodic check "
+                "with the provider off while refresh_with_provider is on: set it to a number of seconds, e.g. 900"
+            )
+        if not self.refresh_pre_spawn:
+            self.log.warning(
+                "Authenticator.refresh_pre_spawn is off: servers start on a login the provider last confirmed up to "
+                "auth_refresh_age (%ds) ago. Set c.Authenticator.refresh_pre_spawn = True to confirm before each "
+                "start.",
+                self.auth_refresh_age,
+            )
 
     def _discover(self) -> None:
         """Fill unset endpoint URLs from the provider's discovery document (once, at hub start)."""
@@ -411,12 +306,20 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
 
     # --- refusals and the audit log ------------------------------------------------------------------
     def refuse(self, check: str, reason: str, message: str, *, username: str | None = None) -> LoginRefused:
-        """Record a refused login and return the exception to raise (the page says ``message``)."""
+        """Record a refused login and return the exception to raise (the page says ``message``).
+
+        While a login is renewed (``refresh_user``), the refusal ends that login: the event is ``login.refresh``.
+        """
+        refreshing = _refreshing.get()
+        username = username or refreshing
         text = f"{message} If you need help, contact {self.support_contact}."
-        self.log.warning("Login refused (%s) for %s: %s", check, username or "an unknown user", reason)
+        if refreshing:
+            self.log.warning("Login of %s ended (%s): %s", username, check, reason)
+        else:
+            self.log.warning("Login refused (%s) for %s: %s", check, username or "an unknown user", reason)
         self._audit.append(
             actor=username or "anonymous",
-            action="login",
+            action="login.refresh" if refreshing else "login",
             obj=f"user:{username}" if username else "login",
             outcome="denied",
             reason=reason,
@@ -465,7 +368,30 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
                 "the token endpoint's answer has no access_token",
                 "The identity provider gave an unusable answer. Start again from the hub's login page.",
             )
+        if self.refresh_with_provider and not token_info.get("refresh_token"):
+            raise self.refuse(
+                "refresh-token",
+                f"the provider issued no refresh token, so this login could not be confirmed again later: allow the "
+                f"refresh_token grant for client {self.client_id!r} at the provider (some providers also need "
+                "`offline_access` in SecureHPCAuthenticator.scope)",
+                "The identity provider does not let the hub check your sign-in later, so the hub cannot accept it. "
+                "Tell the hub's administrators.",
+            )
         return token_info
+
+    def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
+        """What a renewal needs, nothing more: the refresh token, the ID token's claims, the time of confirmation.
+
+        The access and ID tokens are dropped: the hub calls no API with them, and a hub admin with the
+        ``admin:auth_state`` scope can read auth state.
+        """
+        scope = token_info.get("scope", "")
+        return {
+            REFRESH_TOKEN_FIELD: token_info.get("refresh_token"),
+            "scope": scope.split() if isinstance(scope, str) else scope,
+            self.user_auth_state_key: user_info,
+            VERIFIED_AT: time.time(),
+        }
 
     async def token_to_user(self, token_info: dict) -> dict:
         """The validated ID token's claims: the only statement of who signed in and how (no userinfo call)."""
@@ -653,18 +579,7 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
     async def run_post_auth_hook(self, handler: web.RequestHandler, authentication: dict) -> dict:
         plan: MembershipPlan | None = authentication.pop("securehpc_memberships", None)
         authentication = await super().run_post_auth_hook(handler, authentication)
-        if plan is not None and not plan.is_empty():
-            try:
-                await asyncio.to_thread(self._apply, plan)
-            except Exception as error:
-                # The database or disk failed half-way; the person can try again, the admin sees why.
-                self.log.exception("Could not sync the project roles of %s", authentication["name"])
-                raise self.refuse(
-                    "project-sync",
-                    f"syncing project roles failed: {type(error).__name__}: {error}".splitlines()[0][:300],
-                    "Your project roles could not be updated right now. Try again in a few minutes.",
-                    username=authentication["name"],
-                ) from None
+        await self._apply_plan(plan, authentication["name"])
         claims = (authentication.get("auth_state") or {}).get(self.user_auth_state_key) or {}
         self._audit.append(
             actor=authentication["name"],
@@ -678,6 +593,21 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         return authentication
 
     # --- applying memberships -----------------------------------------------------------------------
+    async def _apply_plan(self, plan: MembershipPlan | None, username: str) -> None:
+        if plan is None or plan.is_empty():
+            return
+        try:
+            await asyncio.to_thread(self._apply, plan)
+        except Exception as error:
+            # The database or disk failed half-way; the person can try again, the admin sees why.
+            self.log.exception("Could not sync the project roles of %s", username)
+            raise self.refuse(
+                "project-sync",
+                f"syncing project roles failed: {type(error).__name__}: {error}".splitlines()[0][:300],
+                "Your project roles could not be updated right now. Try again in a few minutes.",
+                username=username,
+            ) from None
+
     def project_service(self) -> ProjectService:
         """The projects service acting as the group sync (a hub admin in the audit log)."""
         with self._projects_lock:  # logins run it in worker threads
@@ -686,9 +616,9 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
     def _project_service_locked(self) -> ProjectService:
         if self._projects is None:
             # Imported here: a hub that does not sync project roles never needs the key store's client.
-            from .keys import KeyStore, KeyStoreConfig
-            from .projects.db import open_database
-            from .projects.service import Actor, ProjectService
+            from ..keys import KeyStore, KeyStoreConfig
+            from ..projects.db import open_database
+            from ..projects.service import Actor, ProjectService
 
             self._projects = ProjectService(
                 sessions=open_database(self._settings.db_url),
@@ -700,7 +630,7 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         return self._projects
 
     def _apply(self, plan: MembershipPlan) -> None:
-        from .projects.service import BadInput
+        from ..projects.service import BadInput
 
         service = self.project_service()
         for project, role in plan.add.items():
@@ -721,25 +651,172 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
             plan.username, sorted(plan.add), sorted(plan.change), plan.remove,
         )  # fmt: skip
 
+    # --- renewing a login with the provider --------------------------------------------------------
     async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None, **kwargs: Any) -> Any:
-        # With auth_state on, oauthenticator re-reads the stored ID token: when it no longer passes every
-        # check above (it expired), the person signs in again instead of seeing an error.
-        try:
-            return await super().refresh_user(user, handler, **kwargs)
-        except LoginRefused:
+        """Confirm the login with the provider again; ``False`` logs the person out, a dict updates the login.
+
+        oauthenticator's own ``refresh_user`` asks the provider only once the stored token no longer verifies (the
+        ID token expired); until then a person disabled at the provider would stay. Here every refresh presents
+        the refresh token. JupyterHub calls this every ``auth_refresh_age`` seconds per person and before a spawn.
+        """
+        if not self.refresh_with_provider:
+            # Checked once at login (documented in refresh_with_provider's help and at start).
+            return True
+        result = await self._refresh_gate.run(user.name, lambda: self._renew(user))
+        if result is False and handler is not None and not hasattr(handler, "_token_authenticated"):
+            # JupyterHub 6.1 reads this flag after a failed refresh but sets it only on token-authenticated
+            # requests: a cookie request would end in an AttributeError (a 500 for a server start) instead of
+            # the login page or a 403. Not token-authenticated is exactly what the missing flag means.
+            handler._token_authenticated = False
+        return result
+
+    async def _renew(self, user: Any) -> dict | bool:
+        state = await user.get_auth_state() or {}
+        if state.get(LOGGED_OUT):
+            # The provider already said no; that was audited. Nothing is left to ask it with.
             return False
+        marker = _refreshing.set(user.name)
+        try:
+            refresh_token = state.get(REFRESH_TOKEN_FIELD)
+            if not isinstance(refresh_token, str) or not refresh_token:
+                raise self.refuse(
+                    "refresh-token",
+                    "no refresh token is kept for this login (it predates refresh_with_provider, or its auth state "
+                    "was lost)",
+                    SIGN_IN_AGAIN,
+                )
+            answer = await self._exchange_refresh_token(refresh_token)
+            if answer.kind == "unreachable":
+                return self._keep_during_outage(user.name, state, answer.detail)
+            if answer.kind == "refused":
+                raise self.refuse(
+                    "refresh-refused",
+                    f"the provider refused to renew the login ({answer.detail}): the account may be disabled or "
+                    "deleted, its sessions revoked, or the refresh token expired",
+                    SIGN_IN_AGAIN,
+                )
+            auth_model = await self._renewed_auth_model(user, state, answer.token_info or {}, refresh_token)
+        except LoginRefused as refused:
+            await self._end_login(user, refused.check)
+            return False
+        finally:
+            _refreshing.reset(marker)
+        claims = auth_model["auth_state"][self.user_auth_state_key]
+        self._audit.append(
+            actor=user.name,
+            action="login.refresh",
+            obj=f"user:{user.name}",
+            outcome="allowed",
+            reason="the provider renewed the login"
+            + ("; renewed ID token validated" if answer.token_info and answer.token_info.get("id_token") else ""),
+            amr=claims.get("amr"),
+            admin=bool(auth_model.get("admin")),
+            verified=True,
+        )
+        # Saved now, inside this person's refresh gate: a rotated refresh token must be what the next refresh
+        # reads (JupyterHub saves the returned model again, after the gate).
+        await user.save_auth_state(auth_model["auth_state"])
+        return auth_model
+
+    async def _end_login(self, user: Any, check: str) -> None:
+        """Log the person out everywhere now, not at the next periodic check.
+
+        JupyterHub records only successful refreshes, so after a ``False`` it would keep accepting the person's
+        cookie and tokens until ``auth_refresh_age`` has passed since the last success. A new cookie id makes
+        every browser cookie of the person invalid at once (JupyterHub's own logout only clears one browser's);
+        forgetting the last refresh makes the next API-token request ask again, and ``LOGGED_OUT`` answers it
+        without the provider (refused with ``auth_refresh_strict``). Only the fact is kept in auth state: the
+        refresh token goes, so nothing can renew this login any more.
+        """
+        orm_user = getattr(user, "orm_user", None)
+        if orm_user is not None:
+            orm_user.cookie_id = new_token()  # committed by save_auth_state
+        await user.save_auth_state({LOGGED_OUT: {"at": time.time(), "check": check}})
+        if hasattr(user, "_auth_refreshed"):
+            user._auth_refreshed = None
+
+    async def _exchange_refresh_token(self, refresh_token: str) -> TokenAnswer:
+        """POST the refresh token to the token endpoint; the answer read, never logged (it holds tokens)."""
+        request = HTTPRequest(
+            self.token_url,
+            **{
+                "request_timeout": REFRESH_TIMEOUT,
+                **self.http_request_kwargs,
+                "method": "POST",
+                "headers": self.build_token_info_request_headers(),
+                "body": urlencode(self.build_refresh_token_request_params(refresh_token)).encode(),
+                "validate_cert": self.validate_server_cert,
+            },
+        )
+        try:
+            response = await self.http_client.fetch(request, raise_error=False)
+        except (HTTPClientError, OSError, asyncio.TimeoutError) as error:
+            # No answer at all (refused connection, DNS, TLS, timeout): the error names no token.
+            return TokenAnswer("unreachable", _describe_network_error(error))
+        return read_token_answer(response.code, response.body)
+
+    def _keep_during_outage(self, username: str, state: Mapping[str, Any], detail: str) -> bool:
+        keep, why = outage_verdict(state.get(VERIFIED_AT), time.time(), self.refresh_outage_grace)
+        if not keep:
+            raise self.refuse(
+                "provider-unreachable",
+                f"the provider did not answer ({detail}) and {why}",
+                SIGN_IN_AGAIN,
+            )
+        self.log.warning("Could not renew the login of %s (%s); kept: %s", username, detail, why)
+        self._audit.append(
+            actor=username,
+            action="login.refresh",
+            obj=f"user:{username}",
+            outcome="allowed",
+            reason=f"the provider did not answer ({detail}); login kept: {why}",
+            verified=False,
+        )
+        return True
+
+    async def _renewed_auth_model(
+        self, user: Any, state: Mapping[str, Any], token_info: dict, refresh_token: str
+    ) -> dict:
+        """The login's checks again, on what the provider renewed; raises LoginRefused (audited) on any failure."""
+        before = state.get(self.user_auth_state_key) or {}
+        id_token = token_info.get("id_token")
+        if isinstance(id_token, str) and id_token:
+            claims = await self.validate_id_token(id_token, nonce=None)
+            if claims.get("sub") != before.get("sub"):
+                raise self.refuse(
+                    "refresh-subject",
+                    "the renewed ID token names another subject (sub) than the login it renews",
+                    SIGN_IN_AGAIN,
+                )
+        else:
+            # The provider renewed the grant (the account is active) without a new ID token: the login's
+            # claims, MFA included, stand as they were verified then.
+            claims = dict(before)
+        username = self.normalize_username(self.user_info_to_username(claims))
+        if username != user.name:
+            raise self.refuse(
+                "refresh-subject", f"the renewed ID token is for user {username!r}, not {user.name!r}", SIGN_IN_AGAIN
+            )
+        if not token_info.get("refresh_token"):
+            # Not rotated: the same refresh token stays valid.
+            token_info = {**token_info, "refresh_token": refresh_token}
+        auth_model = {
+            "name": user.name,
+            "admin": True if user.name in self.admin_users else None,
+            "auth_state": self.build_auth_state_dict(token_info, claims),
+        }
+        auth_model = await self.update_auth_model(auth_model)
+        if self.manage_groups:
+            auth_model = await self._apply_managed_groups(auth_model)
+        # The allow and block rules of the login, on today's groups (both raise a refusal when they say no).
+        self.check_blocked_users(user.name, auth_model)
+        await self.check_allowed(user.name, auth_model)
+        await self._apply_plan(auth_model.pop("securehpc_memberships", None), user.name)
+        return auth_model
 
 
-def _printable(text: str, limit: int = 200) -> str:
-    """``text`` without control characters, at most ``limit`` characters (for text that came from a URL)."""
-    cleaned = "".join(char if char.isprintable() else "?" for char in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
-
-
-def _provider_error(error: HTTPClientError) -> str:
-    """The OAuth ``error`` code of a token endpoint answer (never its whole body)."""
-    try:
-        body = json.loads(error.response.body) if error.response is not None else {}
-        return _printable(str(body.get("error", ""))) or "no error code"
-    except (ValueError, AttributeError):
-        return "no error code"
+def _describe_network_error(error: BaseException) -> str:
+    """A short, token-free description of a request that got no HTTP answer."""
+    if isinstance(error, HTTPClientError):
+        return f"HTTP {error.code} {error.message or ''}".strip()
+    return _printable(f"{type(error).__name__}: {error}", 120)
