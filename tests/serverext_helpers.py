@@ -199,12 +199,17 @@ def launch(
     token: str = TEST_TOKEN,
     wait: bool = True,
     config_path: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> Server:
     """Start ``python -m jupyter_server`` on a free loopback port; with ``wait``, until /api/status answers.
 
     ``session`` is written to ``policy_path`` (default ``workdir/session.json``, read-only) when given.
     ``extension``: on or off on the command line (as the node launcher does), or None to leave it to the
-    config files (``config_path`` is added to ``$JUPYTER_CONFIG_PATH``).
+    config files (``config_path`` is added to ``$JUPYTER_CONFIG_PATH``). ``extra_args`` go on the command
+    line (``--ServerApp.jpserver_extensions=...`` there replaces the one made from ``extension``);
+    ``extra_env`` is added to the environment; ``user`` runs the server as that (unprivileged) user.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if session is not None:
@@ -224,17 +229,16 @@ def launch(
         "--ServerApp.open_browser=False",
         "--ServerApp.allow_root=True",
     ]
-    if extension is not None:
+    if extension is not None and not any(arg.startswith("--ServerApp.jpserver_extensions") for arg in extra_args):
         argv.append(f"--ServerApp.jpserver_extensions={{'{EXTENSION}': {extension}}}")
+    argv.extend(extra_args)
     log = workdir / f"server-{port}.log"
+    env = server_env(workdir, policy_path, audit, config_path)
+    env.update(extra_env or {})
+    if user is not None:
+        chown_tree(workdir, user)  # its config, data and runtime folders
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=server_env(workdir, policy_path, audit, config_path),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, user=user)
     server = Server(proc, port, token, root, log, audit)
     if wait:
         try:
@@ -243,6 +247,43 @@ def launch(
             server.stop()
             raise
     return server
+
+
+def chown_tree(path: Path, user: str) -> None:
+    """Give ``path`` and everything under it to ``user`` (symlinks themselves, not their targets)."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for folder, dirs, files in os.walk(path):
+        for name in [folder, *(os.path.join(folder, d) for d in dirs), *(os.path.join(folder, f) for f in files)]:
+            os.lchown(name, entry.pw_uid, entry.pw_gid)
+
+
+class UnixClient:
+    """Raw HTTP over a unix socket path (what the launcher's relay does), token auth."""
+
+    def __init__(self, path: Path, token: str | None = None, timeout: float = 30.0) -> None:
+        self.path, self.token, self.timeout = path, token, timeout
+
+    def request(self, method: str, url: str, body: dict | None = None) -> Response:
+        headers = {"Host": "localhost"}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"token {self.token}"
+        conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.path))
+        conn.sock = sock
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            reply = conn.getresponse()
+            return Response(reply.status, reply.headers, reply.read())
+        finally:
+            conn.close()
 
 
 def wait_ready(server: Server, timeout: float = 60.0) -> None:
@@ -316,8 +357,18 @@ print("ROUTES=" + json.dumps({"rows": rows, "allow_unauthenticated_access": app.
 """
 
 
-def list_routes(workdir: Path, root: Path, session: dict, audit: Path) -> dict:
-    """Every (route, handler, method) of a server set up like ``launch`` does, without serving."""
+def list_routes(
+    workdir: Path,
+    root: Path,
+    session: dict,
+    audit: Path,
+    extensions: dict[str, bool] | None = None,
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> dict:
+    """Every (route, handler, method) of a server set up like ``launch`` does, without serving.
+
+    ``extensions`` are enabled besides ours (JupyterLab, Notebook 7, ...); ``extra_env`` is added."""
     policy = workdir / "routes-session.json"
     policy.write_text(json.dumps(session))
     argv = [
@@ -328,11 +379,12 @@ def list_routes(workdir: Path, root: Path, session: dict, audit: Path) -> dict:
         "--ServerApp.allow_root=True",
         "--ServerApp.open_browser=False",
         "--IdentityProvider.token=unused-token",
-        f"--ServerApp.jpserver_extensions={{'{EXTENSION}': True}}",
+        f"--ServerApp.jpserver_extensions={ {EXTENSION: True, **(extensions or {})}!r}",
+        *extra_args,
     ]
-    done = subprocess.run(
-        argv, cwd=workdir, env=server_env(workdir, policy, audit), capture_output=True, text=True, timeout=120
-    )
+    env = server_env(workdir, policy, audit)
+    env.update(extra_env or {})
+    done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     for line in done.stdout.splitlines():
         if line.startswith("ROUTES="):
             return json.loads(line[len("ROUTES=") :])

@@ -38,12 +38,14 @@ STRICT_TABLE = {
     A.RELEASE_REQUEST: {OWNER, SCIENTIST},
     A.FILE_DOWNLOAD: set(),
     A.FILE_UPLOAD: {OWNER},
+    A.FILE_READ_TEXT: {OWNER},
     A.TERMINAL_OPEN: set(),
 }
 PERMISSIVE_TABLE = {
     **STRICT_TABLE,
     A.FILE_DOWNLOAD: {OWNER, SCIENTIST},
     A.FILE_UPLOAD: {OWNER, SCIENTIST, OBSERVER},
+    A.FILE_READ_TEXT: {OWNER, SCIENTIST},  # the roles that may download
     A.TERMINAL_OPEN: {OWNER, SCIENTIST},
 }
 
@@ -81,3 +83,18 @@ def test_refusal_says_who_and_why():
     assert decision.reason == "someone is not a member of this project"
     decision = ask(SCIENTIST, A.DATASET_SHARE, STRICT)
     assert "only a data owner" in decision.reason and "data_scientist" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("setting", "allowed"),
+    [
+        ("text_content_roles=none", set()),
+        ("text_content_roles=data_scientist", {SCIENTIST}),
+        ("text_content_roles=data_owner,data_scientist,observer", {OWNER, SCIENTIST, OBSERVER}),
+    ],
+)
+def test_text_reads_follow_text_content_roles(setting, allowed):
+    """Hub admins get no data rights: text reads are for members the policy names (or who may download)."""
+    policy = Policy().with_settings([setting])
+    for who in EVERYONE:
+        assert ask(who, A.FILE_READ_TEXT, policy).allowed is (who in allowed), who

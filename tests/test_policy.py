@@ -13,6 +13,8 @@ def test_defaults_deny_what_is_risky():
     assert policy.download_roles == frozenset()
     assert policy.terminals is False
     assert policy.exclusive is True
+    # Reading data files whole as text is a download by other means: data owners only by default.
+    assert policy.text_content_roles == frozenset({Role.DATA_OWNER})
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,9 @@ def test_defaults_deny_what_is_risky():
         ("download_roles=data_owner", "download_roles", frozenset({Role.DATA_OWNER})),
         ("upload_roles=data_owner,data_scientist", "upload_roles", frozenset({Role.DATA_OWNER, Role.DATA_SCIENTIST})),
         ("upload_roles=none", "upload_roles", frozenset()),
+        ("text_content_roles=none", "text_content_roles", frozenset()),
+        ("text_content_roles=data_scientist", "text_content_roles", frozenset({Role.DATA_SCIENTIST})),
+        ("text_content_roles=data_owner, observer", "text_content_roles", frozenset({Role.DATA_OWNER, Role.OBSERVER})),
         ("key_ttl=600", "key_ttl", 600),
         ("release_reviewers=2", "release_reviewers", 2),
     ],
@@ -48,6 +53,7 @@ def test_settings_parse(setting, field, value):
         ("max_gpus=1.5", "whole number"),
         ("terminals=maybe", "true or false"),
         ("download_roles=admin", "unknown role 'admin'"),
+        ("text_content_roles=everyone", "unknown role 'everyone'"),
         ("max_wall_time=0", "1 minute to 30 days"),
         ("max_wall_time=31d", "1 minute to 30 days"),
         ("partition=gpu;rm -rf /", "partition name"),
@@ -70,5 +76,5 @@ def test_one_bad_setting_changes_nothing():
 
 
 def test_round_trip_through_the_database_form():
-    policy = Policy().with_settings(["download_roles=data_owner", "max_gpus=2"])
+    policy = Policy().with_settings(["download_roles=data_owner", "max_gpus=2", "text_content_roles=none"])
     assert Policy.from_dict(policy.as_dict()) == policy

@@ -30,12 +30,12 @@ from jupyter_securehpc.serverext.session import SessionPolicyError, session_from
 
 ROLES = [role.value for role in Role]
 VARIANTS = {
-    # The default policy: nobody downloads, data owners upload, no terminals; every role reads text.
+    # The default policy: nobody downloads, data owners upload and read data files as text, no terminals.
     "default": {"policy": {}},
     # Data owners may download; terminals on (for owners and scientists, never observers).
     "owner_downloads": {"policy": {"download_roles": ["data_owner"], "terminals": True}},
-    # Only data owners may read non-notebook files as text through the contents API.
-    "owner_text_only": {"policy": {}, "text_content_roles": ["data_owner"]},
+    # Only data scientists may read data files as text (data owners neither download nor read text here).
+    "scientist_text": {"policy": {"text_content_roles": ["data_scientist"]}},
 }
 EXPORTERS = [
     "asciidoc", "custom", "html", "latex", "markdown", "notebook", "pdf", "python", "qtpdf", "qtpng", "rst",
@@ -67,7 +67,9 @@ def may_open_terminal(role: str, variant: str) -> bool:
 
 
 def may_read_text(role: str, variant: str) -> bool:
-    return may_download(role, variant) or variant != "owner_text_only" or role == "data_owner"
+    """Data files as text: the policy's text_content_roles (default: data owners), or download rights."""
+    text_roles = VARIANTS[variant]["policy"].get("text_content_roles", ["data_owner"])
+    return may_download(role, variant) or role in text_roles
 
 
 SKIP = "skip"  # the request would start a process (kernel, terminal) or a slow exporter: not sent
@@ -554,18 +556,66 @@ def test_resolve_inside_sibling_prefix_and_symlinks(tmp_path: Path) -> None:
 
 
 def test_session_file_checks() -> None:
-    session = session_from_dict(session_for("observer", "owner_text_only"))
+    session = session_from_dict(session_for("observer", "scientist_text"))
     assert session.role is Role.OBSERVER and not session.may_read_text
-    assert session_from_dict(session_for("observer", "default")).may_read_text
+    assert session_from_dict(session_for("data_scientist", "scientist_text")).may_read_text
+    assert not session_from_dict(session_for("data_scientist", "default")).may_read_text
+    assert session_from_dict(session_for("data_owner", "default")).may_read_text
     with pytest.raises(SessionPolicyError, match="max_gpus"):
         session_from_dict({"project": "p", "user": "u", "role": "observer", "policy": {"max_gpus": True}})
+    with pytest.raises(SessionPolicyError, match="text_content_roles"):
+        session_from_dict({"project": "p", "user": "u", "role": "observer", "policy": {"text_content_roles": "all"}})
 
 
-def test_hub_user_other_than_the_session_user_is_refused() -> None:
+def test_old_top_level_text_key_only_narrows() -> None:
+    """The key launchers wrote before the setting moved into the policy can take text rights away, never give."""
+    wide = {"project": "p", "user": "u", "role": "data_scientist", "text_content_roles": ["data_scientist"]}
+    assert not session_from_dict({**wide, "policy": {}}).may_read_text
+    narrow = {"project": "p", "user": "u", "role": "data_owner", "text_content_roles": []}
+    assert not session_from_dict({**narrow, "policy": {}}).may_read_text
+    assert session_from_dict({**narrow, "text_content_roles": ["data_owner"], "policy": {}}).may_read_text
+
+
+def _hub_model(**fields: object) -> dict:
+    return {"kind": "user", "name": "alice", "token_id": "a17", "session_id": "s-9f", **fields}
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        (_hub_model(name="root-admin"), "belongs to alice"),
+        (_hub_model(kind="service", name="alice"), "not a service"),
+        ({k: v for k, v in _hub_model().items() if k != "kind"}, "not a service"),
+        (_hub_model(token_id=None), "token"),
+        (_hub_model(token_id=""), "token"),
+        ({k: v for k, v in _hub_model().items() if k != "token_id"}, "token"),
+        (None, "did not vouch"),
+    ],
+)
+def test_hub_identities_other_than_the_session_user_are_refused(model: dict | None, problem: str) -> None:
+    session = session_from_dict(session_for("data_owner", "owner_downloads"))
+    guard = Guard(session, rules=None, audit=None, base_url="/", log=None, hub_identity=True)  # type: ignore[arg-type]
+    user = SimpleNamespace(username="x") if model is None else SimpleNamespace(username="x", hub_user=model)
+    verdict = guard.user_verdict(user)
+    assert verdict is not None and verdict.status == 403 and problem in verdict.reason
+
+
+def test_hub_identity_of_the_session_user_passes() -> None:
+    session = session_from_dict(session_for("data_owner", "owner_downloads"))
+    guard = Guard(session, rules=None, audit=None, base_url="/", log=None, hub_identity=True)  # type: ignore[arg-type]
+    assert guard.user_verdict(SimpleNamespace(username="alice", hub_user=_hub_model())) is None
+    # An API token the user made on the hub has no login session: accepted unless the server requires one.
+    api_token = SimpleNamespace(username="alice", hub_user=_hub_model(session_id=None))
+    assert guard.user_verdict(api_token) is None
+    guard.require_login_session = True
+    assert "login session" in guard.user_verdict(api_token).reason
+    assert guard.user_verdict(None) is None  # login, logout, the OAuth callback: left to the rules
+
+
+def test_outside_the_hub_only_a_hub_model_is_checked() -> None:
     session = session_from_dict(session_for("data_owner", "owner_downloads"))
     guard = Guard(session, rules=None, audit=None, base_url="/", log=None)  # type: ignore[arg-type]
-    admin = SimpleNamespace(username="root-admin", hub_user={"name": "root-admin"})
-    owner = SimpleNamespace(username="alice", hub_user={"name": "alice"})
+    admin = SimpleNamespace(username="root-admin", hub_user=_hub_model(name="root-admin"))
     assert guard.user_verdict(admin).status == 403
-    assert guard.user_verdict(owner) is None
+    assert guard.user_verdict(SimpleNamespace(username="alice", hub_user=_hub_model())) is None
     assert guard.user_verdict(SimpleNamespace(username="token-user")) is None

@@ -30,6 +30,7 @@ class Action(str, enum.Enum):
     WORKSPACE_WRITE = "workspace.write"
     FILE_DOWNLOAD = "file.download"
     FILE_UPLOAD = "file.upload"
+    FILE_READ_TEXT = "file.read_text"
     TERMINAL_OPEN = "terminal.open"
     RELEASE_REQUEST = "release.request"
     RELEASE_REVIEW = "release.review"
@@ -112,6 +113,14 @@ def decide(subject: Subject, action: Action, role: Role | None, policy: Policy |
         if role in policy.download_roles:
             return Decision(True, f"policy lets {role.value} download")
         return Decision(False, f"the project's policy does not let {role.value} download")
+    # Reading a data file whole as text is a download by other means: the roles that may download, and the
+    # roles the policy lists in text_content_roles (notebooks and code files are not asked about here).
+    if action is Action.FILE_READ_TEXT:
+        if role in policy.download_roles:
+            return Decision(True, f"policy lets {role.value} download")
+        if role in policy.text_content_roles:
+            return Decision(True, f"policy lets {role.value} read files as text")
+        return Decision(False, f"the project's policy does not let {role.value} read data files as text")
     if action is Action.FILE_UPLOAD:
         if role in policy.upload_roles:
             return Decision(True, f"policy lets {role.value} upload")

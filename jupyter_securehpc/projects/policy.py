@@ -76,6 +76,10 @@ class Policy:
     terminals: bool = False
     download_roles: frozenset[Role] = frozenset()
     upload_roles: frozenset[Role] = frozenset({Role.DATA_OWNER})
+    # Roles that may read files other than notebooks and small code files as text through the contents API
+    # (what JupyterLab's editor does to open a .csv): reading a data file whole is a download by other means.
+    # Roles that may download may always; see ``serverext/contents.py`` for what counts as which kind of file.
+    text_content_roles: frozenset[Role] = frozenset({Role.DATA_OWNER})
     key_ttl: int = 300  # seconds a wrapped session token stays valid
     release_reviewers: int = 1
 
@@ -125,6 +129,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "terminals": _bool,
     "download_roles": _roles,
     "upload_roles": _roles,
+    "text_content_roles": _roles,
     "key_ttl": _int_in(30, 86400),
     "release_reviewers": _int_in(1, 10),
 }

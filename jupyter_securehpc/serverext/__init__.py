@@ -2,9 +2,11 @@
 
 Enabled by ``jupyter-config/jupyter_server_config.d/jupyter_securehpc.json`` (installed by the wheel) and
 set explicitly by the node launcher (``--ServerApp.jpserver_extensions``), so a user cannot switch it off.
-Modules: ``session`` (the policy file), ``paths`` (containment), ``rules`` (what a request may do),
-``guard`` (applies the rules to every request, CSP, audit), ``authorizer`` (jupyter-server's authorizer
-hook), ``app`` (the extension app and its settings).
+Modules: ``session`` (the policy file), ``paths`` (containment, read-only places), ``routes`` (the
+allow-list of handler classes), ``rules`` (what a request may do), ``contents`` (text reads and uploads),
+``facts`` (what rules see and answer), ``guard`` (applies the rules to every request, safe errors, CSP,
+audit), ``sink`` (the audit pipe or file), ``process`` (the launcher's socket, tokens, no dumps),
+``authorizer`` (jupyter-server's authorizer hook), ``app`` (the extension app and its settings).
 """
 
 from __future__ import annotations

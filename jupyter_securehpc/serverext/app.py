@@ -1,9 +1,16 @@
 """The jupyter-server extension app: reads the session policy, hardens the server, installs the guard.
 
-Fail closed: a missing or invalid session policy file, a missing audit log path, a contents manager that is
-not file based, or any other error while setting up makes the server exit with status 1 and a CRITICAL log
-line saying what to fix. jupyter-server would otherwise log a failed extension as a warning and serve
-files unguarded (``ExtensionManager`` catches ``Exception``; ``SystemExit`` passes through).
+At link time (before kernels, the web app or the HTTP server exist): the process becomes not dumpable
+without core files, the launcher's listening socket (``SECUREHPC_SERVER_FD``) replaces jupyter-server's own
+binding, and the audit sink is opened (the launcher's pipe ``SECUREHPC_AUDIT_FD``, else the file
+``SECUREHPC_AUDIT_LOG``); see ``process.py`` and ``sink.py``. At initialize: tokens are read and removed from
+the environment (kernels and terminals start later), tracebacks are never served, and the guard is installed.
+
+Fail closed: a missing or invalid session policy file, no audit sink, a descriptor that is not what the
+launcher promised, a contents manager that is not file based, or any other error while setting up makes the
+server exit with status 1 and a CRITICAL log line saying what to fix. jupyter-server would otherwise log a
+failed extension as a warning and serve files unguarded (``ExtensionManager`` catches ``Exception``;
+``SystemExit`` passes through).
 """
 
 from __future__ import annotations
@@ -14,18 +21,20 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.contents.fileio import FileManagerMixin
-from traitlets import List, Unicode, default
+from jupyterhub.singleuser.extension import JupyterHubIdentityProvider
+from traitlets import Bool, List, Unicode, default
 
-from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.projects.authz import Action
 
 from .authorizer import SecureHPCAuthorizer
 from .guard import Guard
+from .process import ProcessSetupError, not_dumpable, read_tokens, scrub_tokens, serve_on, take_listening_socket
 from .rules import Rules
 from .session import Session, SessionPolicyError, load_session
+from .sink import AUDIT_LOG_ENV, AuditSink, AuditSinkError, sink_from_environment
 
 POLICY_ENV = "SECUREHPC_SESSION_POLICY"
-AUDIT_ENV = "SECUREHPC_AUDIT_LOG"
+AUDIT_ENV = AUDIT_LOG_ENV
 
 
 class SetupError(Exception):
@@ -39,7 +48,7 @@ def _fatal(method: Any) -> Any:
     def wrapped(self: SecureHPCServerExtension, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except (SetupError, SessionPolicyError) as err:
+        except (SetupError, SessionPolicyError, ProcessSetupError, AuditSinkError) as err:
             self.log.critical("securehpc: refusing to start: %s", err)
         except Exception:
             self.log.critical("securehpc: refusing to start: the server extension failed to set up", exc_info=True)
@@ -69,8 +78,9 @@ class SecureHPCServerExtension(ExtensionApp):
 
     audit_log = Unicode(
         config=True,
-        help="""Audit log that records every refusal (hash-chained, see ``jupyter_securehpc.audit``).
-        Default: ``$SECUREHPC_AUDIT_LOG``. Unset: the server does not start, as refusals must be recorded.""",
+        help="""Audit log that records every refusal (hash-chained, see ``jupyter_securehpc.audit``) when the
+        launcher passes no audit pipe (``$SECUREHPC_AUDIT_FD``). Default: ``$SECUREHPC_AUDIT_LOG``. Neither:
+        the server does not start, as refusals must be recorded.""",
     )
 
     @default("audit_log")
@@ -87,8 +97,18 @@ class SecureHPCServerExtension(ExtensionApp):
         switch it off in ``ServerApp.jpserver_extensions`` too.""",
     )
 
+    require_login_session = Bool(
+        False,
+        config=True,
+        help="""Under JupyterHub, accept only tokens that come from a hub login session (the browser's OAuth
+        login): API tokens made on the hub's token page or REST API are refused by this server even when they
+        belong to the session's user. Off by default, as scripts and checks use such tokens; the hub's role
+        configuration keeps admins from minting tokens for other users.""",
+    )
+
     session: Session | None = None
     guard: Guard | None = None
+    audit_sink: AuditSink | None = None
 
     # --- link: before the server creates its authorizer, contents manager and web app ---------------------
 
@@ -104,9 +124,14 @@ class SecureHPCServerExtension(ExtensionApp):
                 "launcher does both)"
             )
         self.session = load_session(self.policy_file)
-        if not self.audit_log:
-            raise SetupError(f"no audit log: set ${AUDIT_ENV} or SecureHPCServerExtension.audit_log")
+        # Before anything holds secrets or data: no core file, no reading of this process by the kernel.
+        not_dumpable()
+        self.audit_sink = sink_from_environment(self.audit_log)
         app = self.serverapp
+        listening = take_listening_socket()
+        if listening is not None:
+            serve_on(app, listening)
+            self.log.info("securehpc: serving on the launcher's socket (fd %d); no path is bound", listening.fileno())
         # Set as attributes (now) and as config (so that an extension linked later that reloads config,
         # as jupyterhub-singleuser does, applies our values again); checked once more in initialize().
         forced = {
@@ -158,8 +183,26 @@ class SecureHPCServerExtension(ExtensionApp):
             self.log.warning("securehpc: authorizer %s replaced by ours", type(app.authorizer).__name__)
             app.authorizer = SecureHPCAuthorizer(parent=app, log=app.log, identity_provider=app.identity_provider)
             app.web_app.settings["authorizer"] = app.authorizer
-        rules = Rules(self.session, root_real)
-        self.guard = Guard(self.session, rules, AuditLog(self.audit_log), app.base_url, self.log)
+        if self.audit_sink is None:
+            raise SetupError("the audit sink was not opened")
+        # Tokens were read into the hub's auth object and the identity provider: kernels and terminals,
+        # started from now on, must not find them in their environment.
+        read_tokens(app)
+        removed = scrub_tokens()
+        if removed:
+            self.log.info("securehpc: removed %s from the environment of kernels and terminals", ", ".join(removed))
+        # A traceback can quote a file (a parser's error); write_error of guarded handlers says less still.
+        app.web_app.settings["serve_traceback"] = False
+        hub = isinstance(app.identity_provider, JupyterHubIdentityProvider)
+        rules = Rules(
+            self.session,
+            root_real,
+            kernelspec_files_on_disk=not hasattr(app.kernel_spec_manager, "get_kernel_spec_resource"),
+        )
+        self.guard = Guard(
+            self.session, rules, self.audit_sink, app.base_url, self.log,
+            hub_identity=hub, require_login_session=self.require_login_session,
+        )  # fmt: skip
         self.guard.install(app.web_app)
         session = self.session
         self.log.info(

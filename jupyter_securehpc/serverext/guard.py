@@ -7,8 +7,14 @@ handler class is swapped for a subclass (made once per class) whose ``prepare`` 
 are already refused or redirected) and then asks the rules. A refusal is an ``HTTPError`` raised before the
 handler method: the body is the error page or JSON with a short reason, never a byte of the file.
 
+Static file handlers (``Rules.is_static``) also get a ``validate_absolute_path`` that refuses a file in a
+folder this process can write (``paths.writable_place``). Every guarded handler gets a ``write_error`` that
+says only the status (and the guard's own reasons, and a few messages made of the request's path alone):
+jupyter-server's errors can quote a file ("Notebook does not appear to be JSON: 'patient,...'", nbformat
+validation errors).
+
 Also here: the Content-Security-Policy added to every response (an output transform, so static files and
-error pages get it too), and the audit events for refusals.
+error pages get it too), the check of the identity the hub vouches for, and the audit events for refusals.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import threading
 from typing import Any
 from urllib.parse import unquote
 
 from tornado import httputil, web
 
-from jupyter_securehpc.audit import AuditError, AuditLog
+from jupyter_securehpc.audit import AuditError
 from jupyter_securehpc.projects.authz import Action
 
 from .rules import RequestFacts, Rules, Verdict
 from .session import Session
+from .sink import AuditSink
 
 # web_app.settings key under which the guard is found by the authorizer.
 SETTINGS_KEY = "securehpc_guard"
@@ -62,15 +70,59 @@ def make_csp_transform(policy: str) -> type[web.OutputTransform]:
     return SecureHPCCSP
 
 
-class Guard:
-    """Decides requests for one session and records refusals in the audit log."""
+# Error messages jupyter-server makes from the request's own path and fixed words only: kept, so that the UI
+# can say what went wrong. Every other message is replaced by the status's name.
+SAFE_MESSAGES = (
+    re.compile(r"No such file or directory: [^\x00-\x1f]{0,512}"),
+    re.compile(r"No such directory: [^\x00-\x1f]{0,512}"),
+    re.compile(r"file or directory '[^\x00-\x1f]{0,512}' does not exist"),
+    re.compile(r"File or directory already exists: [^\x00-\x1f]{0,512}"),
+    re.compile(r"Kernel does not exist: [0-9a-f-]{1,64}"),
+    re.compile(r"Session not found: [0-9a-f-]{1,64}"),
+)
 
-    def __init__(self, session: Session, rules: Rules, audit: AuditLog, base_url: str, log: logging.Logger) -> None:
+
+class Refusal(web.HTTPError):
+    """A refusal of the guard: its message is the verdict's reason, made by us and safe to show."""
+
+
+def safe_error(status: int, error: BaseException | None) -> web.HTTPError:
+    """The error to show for ``error``: ours as is, a known-safe message, or the status's name alone."""
+    if isinstance(error, Refusal):
+        return error
+    name = httputil.responses.get(status, "Error")
+    if isinstance(error, web.HTTPError) and error.log_message:
+        try:
+            message = error.log_message % error.args if error.args else error.log_message
+        except (TypeError, ValueError):
+            message = ""
+        if any(pattern.fullmatch(message) for pattern in SAFE_MESSAGES):
+            return web.HTTPError(status, message, reason=name)
+    return web.HTTPError(status, name, reason=name)
+
+
+class Guard:
+    """Decides requests for one session and records refusals in the audit sink."""
+
+    def __init__(
+        self,
+        session: Session,
+        rules: Rules,
+        audit: AuditSink,
+        base_url: str,
+        log: logging.Logger,
+        *,
+        hub_identity: bool = False,
+        require_login_session: bool = False,
+    ) -> None:
         self.session = session
         self.rules = rules
         self.audit = audit
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.log = log
+        # Under JupyterHub every user must be a hub user the hub vouches for (see ``user_verdict``).
+        self.hub_identity = hub_identity
+        self.require_login_session = require_login_session
         self._guarded: dict[type, type] = {}
         self._lock = threading.Lock()
 
@@ -123,8 +175,28 @@ class Guard:
                 return
             await guard.check(handler, handler_class)
 
+        def write_error(handler: web.RequestHandler, status_code: int, **kwargs: Any) -> None:
+            exc_info = kwargs.get("exc_info")
+            error = safe_error(status_code, exc_info[1] if exc_info else None)
+            kwargs["exc_info"] = (type(error), error, None)
+            handler._reason = error.reason or httputil.responses.get(status_code, "Error")  # the status line
+            super(subclass, handler).write_error(status_code, **kwargs)
+
+        members: dict[str, Any] = {"prepare": prepare, "write_error": write_error, "_securehpc_guarded": True}
+        if self.rules.is_static(handler_class) and hasattr(handler_class, "validate_absolute_path"):
+
+            def validate_absolute_path(handler: web.StaticFileHandler, root: str, absolute_path: str) -> str | None:
+                path = super(subclass, handler).validate_absolute_path(root, absolute_path)
+                if path is not None:
+                    verdict = guard.rules.static_file(path)
+                    if not verdict.allowed:
+                        guard.record(handler, verdict)
+                        raise Refusal(verdict.status, verdict.reason, reason=_http_reason(verdict.status))
+                return path
+
+            members["validate_absolute_path"] = validate_absolute_path
         # Same name as the original: request logs and Prometheus labels stay as they were.
-        subclass = type(handler_class.__name__, (handler_class,), {"prepare": prepare, "_securehpc_guarded": True})
+        subclass = type(handler_class.__name__, (handler_class,), members)
         subclass.__qualname__ = handler_class.__qualname__
         subclass.__module__ = handler_class.__module__
         return subclass
@@ -164,12 +236,35 @@ class Guard:
         return verdict
 
     def user_verdict(self, user: Any) -> Verdict | None:
-        """Refuse a hub user other than the session's (a hub admin with access to this server): admins run
-        the platform but get no data rights (``projects.authz``). Token and cookie users of a server started
-        outside the hub (tests, the benchmark) carry no hub name and are the session's user."""
+        """Refuse an identity that is not the session's user as the hub vouches for it.
+
+        Under the hub (``hub_identity``), the model the hub's ``/hub/api/user`` returned for the request's
+        token or cookie must be a *user* (``kind``: a service's token is refused), named as the session's
+        user (an admin with access to this server is refused: admins run the platform but get no data rights,
+        ``projects.authz``), and tied to a hub token record (``token_id``, JupyterHub 5+). With
+        ``require_login_session`` the token must also come from a hub login session (``session_id``: the
+        browser's OAuth login; API tokens made on the hub's token page or API have none). Users of a server
+        started outside the hub (tests, the benchmark) carry no hub model and are the session's user.
+        Requests without a user (login, logout, the OAuth callback) are left to the rules.
+        """
+        if user is None:
+            return None
         hub_user = getattr(user, "hub_user", None)
-        if isinstance(hub_user, dict) and hub_user.get("name") != self.session.user:
-            return Verdict(False, 403, f"this server belongs to {self.session.user}", Action.SESSION_START.value)
+        if not self.hub_identity and not isinstance(hub_user, dict):
+            return None
+        problem = None
+        if not isinstance(hub_user, dict):
+            problem = "the hub did not vouch for this identity"
+        elif hub_user.get("kind") != "user":
+            problem = "only the session's hub user may use this server (not a service)"
+        elif hub_user.get("name") != self.session.user:
+            problem = f"this server belongs to {self.session.user}"
+        elif not _nonempty(hub_user.get("token_id")):
+            problem = "the hub did not name the token of this identity"
+        elif self.require_login_session and not _nonempty(hub_user.get("session_id")):
+            problem = "only tokens of a hub login session may use this server"
+        if problem:
+            return Verdict(False, 403, problem, Action.SESSION_START.value)
         return None
 
     async def check(self, handler: web.RequestHandler, handler_class: type) -> None:
@@ -177,7 +272,7 @@ class Guard:
         if verdict.allowed:
             return
         await asyncio.get_running_loop().run_in_executor(None, self.record, handler, verdict)
-        raise web.HTTPError(verdict.status, verdict.reason, reason=_http_reason(verdict.status))
+        raise Refusal(verdict.status, verdict.reason, reason=_http_reason(verdict.status))
 
     # --- audit -------------------------------------------------------------------------------------------
 
@@ -186,6 +281,7 @@ class Guard:
         user = _current_user(handler)
         actor = getattr(user, "username", None) or "anonymous"
         route = self.route_of(handler.request)
+        method = (handler.request.method or "").upper()
         try:
             self.audit.append(
                 actor=actor,
@@ -194,13 +290,15 @@ class Guard:
                 outcome="denied",
                 project=self.session.project,
                 reason=verdict.reason,
-                method=(handler.request.method or "").upper(),
-                role=self.session.role.value,
-                status=verdict.status,
+                details={
+                    "method": method if method.isalpha() else "OTHER",
+                    "role": self.session.role.value,
+                    "status": verdict.status,
+                },
             )
         except (AuditError, OSError, ValueError) as err:
             # The request stays refused; the admin must learn that the record is missing.
-            self.log.error("securehpc: could not record a refusal in the audit log %s: %s", self.audit.path, err)
+            self.log.error("securehpc: could not record a refusal in %s: %s", self.audit.where, err)
         self.log.warning(
             "securehpc: refused %s %s for %s (%s): %s", handler.request.method, route, actor, verdict.status,
             verdict.reason,
@@ -210,6 +308,10 @@ class Guard:
 def _current_user(handler: web.RequestHandler) -> Any:
     # jupyter handlers keep the user in _jupyter_current_user; plain tornado handlers have none.
     return getattr(handler, "_jupyter_current_user", None)
+
+
+def _nonempty(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _http_reason(status: int) -> str:

@@ -73,3 +73,23 @@ def resolve_inside(root_real: str, api_path: str, url_separator: bool = True) ->
     if relative != "." and any(part.startswith(".") for part in relative.split(os.sep)):
         raise PathRefused("path resolves to a hidden file or folder")
     return real
+
+
+def writable_place(path: str) -> str | None:
+    """The first of ``path`` (resolved) and its folders up to ``/`` that this process may write, or None.
+
+    Static files (kernel-spec resources, the UI's files, themes) are served only when None: the kernel runs
+    as the same user, so a file in a folder it can write (or under one it can rename) may be its own, planted
+    there to be fetched as a file. Root can write everywhere but read-only mounts, so a server run as root
+    serves no static file at all: run it as the user, with read-only system and data folders, as the
+    sandbox does.
+    """
+    effective = os.access in os.supports_effective_ids
+    place = os.path.realpath(path)
+    while True:
+        if os.access(place, os.W_OK, effective_ids=effective):
+            return place
+        parent = os.path.dirname(place)
+        if parent == place:
+            return None
+        place = parent

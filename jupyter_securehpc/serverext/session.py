@@ -4,13 +4,13 @@ The node launcher writes it (outside the sandbox, from the hub's answer) and mou
 sandbox. It is JSON::
 
     {"project": "cardio", "user": "alice", "role": "data_scientist",
-     "policy": {... Policy.as_dict() ...},
-     "text_content_roles": ["data_owner", "data_scientist", "observer"]}
+     "policy": {... Policy.as_dict() ...}}
 
-``text_content_roles`` is optional (default: every role): the roles that may read non-notebook files as
-text through the contents API (what JupyterLab's editor does to open ``.py`` or ``.csv`` files). Roles with
-download rights may always. The decisions themselves come from ``projects.authz.decide``; this module only
-reads the file and asks once, as the role and policy cannot change during a session.
+Which roles may read data files as text is the policy's ``text_content_roles`` (``projects.policy``); what
+counts as a data file is ``contents.py``. A top-level ``text_content_roles`` key (written by launchers before
+the setting moved into the policy) can only narrow the policy's setting, never widen it. The decisions
+themselves come from ``projects.authz.decide``; this module only reads the file and asks once, as the role
+and policy cannot change during a session.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class Session:
     user: str
     role: Role
     policy: Policy
-    text_content_roles: frozenset[Role]
+    # Roles an old-style top-level key still allows; None: no such key (the policy alone decides).
+    text_narrowing: frozenset[Role] | None = None
 
     def decision(self, action: Action) -> Decision:
         """Ask the one place that decides (``projects.authz``); hub admins get no data rights here."""
@@ -48,11 +49,11 @@ class Session:
 
     @property
     def may_read_text(self) -> Decision:
-        if self.decision(Action.FILE_DOWNLOAD):
-            return Decision(True, f"policy lets {self.role.value} download")
-        if self.role in self.text_content_roles:
-            return Decision(True, f"policy lets {self.role.value} read files as text")
-        return Decision(False, f"the project's policy does not let {self.role.value} read files as text")
+        """May this role read data files whole as text (``Action.FILE_READ_TEXT``)?"""
+        decision = self.decision(Action.FILE_READ_TEXT)
+        if decision and self.text_narrowing is not None and self.role not in self.text_narrowing:
+            return Decision(False, f"the session does not let {self.role.value} read data files as text")
+        return decision
 
 
 def load_session(path: str | os.PathLike[str]) -> Session:
@@ -94,14 +95,16 @@ def session_from_dict(data: object, source: str = "session policy") -> Session:
         policy = Policy.from_dict(policy_data)
     except (TypeError, ValueError) as err:
         raise SessionPolicyError(f"{source}: invalid 'policy': {err}") from None
-    text_roles = data.get("text_content_roles", [r.value for r in Role])
-    if not isinstance(text_roles, list):
-        raise SessionPolicyError(f"{source}: 'text_content_roles' must be a list of role names")
-    try:
-        text_content_roles = frozenset(Role.parse(str(name)) for name in text_roles)
-    except ValueError as err:
-        raise SessionPolicyError(f"{source}: 'text_content_roles': {err}") from None
-    return Session(data["project"], data["user"], role, policy, text_content_roles)
+    narrowing = None
+    if "text_content_roles" in data:
+        text_roles = data["text_content_roles"]
+        if not isinstance(text_roles, list) or not all(isinstance(name, str) for name in text_roles):
+            raise SessionPolicyError(f"{source}: 'text_content_roles' must be a list of role names")
+        try:
+            narrowing = frozenset(Role.parse(name) for name in text_roles)
+        except ValueError as err:
+            raise SessionPolicyError(f"{source}: 'text_content_roles': {err}") from None
+    return Session(data["project"], data["user"], role, policy, narrowing)
 
 
 def _check_policy_types(policy_data: dict, source: str) -> None:
