@@ -5,8 +5,11 @@
 #
 import os
 
-# Before the hub builds its routes: drop batchspawner's attribute-setting callback (/hub/api/batchspawner)
-# and add the strict reports the secure jobs use (/hub/api/securehpc/port, .../stage, .../audit).
+# Before the hub builds its routes: drop batchspawner's attribute-setting callback (/hub/api/batchspawner),
+# add the strict reports the secure jobs' launchers make with their per-start secret
+# (/hub/api/securehpc/servers/USER/SERVER/port, .../stage, .../audit, .../activity), and refuse what would
+# let anyone act as a user: API tokens created for another user (admins included), sharing a server, and
+# activity timestamps sent by a server (see jupyter_securehpc/spawner/api.py).
 import jupyter_securehpc.spawner.api
 
 jupyter_securehpc.spawner.api.install_routes()
@@ -17,8 +20,9 @@ load_subconfig("/etc/securehpc/securehpc_config.py")  # noqa: F821 - SecureHPC.*
 
 # --- the hub -------------------------------------------------------------------------------------------
 # Public URL behind your TLS-terminating front end; the hub API must be reachable from the secure nodes,
-# which report their start stages, port and the server extension's audit events to it (nothing else: see
-# jupyter_securehpc/spawner/api.py).
+# whose launchers report start stages, port, activity and the server extension's audit events to it with a
+# secret made for each start, and whose servers reach only its version, whoami and OAuth token exchange
+# through the launcher's relay (see jupyter_securehpc/spawner/api.py and node/hubrelay.py).
 c.JupyterHub.bind_url = "http://0.0.0.0:8000"
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
 c.JupyterHub.hub_connect_url = "http://hub.example.org:8081"
@@ -45,11 +49,64 @@ c.SecureHPCAuthenticator.username_claim = "preferred_username"
 c.SecureHPCAuthenticator.enforce_mfa = True
 # Optional: project roles from the directory, as groups securehpc:PROJECT:ROLE.
 c.SecureHPCAuthenticator.project_roles_claim = "groups"
-# Who may log in at all, and who administers the hub (nobody by default).
+# Who may log in at all. Hub groups follow the provider's `groups` claim at every login.
 c.SecureHPCAuthenticator.manage_groups = True
 c.SecureHPCAuthenticator.allowed_groups = {"securehpc-users"}
-c.SecureHPCAuthenticator.admin_groups = {"securehpc-admins"}
 c.SecureHPCAuthenticator.claim_groups_key = "groups"
+# A login lasts as long as the provider says so: the refresh token is kept encrypted in the hub database and
+# used every 15 minutes and before each server start; a refused or revoked grant, a removed second factor or
+# lost groups log the person out everywhere (audited as login.refresh). Needs JUPYTERHUB_CRYPT_KEY in the
+# hub's environment (`openssl rand -hex 32`, kept like the client secret); the hub refuses to start without.
+c.SecureHPCAuthenticator.enable_auth_state = True
+c.SecureHPCAuthenticator.refresh_with_provider = True
+c.SecureHPCAuthenticator.auth_refresh_age = 15 * 60
+c.SecureHPCAuthenticator.refresh_pre_spawn = True
+# A person the provider removed also loses API access at the next check (JupyterHub's default keeps it).
+c.SecureHPCAuthenticator.auth_refresh_strict = True
+# While the provider does not answer, logins confirmed within the last hour are kept (each one audited).
+c.SecureHPCAuthenticator.refresh_outage_grace = 3600
+# The hub's cookie ends after a day whatever happens; the provider's checks end it sooner.
+c.JupyterHub.cookie_max_age_days = 1
+
+# --- who runs the hub: operators administer, they do not impersonate ------------------------------------
+# JupyterHub's built-in `admin` role cannot be redefined, and it can act as anyone: `tokens` (create API
+# tokens owned by any user), `access:servers` (open any user's server), `shares` (grant itself access to
+# any server), `admin:users` (which includes `admin:auth_state`, the users' provider tokens, and renaming
+# users), `proxy` (point a user's URL anywhere). So nobody is a JupyterHub admin here: keep both lists
+# empty. (The hub also refuses token creation for another user and sharing whoever asks: spawner/api.py.)
+c.SecureHPCAuthenticator.admin_users = set()
+c.SecureHPCAuthenticator.admin_groups = set()
+# Hub operators are the members of the provider's group `securehpc-operators`, with exactly these scopes:
+c.JupyterHub.load_roles = [
+    {
+        "name": "securehpc-operator",
+        "description": "Runs the hub: sees users and servers, starts and stops servers; cannot act as anyone",
+        "scopes": [
+            "admin-ui",  # the admin page (each action on it needs its own scope below)
+            "list:users",  # user names
+            "read:users",  # user models: names, groups, last activity (no auth state)
+            "read:servers",  # server models: name, URL, ready/pending (not the server's state)
+            "start:servers",  # start a user's server (it runs as that user, under the project's policy)
+            "delete:servers",  # stop a user's server
+            "list:groups",  # group names
+            "read:groups",  # group models (membership comes from the identity provider)
+            "read:roles",  # who has which role
+            "list:services",  # service names
+            "read:services",  # service models
+            "read:hub",  # the hub's version and configuration summary
+            "read:metrics",  # /hub/metrics for monitoring
+            # Left out on purpose: tokens, access:servers, shares, admin:users, admin:auth_state, users
+            # (rename), admin:servers (server state), admin:groups, proxy, shutdown, access:services.
+        ],
+        "groups": ["securehpc-operators"],
+    },
+]
+
+# --- sessions and tokens ---------------------------------------------------------------------------------
+# API tokens made through the REST API (the `securehpc` CLI, scripts) live at most one day; asking for
+# longer is refused, asking for no expiry gives one day. A person removed at the identity provider keeps a
+# token no longer than this. (Servers' own tokens end with their server; OAuth tokens with the login.)
+c.JupyterHub.token_expires_in_max_seconds = 24 * 3600
 c.SecureHPCAuthenticator.support_contact = "the research computing service desk (hpc-support@example.org)"
 
 # --- servers: Slurm jobs in the node launcher's sandbox ------------------------------------------------
@@ -65,3 +122,10 @@ c.SecureSlurmSpawner.command_timeout = 30
 # How often the hub asks Slurm about each running server (squeue). Errors (slurmctld down) keep the server.
 c.SecureSlurmSpawner.poll_interval = 60
 # slurm.conf outside /etc/slurm? Keep SLURM_CONF in the hub's environment (the spawner passes it on).
+# Nothing else of the hub's environment goes to the job: the spawner gives Slurm PATH and SLURM_CONF itself.
+# JUPYTERHUB_ACTIVITY_URL is not given to the server either: the node launcher reports activity (as `{}`, the
+# hub records its own clock), so that a kernel cannot write timestamps into the hub.
+c.SecureSlurmSpawner.env_keep = []
+c.SecureSlurmSpawner.environment = {}
+# The job's output (launcher messages only): unique per start through {nonce}, created 0600 (SLURM_UMASK).
+c.SecureSlurmSpawner.job_output = "/tmp/securehpc-%u-%j-{nonce}.log"  # noqa: S108 - on the node

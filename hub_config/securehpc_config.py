@@ -13,8 +13,13 @@ c.SecureHPC.store_root = "/gpfs/secure/securehpc/stores"
 # Append-only, hash-chained audit log; ship it to your SIEM and record `securehpc audit verify` anchors.
 c.SecureHPC.audit_log = "/var/log/securehpc/audit.jsonl"
 
-# The key server. The hub's token needs exactly the capabilities in hub_config/openbao-hub-policy.hcl
-# (no key reads); give it through VAULT_TOKEN in the hub's environment, not in this file.
+# The key server, with two identities, each given through VAULT_TOKEN in its own environment, never here:
+# - the hub's runtime token (hub_config/openbao-hub-policy.hcl): creates response-wrapped session tokens
+#   through the projects' token roles and revokes them; it cannot read or write a key or a policy;
+# - the provisioning token of the `securehpc` admin command line (hub_config/openbao-provisioner-policy.hcl):
+#   writes project keys, policies and token roles; it cannot read a key or make a token.
+# After an upgrade from a version without token roles, run `securehpc key sync` once with the provisioning
+# token (it writes every project's policy and role again; idempotent).
 c.KeyStoreConfig.url = "https://openbao.example.org:8200"
 c.KeyStoreConfig.ca_cert = "/etc/securehpc/openbao-ca.pem"
 c.KeyStoreConfig.kv_mount = "securehpc"

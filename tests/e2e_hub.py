@@ -79,6 +79,9 @@ def site(local_cluster, unix_user, slurm_env):
         # Often, so that a test sees the hub poll running servers while slurmctld is down.
         "SecureSlurmSpawner.poll_interval": 2,
         "SecureSlurmSpawner.session_audit_per_minute": 30,
+        # Every refusal of these tests is audited one by one (the flood limits: tests/test_hub_reports.py).
+        "ReportLimits.audited_refusals_per_minute": 1000,
+        "ReportLimits.refusals_per_minute": 2000,
         # Every log line at every level, so that the tests can show that no secret is in any of them.
         "JupyterHub.log_level": "DEBUG",
         "SecureSlurmSpawner.debug": True,

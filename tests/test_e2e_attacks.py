@@ -76,12 +76,22 @@ if isinstance(environ, bytes):
             server_token = item.split(b"=", 1)[1].decode()
     environ = "ok"
 user = os.environ.get("USER", "")
+# Any other process of the sandbox whose environment shows the token (bubblewrap's init, helpers).
+exposed = []
+for other in os.listdir("/proc"):
+    if other.isdigit() and other != pid and int(other) != os.getpid():
+        try:
+            if b"JUPYTERHUB_API_TOKEN=" in open(f"/proc/{other}/environ", "rb").read():
+                exposed.append(open(f"/proc/{other}/comm").read().strip())
+        except OSError:
+            pass
 report = {
     "token_in_env": sorted(k for k in os.environ if "TOKEN" in k),
     "server_environ": environ,
     "server_fds": attempt(lambda: os.listdir(f"/proc/{pid}/fd") and None),
     "server_mem": attempt(lambda: read(f"/proc/{pid}/mem") and None),
     "have_server_token": bool(server_token),
+    "token_exposed_by": exposed,
     "take_over": attempt(take_over),
     "rename_hub_socket": attempt(lambda: os.rename("/securehpc/hub/hub-api.sock", "/securehpc/hub/x")),
     "rename_session_dir": attempt(lambda: os.rename("/securehpc", "/elsewhere")),
@@ -130,6 +140,7 @@ def test_a_kernel_cannot_take_over_the_server_or_reach_the_hub(e2e, token, sessi
     assert report["token_in_env"] == [], report
     assert report["server_environ"] == "PermissionError" and report["have_server_token"] is False, report
     assert report["server_fds"] == "PermissionError" and report["server_mem"] == "PermissionError", report
+    assert report["token_exposed_by"] == [], report
     # Nothing the sandbox can write decides where traffic goes.
     for name in ("take_over", "rename_hub_socket", "rename_session_dir", "fake_dataset", "fake_dataset_file",
                  "config_dir", "data_dir"):  # fmt: skip

@@ -102,6 +102,7 @@ def test_login_spawn_use_and_stop(e2e):
         "user API token": token,
         "server API token": launcher[b"JUPYTERHUB_API_TOKEN"].decode(),
         "wrapped token": launcher[b"SECUREHPC_WRAPPED_TOKEN"].decode(),
+        "report secret": launcher[b"SECUREHPC_REPORT_TOKEN"].decode(),
     }
     logs = [*layout.log_dir.iterdir(), *Path("/tmp").glob(f"securehpc-{user}-*.log")]
     for name, secret in secrets_of_this_session.items():
@@ -172,17 +173,18 @@ def test_refused_spawns_submit_nothing(e2e, token, server, options, says):
     stop(e2e, token, server)
 
 
-def test_the_port_endpoint_takes_nothing_but_a_port_from_a_server(e2e, token):
-    layout = e2e["layout"]
-    url = f"{layout.hub_url}/hub/api/securehpc/port"
-    headers = {"Authorization": f"token {token}"}
-    # A user's own token is not a server's: refused whatever the body.
-    for body in ('{"port": 8888}', '{"ip": "evil.example.org"}', "garbage"):
-        assert requests.post(url, data=body, headers=headers, timeout=30).status_code == 403
-    assert requests.post(url, data='{"port": 8888}', timeout=30).status_code in (401, 403)
-    # batchspawner's attribute-setting callback does not exist on this hub.
-    old = f"{layout.hub_url}/hub/api/batchspawner"
-    assert requests.post(old, json={"ip": "evil"}, headers=headers, timeout=30).status_code == 404
+def test_the_report_endpoints_take_no_hub_credential(e2e, token):
+    layout, user = e2e["layout"], e2e["user"].name
+    url = f"{layout.hub_url}/hub/api/securehpc/servers/{user}/sleep/port"
+    # A user's own API token is no report credential, whatever the body; nor is nothing.
+    for headers in ({"Authorization": f"token {token}"}, {"Authorization": f"bearer {token}"}, {}):
+        for body in ('{"port": 8888}', '{"ip": "evil.example.org"}', "garbage"):
+            assert requests.post(url, data=body, headers=headers, timeout=30).status_code == 403, (headers, body)
+    # batchspawner's attribute-setting callback and the old token-authenticated reports do not exist here.
+    for old in ("batchspawner", "securehpc/port", "securehpc/stage", "securehpc/audit"):
+        answer = requests.post(f"{layout.hub_url}/hub/api/{old}", json={"ip": "evil"},
+                               headers={"Authorization": f"token {token}"}, timeout=30)  # fmt: skip
+        assert answer.status_code == 404, old
 
 
 def test_other_project_sees_nothing_of_the_first_and_a_hub_restart_keeps_servers(e2e, token):
@@ -313,7 +315,8 @@ def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, to
         while job_state(e2e, old["other"]) in ("PENDING", "RUNNING", "COMPLETING") and time.monotonic() < deadline:
             time.sleep(0.5)
         assert job_state(e2e, old["other"]) not in ("PENDING", "RUNNING", "COMPLETING")
-        output = Path(f"/tmp/securehpc-{user}-{old['other']}.log").read_text(errors="replace")
+        (output_file,) = Path("/tmp").glob(f"securehpc-{user}-{old['other']}-*.log")
+        output = output_file.read_text(errors="replace")
         assert "the hub refused this server's port" in output
         events = [json.loads(line) for line in (e2e["root"] / "audit.jsonl").read_text().splitlines()]
         assert any(e["action"] == "session.port" and e["outcome"] == "denied" for e in events)
@@ -346,13 +349,17 @@ def server_token(server: str) -> str:
     return launcher_environ(server)[b"JUPYTERHUB_API_TOKEN"].decode()
 
 
-def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_token(e2e, token):
+def report_secret(server: str) -> str:
+    return launcher_environ(server)[b"SECUREHPC_REPORT_TOKEN"].decode()
+
+
+def test_the_job_report_endpoints_take_exactly_their_shape_from_the_launchers_secret(e2e, token):
     layout, user = e2e["layout"], e2e["user"].name
     assert start(e2e, token, "other", {"gpus": "0"}).status_code in (201, 202)
     wait_ready(e2e, token, "other")
     try:
-        base = f"{layout.hub_url}/hub/api/securehpc"
-        server = {"Authorization": f"token {server_token('other')}"}
+        base = f"{layout.hub_url}/hub/api/securehpc/servers/{user}/other"
+        server = {"Authorization": f"securehpc-report {report_secret('other')}"}
         central = e2e["root"] / "audit.jsonl"
         before = len(central.read_text().splitlines())
         # The server runs: no start waits for a port or a stage any more.
@@ -370,16 +377,15 @@ def test_the_job_report_endpoints_take_exactly_their_shape_from_the_servers_toke
         for _ in range(2):
             flood = requests.post(f"{base}/audit", json={"events": [event] * 30}, headers=server, timeout=30)
             assert flood.status_code == 429, flood.text
-        # The user's own token is not the server's.
-        user_headers = {"Authorization": f"token {token}"}
-        assert (
-            requests.post(f"{base}/audit", json={"events": [event]}, headers=user_headers, timeout=30).status_code
-            == 403
-        )
+        # Neither the user's own token nor the server's is the launcher's secret.
+        for hub_token in (token, server_token("other")):
+            user_headers = {"Authorization": f"token {hub_token}"}
+            answer = requests.post(f"{base}/audit", json={"events": [event]}, headers=user_headers, timeout=30)
+            assert answer.status_code == 403, answer.text
         events = [json.loads(line) for line in central.read_text().splitlines()[before:]]
         refusals = [e for e in events if e["outcome"] == "denied" and e["action"].startswith("session.")]
         # Every refused report is an audit event; of the flood, only the minute's first refusal.
-        assert len(refusals) == 9, refusals
+        assert len(refusals) == 10, refusals
         taken = [e for e in events if e["action"] == "contents.download"]
         assert len(taken) == 1 and taken[0]["details"]["reported_by"] == f"server:{user}/other"
         assert verify(central).ok

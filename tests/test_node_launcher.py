@@ -455,6 +455,16 @@ def take_over():
     rogue.bind("/securehpc/jupyter.sock")
 def mkdir_datasets():
     os.mkdir("/datasets/fake")
+def other_environs_with_token():
+    leaks = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                if b"server-api-" + b"token" in open(f"/proc/{pid}/environ", "rb").read():
+                    leaks.append(pid)
+            except OSError:
+                pass
+    return leaks
 class Handler(http.server.BaseHTTPRequestHandler):
     def address_string(self):
         return "sandbox"
@@ -476,6 +486,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "api": api, "cwd": os.getcwd(), "uid": os.getuid(),
                 "secrets_in_env": [k for k, v in os.environ.items()
                                    if "s3cr3t" in v or k.startswith("SECUREHPC_REPORT")],
+                "token_in_other_environs": other_environs_with_token(),
                 "take_over": attempt(take_over),
                 "rename_hub_socket": attempt(lambda: os.rename(hub_socket, hub_socket + ".x")),
                 "mkdir_datasets": attempt(mkdir_datasets),
@@ -573,6 +584,8 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         assert inside["cwd"] == "/project" and inside["uid"] == session.user.uid
         # Nothing the sandbox can write decides where traffic goes, and nothing there is the launcher's.
         assert inside["secrets_in_env"] == []
+        # bubblewrap's init (pid 1) does not show the program's environment: it never had it.
+        assert inside["token_in_other_environs"] == []
         for attempt in ("take_over", "rename_hub_socket", "mkdir_datasets", "write_session_dir",
                         "write_jupyter_config"):  # fmt: skip
             assert inside[attempt] == "OSError", (attempt, inside)
@@ -621,6 +634,7 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
 def test_serve_refuses_a_replaced_server_socket(session, fake_hub):
     """Outside the sandbox too, the public relay connects only to the socket the launcher bound: a socket
     put in its place (by the user's own processes on the node) gets no connection."""
+    earlier = set(Path("/tmp").glob("securehpc-session-*"))  # of launchers killed by earlier tests
     launcher = subprocess.Popen(
         [NODE, "serve", "--spec", str(session.spec), "--", "python3", "-c", FAKE_SERVER],
         env=serve_env(session, fake_hub), text=True, stderr=subprocess.PIPE, **session.user.run_as(),
@@ -631,7 +645,8 @@ def test_serve_refuses_a_replaced_server_socket(session, fake_hub):
         assert launcher.poll() is None, launcher.stderr.read()
         base = f"http://127.0.0.1:{reports_to('port')[0][2]['port']}/user/u/sleep"
         assert urllib.request.urlopen(f"{base}/", timeout=10).status == 200
-        [private] = [p for p in Path("/tmp").glob("securehpc-session-*") if p.stat().st_uid == session.user.uid]
+        [private] = [p for p in set(Path("/tmp").glob("securehpc-session-*")) - earlier
+                     if p.stat().st_uid == session.user.uid]  # fmt: skip
         assert private.stat().st_mode & 0o777 == 0o700
         original = private / "jupyter.sock"
         original.rename(private / "moved.sock")

@@ -1,5 +1,6 @@
-"""What a job may tell the hub (port, start stage, the server extension's audit events): exactly the allowed
-shape, or a ReportError naming what was wrong. The endpoints themselves run in test_e2e_spawn.py."""
+"""What a job may tell the hub (port, start stage, the server extension's audit events, activity): exactly the
+allowed shape, or a ReportError naming what was wrong; the report credential; events bound to the session; how
+refusals are counted. The endpoints themselves run against a real hub in test_hub_reports.py."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ import pytest
 
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.spawner.reports import (
+    AUDIT,
     MAX_AUDIT_BODY,
     MAX_AUDIT_EVENTS,
+    QUIET,
+    SUMMARY,
+    SUMMARY_ALL,
+    ForgedEvent,
+    RefusalLimiter,
     ReportError,
+    bind_events,
+    new_report_secret,
+    parse_activity_report,
     parse_audit_report,
     parse_port_report,
     parse_stage_report,
+    report_secret_hash,
+    secret_from_authorization,
+    secret_matches,
 )
 
 
@@ -149,3 +162,123 @@ def test_audit_reports_are_bounded_in_events_and_bytes(tmp_path):
     assert len(body) > MAX_AUDIT_BODY
     with pytest.raises(ReportError, match="longer than"):
         parse_audit_report(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"last_activity": "2099-01-01T00:00:00.123456Z"}',
+        b'{"servers": {"sleep": {"last_activity": "2030-01-01T00:00:00Z"}}}',
+        b'{"time": 1}',
+        b"[]",
+        b"null",
+        b"",
+        b"0",
+        b'""',
+        b"{}" + b" " * 20,
+    ],
+)
+def test_activity_reports_carry_no_time(body):
+    with pytest.raises(ReportError):
+        parse_activity_report(body)
+
+
+def test_an_empty_activity_report_is_accepted():
+    assert parse_activity_report(b"{}") is None
+
+
+SECRET, SECRET_HASH = new_report_secret()
+
+
+@pytest.mark.parametrize(
+    ("header", "secret"),
+    [
+        (f"securehpc-report {SECRET}", SECRET),
+        (f"SecureHPC-Report {SECRET}", SECRET),  # schemes are case-insensitive (RFC 9110)
+        (None, None),
+        ("", None),
+        (f"token {SECRET}", None),  # a hub token's scheme is never a report credential
+        (f"bearer {SECRET}", None),
+        (f"securehpc-report  {SECRET}", None),
+        (f"securehpc-report {SECRET} extra", None),
+        ("securehpc-report ", None),
+        ("securehpc-report short", None),
+        (f"securehpc-report {SECRET}\n", None),
+        ("securehpc-report " + "a" * 129, None),
+        (f"securehpc-report {SECRET[:-1]}=", None),
+    ],
+)
+def test_only_the_report_scheme_carries_a_report_secret(header, secret):
+    assert secret_from_authorization(header) == secret
+
+
+def test_a_secret_matches_its_own_hash_only():
+    other, _ = new_report_secret()
+    assert SECRET_HASH == report_secret_hash(SECRET) and len(SECRET_HASH) == 64 and SECRET not in SECRET_HASH
+    assert secret_matches(SECRET, SECRET_HASH)
+    assert not secret_matches(other, SECRET_HASH)  # another server's secret
+    assert not secret_matches(SECRET, None)  # a stopped server keeps none
+    assert not secret_matches(SECRET, "")
+    assert not secret_matches(SECRET_HASH, SECRET_HASH)  # the hash itself is no credential
+
+
+def event_of(tmp_path, **changes):
+    (event,) = parse_audit_report(audit_body(session_event(tmp_path, **changes)))
+    return event
+
+
+def test_events_of_the_sessions_user_or_anonymous_are_bound(tmp_path):
+    events = [event_of(tmp_path), event_of(tmp_path, actor="anonymous"), event_of(tmp_path, project=None)]
+    assert bind_events(events, "bob", "sleep") == events
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"actor": "alice"}, "actor 'alice'"),
+        ({"actor": "admin"}, "actor 'admin'"),
+        ({"actor": "Bob"}, "actor 'Bob'"),
+        ({"actor": "x" * 500}, "actor 'xxxxxxxx"),
+        ({"project": "mri"}, "project 'mri'"),
+    ],
+)
+def test_events_naming_another_actor_or_project_are_forged(tmp_path, changes, says):
+    with pytest.raises(ForgedEvent, match=says) as error:
+        bind_events([event_of(tmp_path), event_of(tmp_path, **changes)], "bob", "sleep")
+    assert len(str(error.value)) < 300  # a forged name is shortened, not echoed whole
+
+
+def test_events_acting_on_behalf_of_someone_are_refused(tmp_path):
+    with pytest.raises(ReportError, match="on_behalf_of"):
+        parse_audit_report(audit_body(session_event(tmp_path, on_behalf_of="alice")))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refusals_of_one_source_audited_then_summarised_then_rejected():
+    clock = Clock()
+    limiter = RefusalLimiter(audited_per_source=3, reject_after=6, audited_all_sources=100, clock=clock)
+    seen = []
+    while not limiter.blocked("10.0.0.1"):
+        seen.append(limiter.refusal("10.0.0.1"))
+    assert seen == [AUDIT, AUDIT, AUDIT, SUMMARY, QUIET, QUIET]
+    assert not limiter.blocked("10.0.0.2") and limiter.refusal("10.0.0.2") == AUDIT  # other sources are not hit
+    clock.now += 59
+    assert limiter.blocked("10.0.0.1")
+    clock.now += 1  # a new minute
+    assert not limiter.blocked("10.0.0.1") and limiter.refusal("10.0.0.1") == AUDIT
+
+
+def test_sources_that_vary_their_address_share_a_bound():
+    limiter = RefusalLimiter(audited_per_source=2, reject_after=4, audited_all_sources=5, max_sources=3,
+                             clock=Clock())  # fmt: skip
+    seen = [limiter.refusal(f"10.0.0.{i}") for i in range(20)]
+    assert seen[:5] == [AUDIT] * 5 and seen[5] == SUMMARY_ALL and set(seen[6:]) == {QUIET}
+    # Beyond max_sources, new addresses are counted together: the table stays small, and they get rejected.
+    assert limiter.blocked("10.9.9.9") and len(limiter._counts) == 4

@@ -6,7 +6,11 @@ schedules and accounts GPUs and sets ``CUDA_VISIBLE_DEVICES``; no code here ran 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +83,22 @@ def test_cpu_partition_job_gets_no_gpu(slurm_env, unix_user, user_dir):
     result, output = submit(slurm_env, unix_user, user_dir, "--partition=cpu")
     assert result.returncode == 0, result.stderr
     assert output == {"user": unix_user.name, "gpus": "none", "partition": "cpu"}
+
+
+@pytest.mark.parametrize(("umask", "slurm_umask", "mode"), [(0o022, "0077", 0o600), (0o077, None, 0o600)])
+def test_slurm_creates_the_job_output_with_the_submitters_umask_setting(slurm_env, unix_user, umask, slurm_umask, mode):
+    """What the spawner relies on, either way: SLURM_UMASK in sbatch's environment, and sbatch's own umask."""
+    folder = Path(tempfile.mkdtemp(prefix="securehpc-umask-"))
+    folder.chmod(0o755)
+    os.chown(folder, unix_user.uid, unix_user.gid)
+    env = {key: value for key, value in slurm_env.items() if key != "SLURM_UMASK"}
+    if slurm_umask:
+        env["SLURM_UMASK"] = slurm_umask
+    try:
+        subprocess.run(["sbatch", "--wait", f"--uid={unix_user.uid}", f"--gid={unix_user.gid}", "--time=1",
+                        f"--output={folder}/out-%j.log", "--wrap=echo done"],
+                       env=env, umask=umask, capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        (output,) = folder.glob("out-*.log")
+        assert output.read_text() == "done\n" and output.stat().st_mode & 0o777 == mode
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -75,7 +75,7 @@ def test_script_carries_the_policy_and_the_safety_flags():
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=16G",
         "#SBATCH --time=90",
-        "#SBATCH --output=/tmp/securehpc-%u-%j.log",
+        "#SBATCH --output=/tmp/securehpc-%u-%j-0.log",
         "#SBATCH --gres=gpu:2",
         "#SBATCH --exclusive",
     ]
@@ -127,4 +127,79 @@ def test_importing_the_spawner_removes_batchspawners_attribute_setting_callback(
 
     routes = [route[0] for route in default_handlers]
     assert r"/api/batchspawner" not in routes
-    assert routes.count(r"/api/securehpc/port") == 1
+    assert r"/api/securehpc/port" not in routes  # the old routes, authenticated by the server's own token
+    for kind in ("port", "stage", "audit", "activity"):
+        assert routes.count(rf"/api/securehpc/servers/([^/]+)/([^/]*)/{kind}") == 1
+
+
+def test_jupyterhubs_impersonation_routes_are_replaced_in_place():
+    """Tornado takes the first matching route: the replacements sit where JupyterHub's handlers were."""
+    from jupyterhub.apihandlers import default_handlers
+
+    from jupyter_securehpc.spawner import api
+
+    api.install_routes()
+    api.install_routes()  # idempotent
+    handlers = dict((route[0], route[1]) for route in default_handlers)
+    assert handlers[r"/api/users/([^/]+)/tokens"] is api.OwnTokensOnlyHandler
+    assert handlers[r"/api/users/([^/]+)/activity"] is api.NoClientActivityHandler
+    assert handlers[r"/api/shares/([^/]+)/([^/]*)"] is api.NoSharingHandler
+    assert handlers[r"/api/share-codes/([^/]+)/([^/]*)"] is api.NoShareCodesHandler
+    assert len(default_handlers) == len(handlers)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/tmp/securehpc-%u-%j-{nonce}.log",
+        "/scratch/securehpc/%u/{nonce}-%j.out",
+        "/var/log/securehpc/job-{nonce}",
+    ],
+)
+def test_job_output_takes_a_path_with_one_nonce(value):
+    from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
+
+    assert SecureSlurmSpawner(job_output=value).job_output == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/tmp/securehpc-%u-%j.log",  # a job id repeats on a new cluster: the file would be reused
+        "tmp/securehpc-%u-%j-{nonce}.log",  # relative: to what, on the node?
+        "/tmp/securehpc-{nonce}-{nonce}.log",
+        "/tmp/securehpc-{user}-{nonce}.log",
+        "/tmp/securehpc {nonce}.log",
+        "/tmp/../etc/{nonce}",
+        "/tmp/securehpc-{nonce}.log\n#SBATCH --uid=0",
+        "/tmp/securehpc-$(id)-{nonce}.log",
+    ],
+)
+def test_job_output_without_a_nonce_or_with_odd_characters_is_refused(value):
+    from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
+
+    with pytest.raises(ValueError, match=r"SecureSlurmSpawner\.job_output"):
+        SecureSlurmSpawner(job_output=value)
+
+
+def test_a_job_output_with_its_placeholder_unfilled_is_not_rendered():
+    request = parse({"project": "sleep"}, POLICIES)
+    with pytest.raises(ValueError, match="placeholder"):
+        render(request, POLICIES["sleep"], tag="t", signed_spec="{}",
+               settings=JobSettings(output="/tmp/securehpc-%u-%j-{nonce}.log"))  # fmt: skip
+
+
+def test_the_report_credential_is_kept_as_a_hash_across_restarts_and_dropped_at_stop():
+    from jupyter_securehpc.spawner.reports import new_report_secret
+    from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
+
+    secret, digest = new_report_secret()
+    running = SecureSlurmSpawner()
+    running.report_secret_hash = digest
+    state = running.get_state()
+    assert state["securehpc_report_hash"] == digest and secret not in str(state)
+    restarted = SecureSlurmSpawner()  # the hub after a restart
+    restarted.load_state(state)
+    assert restarted.report_secret_hash == digest
+    restarted.clear_state()
+    assert restarted.report_secret_hash is None and "securehpc_report_hash" not in restarted.get_state()

@@ -88,8 +88,12 @@ def main() -> None:
     # A crashing program must not write a core file with decrypted data in it (the hard limit too, so that
     # nothing inside raises it again).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    argv = inner_argv(config["uid"], config["gid"], config["program"])
-    os.execvpe(argv[0], argv, config["env"])  # noqa: S606 - an argument list, no shell
+    # The program's environment travels on a pipe (node/envexec.py): bubblewrap's init would show it.
+    env_fd = pipe_with(json.dumps(config["env"]).encode())
+    os.set_inheritable(env_fd, True)
+    program = [sys.executable, "-m", "jupyter_securehpc.node.envexec", str(env_fd), "--", *config["program"]]
+    argv = inner_argv(config["uid"], config["gid"], program)
+    os.execvpe(argv[0], argv, {"PATH": config["env"].get("PATH", "/usr/bin:/bin")})  # noqa: S606
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ SPEC_END = "SECUREHPC_SPEC_END"
 
 @dataclass(frozen=True)
 class JobSettings:
-    """What the admin configures for every job (SecureSlurmSpawner traits)."""
+    """What the admin configures for every job (SecureSlurmSpawner traits), for one start: ``output`` is
+    ``job_output`` with its ``{nonce}`` already filled (the spawner does it, with fresh random hex)."""
 
     node_command: str = "securehpc-node"
-    output: str = "/tmp/securehpc-%u-%j.log"  # noqa: S108 - on the node, the user's own file
+    output: str = "/tmp/securehpc-%u-%j-0.log"  # noqa: S108 - on the node, the user's own file (mode 0600)
     extra_sbatch: tuple[str, ...] = ()
 
 
@@ -35,6 +36,8 @@ def job_tag(user: str, project: str, server_id: str) -> str:
 def render(request: SessionRequest, policy: Policy, *, tag: str, signed_spec: str, settings: JobSettings) -> str:
     if "\n" in signed_spec or SPEC_END in signed_spec:
         raise ValueError("the job spec must be one line of JSON")
+    if "{" in settings.output or "}" in settings.output:
+        raise ValueError(f"the job output {settings.output!r} still has a placeholder: fill its {{nonce}} first")
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={shlex.quote('securehpc-' + request.project)}",

@@ -5,7 +5,8 @@ the hub database), with its known defects replaced: options are allow-listed and
 (``options.py``), the batch script is rendered from validated values only (``script.py``), commands run
 as argument lists with timeouts (never a shell), the submit environment is never logged, and the job
 reports its start stages, its port and the server extension's audit events through the strict endpoints
-of ``api.py`` (never batchspawner's attribute-setting callback).
+of ``api.py`` (never batchspawner's attribute-setting callback), with a secret made for each start that never
+enters the sandbox (the hub keeps only its hash, in the server's state).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncio
 import os
 import pwd
 import re
+import secrets
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import JobStatus
@@ -31,11 +34,18 @@ from ..projects.model import Dataset, Member, Project, Share
 from ..projects.policy import Policy
 from ..projects.roles import Role
 from . import api, options, script
-from .reports import SessionEvent
+from .reports import SessionEvent, new_report_secret
 
 api.install_routes()
 
 _SBATCH_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9_.:,/%@+-]+)?")
+NONCE = "{nonce}"
+_JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
+# The job's output is created by Slurm with this umask (sbatch reads it from its environment): the launcher's
+# messages are the user's business only.
+JOB_UMASK = 0o077
+REPORT_TOKEN_ENV = "SECUREHPC_REPORT_TOKEN"  # noqa: S105 - the variable's name
+REPORT_URL_ENV = "SECUREHPC_REPORT_URL"
 
 # What the user's spawn page says when the job reports each start stage (reports.STAGES).
 STAGE_MESSAGES = {
@@ -66,8 +76,12 @@ class SecureSlurmSpawner(SlurmSpawner):
     ).tag(config=True)
 
     job_output = Unicode(
-        "/tmp/securehpc-%u-%j.log",  # noqa: S108 - on the node; %u: users cannot block each other's names
-        help="Slurm ``--output`` of secure jobs, on the node (launcher messages only; no data).",
+        "/tmp/securehpc-%u-%j-{nonce}.log",  # noqa: S108 - on the node; %u: users cannot block each other's names
+        help="""Slurm ``--output`` of secure jobs, on the node: the launcher's messages only (no data, no
+        server log). An absolute path with Slurm's ``%u`` (user), ``%j`` (job id) and exactly one ``{nonce}``,
+        which the spawner fills with random hex at each start: job ids start again on a new cluster, and a
+        later job must never write into (or read) an older job's file. Slurm creates it with umask 077 (mode
+        0600, the user's only); the launcher removes it after a normal end.""",
     ).tag(config=True)
 
     extra_sbatch_options = List(
@@ -112,6 +126,18 @@ class SecureSlurmSpawner(SlurmSpawner):
                     "without spaces"
                 )
         return proposal["value"]
+
+    @validate("job_output")
+    def _check_job_output(self, proposal: dict) -> str:
+        value = proposal["value"]
+        rest = value.replace(NONCE, "", 1)
+        if value.count(NONCE) != 1 or not _JOB_OUTPUT.fullmatch(rest) or "/../" in rest + "/":
+            raise ValueError(
+                f"SecureSlurmSpawner.job_output: {value!r} must be an absolute path on the node, without spaces or "
+                f"'..', with exactly one {NONCE} (filled with random hex at each start, so that no job's output "
+                f"replaces another's), e.g. '/tmp/securehpc-%u-%j-{NONCE}.log'"
+            )
+        return value
 
     @default("options_form")
     def _options_form_default(self):
@@ -175,6 +201,8 @@ class SecureSlurmSpawner(SlurmSpawner):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            # sbatch hands its umask to the job (unless SLURM_UMASK says otherwise): the job output is private.
+            umask=JOB_UMASK,
         )
         try:
             out, err = await asyncio.wait_for(
@@ -222,6 +250,22 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     # -- reports from the job (api.py) -----------------------------------------------------------------
     accepts_port_report = False
+    # SHA-256 (hex) of this start's report secret; the secret itself went to the job and is not kept.
+    report_secret_hash: str | None = None
+    _activity_at = float("-inf")
+
+    @property
+    def accepts_activity(self) -> bool:
+        """Activity counts while the server exists (starting or running); a stopped server has none."""
+        return self.server is not None
+
+    def take_activity_slot(self, interval: float) -> bool:
+        """Whether an activity report may change last_activity now: at most once per ``interval`` seconds."""
+        now = time.monotonic()
+        if now - self._activity_at < interval:
+            return False
+        self._activity_at = now
+        return True
 
     @property
     def accepts_session_audit(self) -> bool:
@@ -257,8 +301,9 @@ class SecureSlurmSpawner(SlurmSpawner):
         return False, not refused
 
     def record_session_events(self, events: list[SessionEvent]) -> None:
-        """The server extension's audit events, into the hub's central log, marked with the server that
-        reported them (they are only as trustworthy as that session)."""
+        """The server extension's audit events (already bound to this session by ``reports.bind_events``), into
+        the hub's central log, in this server's project, marked with the server that reported them (they are
+        only as trustworthy as that session)."""
         log = AuditLog(Path(self.site.audit_log))
         for event in events:
             log.append(
@@ -362,11 +407,17 @@ class SecureSlurmSpawner(SlurmSpawner):
             "policy": policy.as_dict(),
         }
         signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
-        settings = script.JobSettings(self.node_command, self.job_output, tuple(self.extra_sbatch_options))
+        self._job_output_path = self.job_output.replace(NONCE, secrets.token_hex(8))
+        settings = script.JobSettings(self.node_command, self._job_output_path, tuple(self.extra_sbatch_options))
         batch = script.render(request, policy, tag=tag, signed_spec=signed, settings=settings)
         env = {**self._slurm_env(), **self.get_env()}
         env["SECUREHPC_WRAPPED_TOKEN"] = wrapped.token
-        env["SECUREHPC_REPORT_URL"] = self.hub.api_url.rstrip("/") + "/securehpc"
+        # The launcher's credential for its reports, new at every start; the launcher takes it out of its
+        # environment at once, so nothing it starts (the sandbox) inherits it. The hub keeps only the hash.
+        report_secret, self.report_secret_hash = new_report_secret()
+        env[REPORT_TOKEN_ENV] = report_secret
+        env[REPORT_URL_ENV] = self.report_url()
+        env["SLURM_UMASK"] = f"{JOB_UMASK:04o}"
         # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
         if os.environ.get("SECUREHPC_HUB_PUBLIC_KEY"):
             env["SECUREHPC_HUB_PUBLIC_KEY"] = os.environ["SECUREHPC_HUB_PUBLIC_KEY"]
@@ -380,6 +431,18 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
         self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
         return await self._wait_for_port()
+
+    def report_url(self) -> str:
+        """Where this server's launcher reports (api.py), names quoted: ``<hub api>/securehpc/servers/U/S``."""
+        user, server = quote(self.user.name, safe=""), quote(self.name, safe="")
+        return f"{self.hub.api_url.rstrip('/')}/securehpc/servers/{user}/{server}"
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        # The server never reports activity itself (its token is readable from a kernel, and the stock
+        # endpoint takes any timestamp): the launcher does, with no time in it (api.py).
+        env.pop("JUPYTERHUB_ACTIVITY_URL", None)
+        return env
 
     async def _wait_for_port(self):
         while self.port == 0:
@@ -420,7 +483,8 @@ class SecureSlurmSpawner(SlurmSpawner):
         try:
             info = await self._run(["scontrol", "show", "job", self.job_id], env=self._slurm_env())
         except RuntimeError:
-            return f"job {self.job_id} is gone (see its output on the node: {self.job_output})"
+            output = getattr(self, "_job_output_path", self.job_output)
+            return f"job {self.job_id} is gone (see its output on the node: {output})"
         fields = dict(item.split("=", 1) for item in info.split() if "=" in item)
         reason = f"job {self.job_id} {fields.get('JobState', '?')}, exit code {fields.get('ExitCode', '?')}"
         output = Path(fields.get("StdOut", ""))
@@ -438,14 +502,26 @@ class SecureSlurmSpawner(SlurmSpawner):
         accessors = getattr(self, "_wrapped_accessors", None)
         if accessors:
             state["securehpc_accessors"] = list(accessors)  # accessors, not tokens: they revoke, nothing else
+        if self.report_secret_hash:
+            # The hash, not the secret: reports keep working after a hub restart, and the state (in the hub's
+            # database) gives nobody a credential.
+            state["securehpc_report_hash"] = self.report_secret_hash
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         if state.get("securehpc_accessors"):
             self._wrapped_accessors = tuple(state["securehpc_accessors"])
+        if state.get("securehpc_report_hash"):
+            self.report_secret_hash = state["securehpc_report_hash"]
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.report_secret_hash = None  # a stopped server takes no reports
 
     async def stop(self, now: bool = False) -> None:
+        self.report_secret_hash = None  # from now on the job's reports are refused
+        self.accepts_port_report = False
         await super().stop(now=now)
         accessors = getattr(self, "_wrapped_accessors", None)
         if accessors:
