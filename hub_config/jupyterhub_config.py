@@ -11,6 +11,7 @@ import os
 # let anyone act as a user: API tokens created for another user (admins included), sharing a server, and
 # activity timestamps sent by a server (see jupyter_securehpc/spawner/api.py).
 import jupyter_securehpc.spawner.api
+from jupyter_securehpc.spawner.roles import operator_role
 
 jupyter_securehpc.spawner.api.install_routes()
 
@@ -69,38 +70,16 @@ c.SecureHPCAuthenticator.refresh_outage_grace = 3600
 c.JupyterHub.cookie_max_age_days = 1
 
 # --- who runs the hub: operators administer, they do not impersonate ------------------------------------
-# JupyterHub's built-in `admin` role cannot be redefined, and it can act as anyone: `tokens` (create API
-# tokens owned by any user), `access:servers` (open any user's server), `shares` (grant itself access to
-# any server), `admin:users` (which includes `admin:auth_state`, the users' provider tokens, and renaming
-# users), `proxy` (point a user's URL anywhere). So nobody is a JupyterHub admin here: keep both lists
-# empty. (The hub also refuses token creation for another user and sharing whoever asks: spawner/api.py.)
+# JupyterHub's built-in `admin` role can act as anyone (tokens for any user, any server opened or shared, the
+# users' auth state): nobody is a JupyterHub admin here, keep both lists empty. (The hub also refuses token
+# creation for another user and sharing, whoever asks: spawner/api.py.)
 c.SecureHPCAuthenticator.admin_users = set()
 c.SecureHPCAuthenticator.admin_groups = set()
-# Hub operators are the members of the provider's group `securehpc-operators`, with exactly these scopes:
-c.JupyterHub.load_roles = [
-    {
-        "name": "securehpc-operator",
-        "description": "Runs the hub: sees users and servers, starts and stops servers; cannot act as anyone",
-        "scopes": [
-            "admin-ui",  # the admin page (each action on it needs its own scope below)
-            "list:users",  # user names
-            "read:users",  # user models: names, groups, last activity (no auth state)
-            "read:servers",  # server models: name, URL, ready/pending (not the server's state)
-            "start:servers",  # start a user's server (it runs as that user, under the project's policy)
-            "delete:servers",  # stop a user's server
-            "list:groups",  # group names
-            "read:groups",  # group models (membership comes from the identity provider)
-            "read:roles",  # who has which role
-            "list:services",  # service names
-            "read:services",  # service models
-            "read:hub",  # the hub's version and configuration summary
-            "read:metrics",  # /hub/metrics for monitoring
-            # Left out on purpose: tokens, access:servers, shares, admin:users, admin:auth_state, users
-            # (rename), admin:servers (server state), admin:groups, proxy, shutdown, access:services.
-        ],
-        "groups": ["securehpc-operators"],
-    },
-]
+# Hub operators are the members of the provider's group `securehpc-operators`, with the scopes listed (each
+# with its reason) in jupyter_securehpc/spawner/roles.py: admin page, users, servers (start, stop, status),
+# groups, roles, services, hub info, metrics. Not: tokens, access:servers, shares, admin:users,
+# admin:auth_state, admin:servers, admin:groups, proxy, shutdown.
+c.JupyterHub.load_roles = [operator_role(groups=["securehpc-operators"])]
 
 # --- sessions and tokens ---------------------------------------------------------------------------------
 # API tokens made through the REST API (the `securehpc` CLI, scripts) live at most one day; asking for

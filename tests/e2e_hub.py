@@ -25,6 +25,8 @@ from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
 
+HUB_ADMIN = "hub-admin"  # a JupyterHub admin of the end-to-end hub (see site())
+
 
 def site(local_cluster, unix_user, slurm_env):
     """The ``e2e`` fixture's body (tests/conftest.py): yields the site's facts, stops everything after."""
@@ -62,6 +64,9 @@ def site(local_cluster, unix_user, slurm_env):
     saved_accounts = layout.oidc_accounts_file.read_text()
     account = hubclient.add_account(layout, user)
     node = Path(sys.executable).with_name("securehpc-node")
+    # A JupyterHub admin, as a site that kept one would have (the shipped configuration has none): the tests
+    # show what such an admin still cannot do to a member's session.
+    admin_token = secrets.token_hex(32)
     settings = {
         "SecureHPC.db_url": db_url,
         "SecureHPC.audit_log": str(root / "audit.jsonl"),
@@ -78,7 +83,10 @@ def site(local_cluster, unix_user, slurm_env):
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
         # Often, so that a test sees the hub poll running servers while slurmctld is down.
         "SecureSlurmSpawner.poll_interval": 2,
-        "SecureSlurmSpawner.session_audit_per_minute": 30,
+        # Room for every refusal the attacks of one module make in a minute, and a flood still overruns it.
+        "SecureSlurmSpawner.session_audit_per_minute": 100,
+        "SecureHPCAuthenticator.admin_users": {HUB_ADMIN},
+        "JupyterHub.api_tokens": {admin_token: HUB_ADMIN},
         # Every refusal of these tests is audited one by one (the flood limits: tests/test_hub_reports.py).
         "ReportLimits.audited_refusals_per_minute": 1000,
         "ReportLimits.refusals_per_minute": 2000,
@@ -89,7 +97,7 @@ def site(local_cluster, unix_user, slurm_env):
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
     try:
-        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes}
+        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes, "admin_token": admin_token}
     finally:
         hub.down(layout)
         subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)

@@ -590,9 +590,12 @@ def test_mfa_user_lands_in_the_hub(site):
     assert site.memberships("alice") == {"sleep": ("data_owner", SYNC_ACTOR)}
 
 
-def test_hub_admin_comes_from_the_admin_group(site):
+def test_the_admin_group_makes_operators_not_jupyterhub_admins(site):
+    """A JupyterHub admin can act as anyone; the hub-admins group gets the operator role instead
+    (spawner/roles.py; what an operator may do is tested in test_hub_reports.py)."""
     assert Browser(site).login("root-admin").status_code == 200
-    assert site.hub_users()["root-admin"]["admin"] is True
+    user = site.hub_users()["root-admin"]
+    assert user["admin"] is False and "hub-admins" in user["groups"]
 
 
 @pytest.mark.parametrize(

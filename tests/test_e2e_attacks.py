@@ -15,7 +15,7 @@ from pathlib import Path
 import hubclient
 import pytest
 import requests
-from e2e_hub import diagnostics, start, stop, wait_ready
+from e2e_hub import HUB_ADMIN, diagnostics, start, stop, wait_ready
 
 from jupyter_securehpc.audit import verify
 
@@ -50,7 +50,9 @@ def server_pid():
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if b"jupyterhub-singleuser" in open(f"/proc/{entry}/cmdline", "rb").read():
+                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+                # The server itself: not bubblewrap's init, whose arguments name the server too.
+                if b"jupyterhub-singleuser" in b" ".join(argv) and not argv[0].endswith(b"bwrap"):
                     return entry
             except OSError:
                 pass
@@ -197,7 +199,8 @@ def test_activity_is_the_hubs_clock_not_the_kernels(e2e, token, session):
 def test_text_reads_and_uploads_through_the_contents_api_are_refused(e2e, token, session):
     """A data scientist (the demo's default policy: no text reads, no uploads) copies a dataset file into the
     workspace from the kernel and tries to take it out as text, as a notebook, or to bring data in."""
-    run(session, token, "import shutil; shutil.copy('/datasets/mri/scans/night1/eeg.csv', '/project/eeg.csv')")
+    run(session, token, "import shutil; shutil.copy('/datasets/mri/scans/night1/eeg.csv', '/project/eeg.csv'); "
+                        "print('{}')")  # fmt: skip
     headers = {"Authorization": f"token {token}"}
     contents = f"{session}/api/contents"
     for query in ("format=text", "", "type=file&format=text", "type=notebook", "format=text&format=json",
@@ -215,6 +218,39 @@ def test_text_reads_and_uploads_through_the_contents_api_are_refused(e2e, token,
         assert saved.status_code == 403, saved.text
     response = requests.patch(f"{contents}/eeg.csv", json={"path": "eeg.py"}, headers=headers, timeout=30)
     assert response.status_code == 403, response.text
+
+
+def test_a_hub_admin_can_neither_mint_the_members_token_nor_enter_the_session(e2e, token, session):
+    """A site that kept a JupyterHub admin (the shipped configuration has none): the hub refuses the admin a
+    token for the member and a share of the server; the admin's own token, which the hub lets through to every
+    server (``access:servers``), is refused by the session, and the refusal reaches the central audit log."""
+    layout, user = e2e["layout"], e2e["user"].name
+    admin = {"Authorization": f"token {e2e['admin_token']}"}
+    api = f"{layout.hub_url}/hub/api"
+    assert requests.get(f"{api}/user", headers=admin, timeout=30).json()["admin"] is True
+    minted = requests.post(f"{api}/users/{user}/tokens", json={"note": "as the member"}, headers=admin, timeout=30)
+    assert minted.status_code == 403, minted.text
+    shared = requests.post(f"{api}/shares/{user}/sleep", json={"user": HUB_ADMIN}, headers=admin, timeout=30)
+    assert shared.status_code == 403, shared.text
+    tokens = requests.get(f"{api}/users/{user}/tokens", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert not [t for t in tokens.json()["api_tokens"] if t["note"] and "as the member" in t["note"]]
+    for path in ("api/contents", "api/kernels", "files/eeg.csv", "api/contents/eeg.csv?format=base64"):
+        response = requests.get(f"{session}/{path}", headers=admin, timeout=30, allow_redirects=False)
+        assert response.status_code == 403, (path, response.status_code, response.text[:200])
+    hub_refusals = [e for e in central_events(e2e) if e["actor"] == HUB_ADMIN and e["outcome"] == "denied"]
+    assert {e["action"] for e in hub_refusals} >= {"token.create", "share.create"}, hub_refusals
+
+    def from_the_session() -> list[dict]:
+        return [e for e in central_events(e2e) if e["details"].get("reported_by") == f"server:{user}/sleep"
+                and HUB_ADMIN in (e.get("reason") or "")]  # fmt: skip
+
+    deadline = time.monotonic() + 30
+    while not from_the_session() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert from_the_session(), (central_events(e2e)[-5:], diagnostics(e2e))
+    refusal = from_the_session()[-1]
+    assert refusal["actor"] == "anonymous" and refusal["outcome"] == "denied" and refusal["project"] == "sleep"
+    assert f"belongs to {user}" in refusal["reason"]
 
 
 def test_the_jobs_output_is_private_and_holds_launcher_messages_only(e2e, token, session):

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from ..spawner.roles import operator_role
 from ..util.files import atomic_write
 from . import oidc
 from .daemon import Daemon, wait_until
@@ -84,10 +85,11 @@ def render_config(layout: ClusterLayout, settings: dict[str, Any], *, stock_batc
         "SecureHPCAuthenticator.client_id": oidc.HUB_CLIENT_ID,
         "SecureHPCAuthenticator.oauth_callback_url": oidc.hub_redirect_uris(layout)[0],
         "SecureHPCAuthenticator.scope": ["openid", "profile", "email", "groups"],
-        # Hub groups (and so allowed_groups/admin_groups) come from the provider's `groups` claim.
+        # Hub groups (and so allowed_groups and the operators) come from the provider's `groups` claim.
+        # Nobody is a JupyterHub admin (an admin can act as anyone): hub-admins are operators (spawner/roles.py).
         "SecureHPCAuthenticator.manage_groups": True,
         "SecureHPCAuthenticator.allowed_groups": {oidc.HUB_USERS_GROUP},
-        "SecureHPCAuthenticator.admin_groups": {oidc.HUB_ADMINS_GROUP},
+        "SecureHPCAuthenticator.admin_groups": set(),
         "SecureHPCAuthenticator.project_roles_claim": "groups",
         "SecureHPCAuthenticator.support_contact": "the demo's administrator (see `securehpc dev status`)",
         "KeyStoreConfig.url": layout.openbao_addr,
@@ -129,6 +131,7 @@ def render_config(layout: ClusterLayout, settings: dict[str, Any], *, stock_batc
         "c.JupyterHub.load_roles = [",
         f"    {{'name': {INSPECTOR!r}, 'scopes': ['list:users', 'read:users', 'list:groups', 'read:groups'],",
         f"     'services': [{INSPECTOR!r}]}},",
+        f"    {operator_role(groups=[oidc.HUB_ADMINS_GROUP])!r},",
         "]",
         "",
     ]

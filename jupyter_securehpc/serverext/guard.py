@@ -279,7 +279,13 @@ class Guard:
     def record(self, handler: web.RequestHandler, verdict: Verdict) -> None:
         """One audit event per refusal. The URL is logged without its query string (tokens live there)."""
         user = _current_user(handler)
-        actor = getattr(user, "username", None) or "anonymous"
+        name = getattr(user, "username", None)
+        # The session speaks for its user only (the hub takes its events with that actor or ``anonymous``):
+        # someone else's identity, an admin's say, is named in the reason, as what was presented.
+        actor = name if name == self.session.user else "anonymous"
+        reason = verdict.reason
+        if name and actor != name:
+            reason = f"{reason} (identity presented: {name[:64]!r})"
         route = self.route_of(handler.request)
         method = (handler.request.method or "").upper()
         try:
@@ -289,7 +295,7 @@ class Guard:
                 obj=route,
                 outcome="denied",
                 project=self.session.project,
-                reason=verdict.reason,
+                reason=reason,
                 details={
                     "method": method if method.isalpha() else "OTHER",
                     "role": self.session.role.value,
@@ -300,8 +306,7 @@ class Guard:
             # The request stays refused; the admin must learn that the record is missing.
             self.log.error("securehpc: could not record a refusal in %s: %s", self.audit.where, err)
         self.log.warning(
-            "securehpc: refused %s %s for %s (%s): %s", handler.request.method, route, actor, verdict.status,
-            verdict.reason,
+            "securehpc: refused %s %s for %s (%s): %s", handler.request.method, route, actor, verdict.status, reason,
         )  # fmt: skip
 
 

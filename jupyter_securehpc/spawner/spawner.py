@@ -109,8 +109,8 @@ class SecureSlurmSpawner(SlurmSpawner):
     session_audit_per_minute = Integer(
         600,
         help="""Audit events a running session may forward to the hub's central log per minute (the server
-        extension's refusals). More are refused (HTTP 429; the session keeps them in the job's output), so
-        that one session cannot flood the log.""",
+        extension's refusals). More are refused (HTTP 429, and one audit event per minute says so; the launcher
+        counts what it could not forward in the job's output), so that one session cannot flood the log.""",
     ).tag(config=True)
 
     command_timeout = Integer(
