@@ -52,7 +52,8 @@ c.SecureHPCAuthenticator.enforce_mfa = True
 c.SecureHPCAuthenticator.project_roles_claim = "groups"
 # Who may log in at all. Hub groups follow the provider's `groups` claim at every login.
 c.SecureHPCAuthenticator.manage_groups = True
-c.SecureHPCAuthenticator.allowed_groups = {"securehpc-users"}
+# Operators (below) log in to run the hub; they get no project and no server of their own by being operators.
+c.SecureHPCAuthenticator.allowed_groups = {"securehpc-users", "securehpc-operators"}
 c.SecureHPCAuthenticator.claim_groups_key = "groups"
 # A login lasts as long as the provider says so: the refresh token is kept encrypted in the hub database and
 # used every 15 minutes and before each server start; a refused or revoked grant, a removed second factor or

@@ -66,7 +66,7 @@ def site(local_cluster, unix_user, slurm_env):
     node = Path(sys.executable).with_name("securehpc-node")
     # A JupyterHub admin, as a site that kept one would have (the shipped configuration has none): the tests
     # show what such an admin still cannot do to a member's session.
-    admin_token = secrets.token_hex(32)
+    admin_account = hubclient.add_account(layout, HUB_ADMIN)
     settings = {
         "SecureHPC.db_url": db_url,
         "SecureHPC.audit_log": str(root / "audit.jsonl"),
@@ -86,7 +86,6 @@ def site(local_cluster, unix_user, slurm_env):
         # Room for every refusal the attacks of one module make in a minute, and a flood still overruns it.
         "SecureSlurmSpawner.session_audit_per_minute": 100,
         "SecureHPCAuthenticator.admin_users": {HUB_ADMIN},
-        "JupyterHub.api_tokens": {admin_token: HUB_ADMIN},
         # Every refusal of these tests is audited one by one (the flood limits: tests/test_hub_reports.py).
         "ReportLimits.audited_refusals_per_minute": 1000,
         "ReportLimits.refusals_per_minute": 2000,
@@ -97,7 +96,7 @@ def site(local_cluster, unix_user, slurm_env):
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
     try:
-        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes, "admin_token": admin_token}
+        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes, "admin_account": admin_account}
     finally:
         hub.down(layout)
         subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)

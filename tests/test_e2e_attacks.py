@@ -225,9 +225,11 @@ def test_a_hub_admin_can_neither_mint_the_members_token_nor_enter_the_session(e2
     token for the member and a share of the server; the admin's own token, which the hub lets through to every
     server (``access:servers``), is refused by the session, and the refusal reaches the central audit log."""
     layout, user = e2e["layout"], e2e["user"].name
-    admin = {"Authorization": f"token {e2e['admin_token']}"}
+    admin_token = hubclient.api_token(layout, hubclient.login(layout, e2e["admin_account"]), HUB_ADMIN)
+    admin = {"Authorization": f"token {admin_token}"}
     api = f"{layout.hub_url}/hub/api"
-    assert requests.get(f"{api}/user", headers=admin, timeout=30).json()["admin"] is True
+    whoami = requests.get(f"{api}/user", headers=admin, timeout=30)
+    assert whoami.status_code == 200 and whoami.json()["admin"] is True, whoami.text
     minted = requests.post(f"{api}/users/{user}/tokens", json={"note": "as the member"}, headers=admin, timeout=30)
     assert minted.status_code == 403, minted.text
     shared = requests.post(f"{api}/shares/{user}/sleep", json={"user": HUB_ADMIN}, headers=admin, timeout=30)

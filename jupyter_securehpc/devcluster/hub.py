@@ -42,6 +42,11 @@ def api_token_file(layout: ClusterLayout) -> Path:
     return layout.hub_dir / "private" / "inspector-token"
 
 
+def crypt_key_file(layout: ClusterLayout) -> Path:
+    """The hub's JUPYTERHUB_CRYPT_KEY (auth state: the provider's refresh tokens), kept across restarts."""
+    return layout.hub_dir / "private" / "crypt-key"
+
+
 def proxy_pid_file(layout: ClusterLayout) -> Path:
     return layout.hub_dir / "proxy.pid"
 
@@ -88,9 +93,12 @@ def render_config(layout: ClusterLayout, settings: dict[str, Any], *, stock_batc
         # Hub groups (and so allowed_groups and the operators) come from the provider's `groups` claim.
         # Nobody is a JupyterHub admin (an admin can act as anyone): hub-admins are operators (spawner/roles.py).
         "SecureHPCAuthenticator.manage_groups": True,
-        "SecureHPCAuthenticator.allowed_groups": {oidc.HUB_USERS_GROUP},
+        "SecureHPCAuthenticator.allowed_groups": {oidc.HUB_USERS_GROUP, oidc.HUB_ADMINS_GROUP},
         "SecureHPCAuthenticator.admin_groups": set(),
         "SecureHPCAuthenticator.project_roles_claim": "groups",
+        # As hub_config/jupyterhub_config.py: logins confirmed with the provider again (refresh tokens in
+        # encrypted auth state; the key comes from the environment, see up()).
+        "SecureHPCAuthenticator.enable_auth_state": True,
         "SecureHPCAuthenticator.support_contact": "the demo's administrator (see `securehpc dev status`)",
         "KeyStoreConfig.url": layout.openbao_addr,
         **default_site(layout),
@@ -173,6 +181,10 @@ def up(
     private.chmod(0o700)
     if not api_token_file(layout).exists():
         atomic_write(api_token_file(layout), secrets.token_hex(32) + "\n", mode=0o600)
+    if not crypt_key_file(layout).exists():
+        atomic_write(crypt_key_file(layout), secrets.token_hex(32) + "\n", mode=0o600)
+    # JupyterHub reads the crypt key from its environment only; the caller's own key wins.
+    env = {"JUPYTERHUB_CRYPT_KEY": crypt_key_file(layout).read_text().strip(), **(env or {})}
     text = render_config(layout, settings or {}, stock_batchspawner=stock_batchspawner)
     server = daemon(layout, env)
     path = config_file(layout)

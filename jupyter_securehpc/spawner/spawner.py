@@ -327,6 +327,8 @@ class SecureSlurmSpawner(SlurmSpawner):
             return
         self._timeline.append((step, time.monotonic()))
         self._progress_events.append({"progress": progress, "message": message})
+        for waiter in getattr(self, "_progress_waiters", ()):
+            waiter.set()
 
     def _reached(self, step: str) -> bool:
         return any(name == step for name, _ in getattr(self, "_timeline", []))
@@ -338,15 +340,28 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     async def progress(self):  # noqa: ANN201 - JupyterHub's contract: an async generator of events
         """Every step of the start as it happens: submitted, queued, running, key, mounts, JupyterLab."""
+        # Woken by each new step at once, not on a timer: JupyterHub stops reading this generator as soon as the
+        # start is done, so a step that waited for a timer tick (the last stage, just before the port) would
+        # never reach the user's page.
+        changed = asyncio.Event()
+        waiters = self.__dict__.setdefault("_progress_waiters", set())  # one per open progress page
+        waiters.add(changed)
         sent = 0
-        while True:
-            events = getattr(self, "_progress_events", [])
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
-            if self.port:
-                return
-            await asyncio.sleep(0.1)
+        try:
+            while True:
+                changed.clear()
+                events = getattr(self, "_progress_events", [])
+                while sent < len(events):
+                    yield events[sent]
+                    sent += 1
+                if self.port:
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=1)
+                except asyncio.TimeoutError:
+                    pass  # nothing new within a second: look again
+        finally:
+            waiters.discard(changed)
 
     # -- start and stop ---------------------------------------------------------------------------------
     async def _cancel_interrupted_spawns(self, tag: str) -> None:
