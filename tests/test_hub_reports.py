@@ -123,12 +123,14 @@ def site(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
         "JupyterHub.log_level": "DEBUG",
     }
     roles = [{**role, "users": [OPERATOR]} for role in shipped.JupyterHub.load_roles]
+    names = [role["name"] for role in roles]
     extra = [
         "",
         "# The test's identities and the shipped operator role (tests/test_hub_reports.py).",
         f"with open({str(root / 'tokens.json')!r}) as f:",
         "    c.JupyterHub.api_tokens = {token: name for name, token in json.load(f).items()}",
-        f"c.JupyterHub.load_roles = c.JupyterHub.load_roles + {roles!r}",
+        # The shipped operator role in place of the local hub's (same name, this test's operator as member).
+        f"c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r['name'] not in {names!r}] + {roles!r}",
         "",
     ]
     atomic_write(root / "tokens.json", json.dumps(tokens), mode=0o600)
