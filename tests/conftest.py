@@ -71,7 +71,9 @@ class UnixUser:
 def unix_user() -> Iterator[UnixUser]:
     """A real unprivileged account (no home, no login shell), removed again after the session."""
     _require_root()
-    name = "securehpc-test1"
+    # Runs of the suite side by side (one per working copy) each need their own account: processes, job
+    # outputs and the account's removal are per user.
+    name = os.environ.get("SECUREHPC_TEST_USER", "securehpc-test1")
     created = False
     try:
         pwd.getpwnam(name)

@@ -415,6 +415,9 @@ PUBLIC = {
     "jupyter_server.base.handlers.MainHandler",
     "jupyter_server.base.handlers.PrometheusMetricsHandler",
     "jupyter_server.services.contents.handlers.NotebooksRedirectHandler",
+    # JupyterLab's theme CSS and fonts, public like the other static files (the login page uses them); the
+    # guard's "static" rule serves them only from read-only folders (tests/test_serverext_routes.py).
+    "jupyterlab_server.themes_handler.ThemesHandler",
 }
 
 
