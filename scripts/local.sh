@@ -47,14 +47,15 @@ bootstrap() {
         say "creating $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
-    # Reinstall only when the packaging metadata changed (the install is editable: code changes need none).
-    local stamp="$VENV/.securehpc-installed"
+    # Reinstall only when the packaging metadata or the extras changed (the install is editable: code changes
+    # need none). [dev]: the local cluster (`securehpc dev`, OpenBao); [test]: the test tools.
+    local stamp="$VENV/.securehpc-installed" target=".[dev,test]"
     local want
-    want="$(sha256sum pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)"
+    want="$({ sha256sum pyproject.toml setup.cfg; echo "$target"; } | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        say "pip install -e .[test]"
+        say "pip install -e $target"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e '.[test]'
+        "$VENV/bin/python" -m pip install -q -e "$target"
         echo "$want" >"$stamp"
     fi
     # Job users run this environment inside their sandboxes: check that an unprivileged user can.

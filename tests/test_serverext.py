@@ -495,14 +495,17 @@ def test_policy_file_inside_project_refuses_to_start(tmp_path: Path) -> None:
     assert "inside the project" in log
 
 
-def test_config_file_enables_the_extension(tmp_path: Path) -> None:
-    """The jupyter_server_config.d file the wheel installs turns the extension on by itself."""
-    config = Path(__file__).resolve().parents[1] / "jupyter-config"
-    settings = json.loads((config / "jupyter_server_config.d" / "jupyter_securehpc.json").read_text())
-    assert settings["ServerApp"]["jpserver_extensions"]["jupyter_securehpc.serverext"] is True
+def test_config_enables_the_extension(tmp_path: Path) -> None:
+    """The launcher's command-line arguments turn the extension on by themselves (no configuration file of the
+    package does: tests/test_packaging.py checks that a stock server of the same environment starts)."""
+    from jupyter_securehpc.node.serve import SERVER_EXTENSION_ARGS, default_program
+
+    assert default_program()[-len(SERVER_EXTENSION_ARGS) :] == list(SERVER_EXTENSION_ARGS)
     root = make_projects(tmp_path / "data")
     session, audit = session_for("observer", "default"), tmp_path / "audit.log"
-    server = launch(tmp_path / "server", root, extension=None, config_path=config, session=session, audit=audit)
+    server = launch(
+        tmp_path / "server", root, extension=None, extra_args=SERVER_EXTENSION_ARGS, session=session, audit=audit
+    )
     try:
         response = server.client("token").request("GET", "/files/data.csv")
         assert response.status == 403 and CANARY.encode() not in response.body

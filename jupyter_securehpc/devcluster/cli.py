@@ -1,4 +1,8 @@
-"""``securehpc dev up|down|status|install|env``: the local cluster for the demo and the tests."""
+"""``securehpc dev up|down|status|install|env``: the local cluster for the demo and the tests.
+
+A plugin of ``securehpc`` (entry point ``dev`` of ``jupyter_securehpc.cli_plugins``): loaded only when the
+verb is used, and usable only with the ``[dev]`` extra installed.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ from pathlib import Path
 from . import demo, hub, oidc
 from .cluster import LocalCluster
 from .layout import ClusterLayout, default_state_dir
-from .packages import install_all
+from .packages import install_all, require_python_extra
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    dev = subparsers.add_parser("dev", help="the local single-machine cluster (demo and tests)")
+def configure(dev: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``securehpc dev``; RuntimeError naming the extra when it is not installed."""
+    require_python_extra()
+    dev.description = "The local single-machine cluster (demo and tests)."
     dev.add_argument(
         "--state-dir",
         type=Path,

@@ -64,7 +64,7 @@ def _demo_accounts() -> list[dict[str, Any]]:
 
 
 def daemon(layout: ClusterLayout) -> Daemon:
-    from .packages import checkout_root
+    from .packages import node_root
 
     return Daemon(
         name="oidc-provider",
@@ -76,8 +76,9 @@ def daemon(layout: ClusterLayout) -> Daemon:
             "SECUREHPC_OIDC_ACCOUNTS": str(layout.oidc_accounts_file),
             "NODE_ENV": "production",
         },
-        # Node resolves `oidc-provider` from the checkout's node_modules.
-        cwd=checkout_root(),
+        # Node resolves `oidc-provider` from the script's folder upwards: the checkout's or the package's
+        # node_modules (packages.node_root).
+        cwd=node_root(),
     )
 
 

@@ -1,6 +1,7 @@
 """Install what the local cluster needs and is missing: Debian packages and the Node programs.
 
-Python packages come with ``pip install -e .[test]`` (``scripts/local.sh`` does that first).
+Python packages come with the ``[dev]`` extra (``pip install -e '.[dev,test]'``: ``scripts/local.sh`` does that
+first); :func:`require_python_extra` says so when they are missing.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import logging
 import os
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +29,56 @@ APT_PACKAGES = {
 }
 NODE_PROGRAMS = ("configurable-http-proxy",)
 NODE_PACKAGES = ("configurable-http-proxy", "oidc-provider")
+DISTRIBUTION = "jupyter-securehpc"
+EXTRA = "dev"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def checkout_root() -> Path:
-    """The source checkout that holds ``package.json`` for the Node programs."""
+def missing_python_packages() -> list[str]:
+    """The requirements of the ``[dev]`` extra (read from the installed metadata) that are not installed."""
+    try:
+        requirements = [Requirement(text) for text in metadata.requires(DISTRIBUTION) or []]
+    except metadata.PackageNotFoundError:
+        return []  # not installed (code on sys.path only): nothing to compare with
+    missing = []
+    for requirement in requirements:
+        marker = requirement.marker
+        # Only the extra's own requirements: true with extra "dev", false without it.
+        if marker is None or not marker.evaluate({"extra": EXTRA}) or marker.evaluate({"extra": ""}):
+            continue
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(f"{requirement.name}{requirement.specifier}")
+    return missing
+
+
+def require_python_extra() -> None:
+    missing = missing_python_packages()
+    if missing:
+        raise RuntimeError(
+            f"the local cluster needs the [dev] extra (missing: {', '.join(missing)}): "
+            f"pip install '{DISTRIBUTION}[{EXTRA}]'"
+        )
+
+
+def node_root() -> Path:
+    """The folder with ``package.json`` where npm installs the Node programs: ``$SECUREHPC_NODE_ROOT``, else the
+    source checkout (an editable install), else this package's folder (the wheel ships ``package.json`` and its
+    lock here). Node finds ``oidc-provider`` from ``oidc_provider.mjs``'s folder upwards, which both reach."""
     configured = os.environ.get("SECUREHPC_NODE_ROOT")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2]
+    checkout = PACKAGE_DIR.parents[1]
+    if (checkout / "package.json").exists():
+        return checkout
+    return PACKAGE_DIR
 
 
 def node_bin(program: str) -> Path:
-    return checkout_root() / "node_modules" / ".bin" / program
+    return node_root() / "node_modules" / ".bin" / program
 
 
 def missing_apt_packages() -> list[str]:
@@ -44,7 +86,7 @@ def missing_apt_packages() -> list[str]:
 
 
 def missing_node_packages() -> list[str]:
-    modules = checkout_root() / "node_modules"
+    modules = node_root() / "node_modules"
     return [name for name in NODE_PACKAGES if not (modules / name / "package.json").exists()]
 
 
@@ -65,11 +107,11 @@ def install_apt(packages: list[str]) -> None:
 
 
 def install_node() -> None:
-    root = checkout_root()
+    root = node_root()
     if not missing_node_packages():
         return
     if not (root / "package.json").exists():
-        raise RuntimeError(f"no package.json in {root}: set SECUREHPC_NODE_ROOT to the source checkout")
+        raise RuntimeError(f"no package.json in {root}: set SECUREHPC_NODE_ROOT to the folder that has it")
     # `npm ci` installs exactly the locked versions into ./node_modules; nothing global.
     command = "ci" if (root / "package-lock.json").exists() else "install"
     log.info("installing Node programs in %s", root / "node_modules")

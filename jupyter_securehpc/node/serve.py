@@ -60,14 +60,25 @@ DROPPED_HUB_VARIABLES = frozenset({"JUPYTERHUB_ACTIVITY_URL", "JUPYTERHUB_ACTIVI
 SHOWN_ON_FAILURE = ("securehpc-node:", "securehpc: refusing to start")
 
 
+# The only place that enables the server extension (the package installs no jupyter_server_config.d file, so
+# other Jupyter servers of the environment stay stock): on the command line, so that no configuration file
+# can turn it off. The proxy stays off (the extension switches it off too) and the extension manager installs
+# nothing.
+SERVER_EXTENSION_ARGS = (
+    "--ServerApp.jpserver_extensions",
+    "jupyter_securehpc.serverext=True",
+    "--ServerApp.jpserver_extensions",
+    "jupyter_server_proxy=False",
+    "--LabApp.extension_manager=readonly",
+)
+
+
 def default_program() -> list[str]:
     return [
         "jupyterhub-singleuser",
         f"--ServerApp.sock={SERVER_SOCKET_NAME}",
         f"--ServerApp.root_dir={WORKSPACE}",
-        # On the command line, so that no configuration file can turn it off.
-        "--ServerApp.jpserver_extensions",
-        "jupyter_securehpc.serverext=True",
+        *SERVER_EXTENSION_ARGS,
     ]
 
 

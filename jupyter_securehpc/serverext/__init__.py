@@ -1,7 +1,8 @@
 """The single-user server extension: no file leaves a project, no path leaves its root.
 
-Enabled by ``jupyter-config/jupyter_server_config.d/jupyter_securehpc.json`` (installed by the wheel) and
-set explicitly by the node launcher (``--ServerApp.jpserver_extensions``), so a user cannot switch it off.
+Enabled only by the node launcher, on the session server's command line (``node/serve.py``,
+``SERVER_EXTENSION_ARGS``), so that no configuration file can switch it off; the package installs no Jupyter
+configuration file, so other Jupyter servers of the environment stay stock.
 Modules: ``session`` (the policy file), ``paths`` (containment, read-only places), ``routes`` (the
 allow-list of handler classes), ``rules`` (what a request may do), ``contents`` (text reads and uploads),
 ``facts`` (what rules see and answer), ``guard`` (applies the rules to every request, safe errors, CSP,
