@@ -35,10 +35,10 @@ from pathlib import Path
 
 from common import drop_caches, make_data
 
-from jupyter_securehpc.node.launcher import sandbox_command
+from jupyter_securehpc.node.launcher import PreparedSession, sandbox_command
 from jupyter_securehpc.node.sandbox import DATASET_OPTIONS, Mount, mounts_for, tree_size
-from jupyter_securehpc.node.spec import SessionSpec
 from jupyter_securehpc.projects.roles import Role
+from jupyter_securehpc.session.spec import SessionSpec
 from jupyter_securehpc.stores.gocryptfs import init_store
 from jupyter_securehpc.stores.importer import import_folder
 
@@ -96,7 +96,8 @@ class Sandbox:
             workspace,
             Mount(dataset.host_cipher, dataset.cipher, dataset.target, True, options, stage_bytes, prefetch),
         ]
-        argv, fds = sandbox_command(self.spec, mounts, dict(self.keys), program, uid=self.user.pw_uid)
+        session = PreparedSession(self.spec, mounts, dict(self.keys))
+        argv, fds = sandbox_command(session, program, uid=self.user.pw_uid)
         try:
             process = subprocess.Popen(
                 argv, pass_fds=fds, stdout=subprocess.PIPE, user=self.user.pw_uid, group=self.user.pw_gid,

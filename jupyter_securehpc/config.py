@@ -13,6 +13,8 @@ from pathlib import Path
 from traitlets import Unicode, default, validate
 from traitlets.config import Config, Configurable, PyFileConfigLoader
 
+from .session.env import AUDIT_LOG_ENV, DB_ENV, STORE_ROOT_ENV
+
 DEFAULT_CONFIG_FILE = Path("/etc/securehpc/securehpc_config.py")
 
 
@@ -38,15 +40,15 @@ class SecureHPC(Configurable):
 
     @default("db_url")
     def _default_db_url(self) -> str:
-        return os.environ.get("SECUREHPC_DB") or "sqlite:////var/lib/securehpc/securehpc.sqlite"
+        return os.environ.get(DB_ENV) or "sqlite:////var/lib/securehpc/securehpc.sqlite"
 
     @default("store_root")
     def _default_store_root(self) -> str:
-        return os.environ.get("SECUREHPC_STORE_ROOT") or "/var/lib/securehpc/stores"
+        return os.environ.get(STORE_ROOT_ENV) or "/var/lib/securehpc/stores"
 
     @default("audit_log")
     def _default_audit_log(self) -> str:
-        return os.environ.get("SECUREHPC_AUDIT_LOG") or "/var/log/securehpc/audit.jsonl"
+        return os.environ.get(AUDIT_LOG_ENV) or "/var/log/securehpc/audit.jsonl"
 
     @validate("store_root", "audit_log")
     def _absolute(self, proposal: dict) -> str:

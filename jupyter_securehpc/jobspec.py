@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:
+    from .session.spec import SessionSpec
 
 
 class SignatureError(ValueError):
@@ -24,8 +28,10 @@ def canonical(spec: dict) -> bytes:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign(spec: dict, private_key: Ed25519PrivateKey) -> str:
-    """The signed envelope, as JSON text."""
+def sign(spec: SessionSpec | dict, private_key: Ed25519PrivateKey) -> str:
+    """The signed envelope, as JSON text, of a ``SessionSpec`` (its ``to_dict()``) or of a spec's dict."""
+    if not isinstance(spec, dict):
+        spec = spec.to_dict()
     signature = base64.b64encode(private_key.sign(canonical(spec))).decode()
     return json.dumps({"spec": spec, "signature": signature}, sort_keys=True)
 
@@ -44,6 +50,14 @@ def verify(envelope_text: str, public_key: Ed25519PublicKey) -> dict:
     except InvalidSignature:
         raise SignatureError("the job spec's signature does not match the hub's key: refusing it") from None
     return spec
+
+
+def verify_session_spec(envelope_text: str, public_key: Ed25519PublicKey) -> SessionSpec:
+    """The ``SessionSpec`` in a correctly signed envelope: SignatureError if the hub did not sign it, SpecError
+    (``jupyter_securehpc.session``) if what it signed is not a valid spec."""
+    from .session.spec import SessionSpec
+
+    return SessionSpec.from_dict(verify(envelope_text, public_key))
 
 
 def generate_key(path: Path) -> Ed25519PrivateKey:

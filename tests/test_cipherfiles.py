@@ -185,7 +185,7 @@ def test_only_the_default_format_is_decrypted_directly(tmp_path, options, expect
 STAGE_ONE = r"""
 import hashlib, json, os, sys
 from pathlib import Path
-from jupyter_securehpc.node import inside, staging
+from jupyter_securehpc.node import mount_then_run as inside, staging
 inside.PRIVATE = sys.argv[1]
 decrypted = []
 original = staging.Decrypter.__call__

@@ -17,10 +17,12 @@ import logging
 import sys
 from pathlib import Path
 
-from .launcher import LaunchError, exec_program, load_spec
+from ..session.env import SESSION_SPEC_ENV
+from .errors import EX_USAGE, LaunchError
+from .launcher import exec_program
 from .prereqs import node_problems
 from .serve import serve
-from .spec import SpecError
+from .spec import SpecError, load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="report what this node lacks to run secure sessions, and the fix")
     run = sub.add_parser("exec", help="run PROGRAM inside the project sandbox")
-    run.add_argument("--spec", type=Path, help="session spec (JSON); default $SECUREHPC_SESSION_SPEC")
+    run.add_argument("--spec", type=Path, help=f"session spec (JSON); default ${SESSION_SPEC_ENV}")
     run.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")
     srv = sub.add_parser("serve", help="run the Jupyter server in the sandbox behind two relays")
-    srv.add_argument("--spec", type=Path, help="session spec (JSON); default $SECUREHPC_SESSION_SPEC")
+    srv.add_argument("--spec", type=Path, help=f"session spec (JSON); default ${SESSION_SPEC_ENV}")
     srv.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
     srv.add_argument("--ip", default="127.0.0.1", help="address the hub's proxy connects to (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=0, help="TCP port for the proxy (default: any free port)")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return exec_program(spec, program, token_from_stdin=args.token_stdin)
     except SpecError as error:
         print(f"securehpc-node: {error}", file=sys.stderr)
-        return 64
+        return EX_USAGE
     except LaunchError as error:
         print(f"securehpc-node: {error}", file=sys.stderr)
         return error.exit_code

@@ -21,12 +21,22 @@ import urllib.request
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from .launcher import EX_UNAVAILABLE, LaunchError
+from ..session.env import REPORT_TOKEN_ENV, REPORT_URL_ENV
+from ..session.reports import (
+    KIND_ACTIVITY,
+    KIND_AUDIT,
+    KIND_PORT,
+    KIND_STAGE,
+    REPORT_SCHEME,
+    activity_report,
+    audit_report,
+    port_report,
+    stage_report,
+)
+from .errors import EX_UNAVAILABLE, LaunchError
 
 log = logging.getLogger(__name__)
 
-REPORT_URL_ENV = "SECUREHPC_REPORT_URL"
-REPORT_TOKEN_ENV = "SECUREHPC_REPORT_TOKEN"  # noqa: S105 - the variable's name
 AUDIT_BATCH = 50  # events per post; the hub takes at most 100 and 64 KiB
 MAX_PENDING = 1000  # audit events kept for a hub that does not take them; beyond, they are counted only
 MAX_LINE = 64 * 1024
@@ -58,7 +68,7 @@ class HubReporter:
             f"{self.base_url}/{kind}",
             data=json.dumps(payload).encode(),
             # JupyterHub scrubs Authorization headers from its logs.
-            headers={"Authorization": f"securehpc-report {self._secret}", "Content-Type": "application/json"},
+            headers={"Authorization": f"{REPORT_SCHEME} {self._secret}", "Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -74,7 +84,7 @@ class HubReporter:
         if not self.base_url:
             print(f"securehpc-node: {stage}", flush=True)
             return
-        self._worker.submit(self._post_quietly, "stage", {"stage": stage})
+        self._worker.submit(self._post_quietly, KIND_STAGE, stage_report(stage))
 
     def _post_quietly(self, kind: str, payload: dict) -> None:
         try:
@@ -89,7 +99,7 @@ class HubReporter:
             print(f"securehpc-node: serving on port {port}", flush=True)
             return
         try:
-            await self._submit("port", {"port": port})
+            await self._submit(KIND_PORT, port_report(port))
         except urllib.error.HTTPError as error:
             raise LaunchError(
                 f"the hub refused this server's port (HTTP {error.code}): no start of this server waits for it "
@@ -104,7 +114,7 @@ class HubReporter:
     async def activity(self) -> None:
         """ "Someone used this server just now": the hub records its own clock (the body carries no time)."""
         if self.base_url:
-            self._worker.submit(self._post_quietly, "activity", {})
+            self._worker.submit(self._post_quietly, KIND_ACTIVITY, activity_report())
 
     def queue(self, event: dict) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -125,7 +135,7 @@ class HubReporter:
         while self.pending:
             batch = [self.pending[i] for i in range(min(AUDIT_BATCH, len(self.pending)))]
             try:
-                await self._submit("audit", {"events": batch})
+                await self._submit(KIND_AUDIT, audit_report(batch))
             except urllib.error.HTTPError as error:
                 if error.code == 400:  # the hub will never take these: say so, do not retry forever
                     log.warning("the hub refused %d audit events as malformed", len(batch))

@@ -1,8 +1,10 @@
-"""Run a program in the project sandbox: check the node, take the key once, mount, run, leave nothing.
+"""Prepare a session once (token, node checks, keys, mounts), then run a program or a server in its sandbox.
 
-Order matters: everything that can be checked without the key is checked first (node prerequisites,
-the user, the stores), so that a job that cannot run never consumes its single-use token. The keys then
-live in this process's memory only until each is written into the pipe that gocryptfs reads.
+``prepare`` is the one way to a session's keys, for ``exec`` (``run_program``, here) and ``serve``
+(``serve.py``) alike. Order matters: everything that can be checked without the key is checked first (node
+prerequisites, the user, the stores, the caller's own checks), so that a job that cannot run never consumes
+its single-use token. The keys then live in this process's memory only until each is written into the pipe
+that gocryptfs reads (``sandbox_command``).
 """
 
 from __future__ import annotations
@@ -14,33 +16,20 @@ import pwd
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from .. import jobspec
 from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
+from ..session.env import WRAPPED_TOKEN_ENV as TOKEN_ENV
+from ..session.spec import SessionSpec
 from ..stores.gocryptfs import key_to_password
-from . import inside
+from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .prefetch import memory_budget
 from .prereqs import node_problems
-from .sandbox import Mount, mounts_for, outer_argv, program_env
-from .spec import SessionSpec
+from .sandbox import Mount, mounts_for, outer_command, program_env
 
 log = logging.getLogger(__name__)
-
-TOKEN_ENV = "SECUREHPC_WRAPPED_TOKEN"  # noqa: S105 - the name of the variable, not a token
-# sysexits.h codes, so that Slurm's job state tells an admin which step failed.
-EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 64, 69, 77
-
-
-class LaunchError(Exception):
-    """The session cannot start; ``exit_code`` says which kind of failure, the message what to do."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def take_token(from_stdin: bool) -> str:
@@ -117,10 +106,30 @@ def _key_pipe(key: bytes) -> int:
     return _data_pipe(key_to_password(key))
 
 
+@dataclass
+class PreparedSession:
+    """A session whose node, user and stores are checked and whose keys are unwrapped: ready to run once.
+
+    ``keys`` (mount target -> key) are emptied when ``sandbox_command`` writes them into their pipes.
+    """
+
+    spec: SessionSpec
+    mounts: list[Mount]
+    keys: dict[str, bytes]
+
+
+def prepare(spec: SessionSpec, token: str, *, checks: Sequence[Callable[[], object]] = ()) -> PreparedSession:
+    """Check everything that needs no key (the node, the user, the stores, then the caller's ``checks``, which
+    raise LaunchError), and only then use the single-use ``token`` for the session's keys."""
+    mounts = check_ready(spec)
+    for check in checks:
+        check()
+    keys = unwrap_keys(spec, token)
+    return PreparedSession(spec, mounts, keys)
+
+
 def sandbox_command(
-    spec: SessionSpec,
-    mounts: list[Mount],
-    keys: dict[str, bytes],
+    session: PreparedSession,
     program: list[str],
     *,
     extra_env: dict[str, str] | None = None,
@@ -138,6 +147,7 @@ def sandbox_command(
     program itself (the server's listening socket, its audit pipe); ``status_fd`` gets a line once the
     stores are mounted; the prefetch waits for ``ready_fd`` to end. The caller owns those three kinds.
     """
+    mounts, keys = session.mounts, session.keys
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
     session_fd = _data_pipe(session_data) if session_data is not None else None
@@ -147,7 +157,7 @@ def sandbox_command(
         "uid": me.pw_uid,
         "gid": me.pw_gid,
         "program": program,
-        "env": {**program_env(spec, me.pw_name), **(extra_env or {})},
+        "env": {**program_env(session.spec, me.pw_name), **(extra_env or {})},
         # Measured here: the job's cgroup is visible outside the sandbox, not inside.
         "prefetch_bytes": memory_budget(sum(m.stage_bytes for m in mounts)) if any(m.prefetch for m in mounts) else 0,
         "program_fds": list(program_fds),
@@ -157,18 +167,13 @@ def sandbox_command(
     # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
     # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.
     config_fd = _data_pipe(json.dumps(config).encode())
-    argv = [
-        *outer_argv(mounts, hub_dir=hub_dir, session_fd=session_fd),
-        "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
-        "--setenv", inside.FD_ENV_NAME, str(config_fd),
-        sys.executable, "-m", "jupyter_securehpc.node.inside",
-    ]  # fmt: skip
+    argv = outer_command(mounts, config_fd, hub_dir=hub_dir, session_fd=session_fd)
     return argv, [*fds, config_fd, *([session_fd] if session_fd is not None else [])]
 
 
-def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes], program: list[str]) -> int:
+def run_program(session: PreparedSession, program: list[str]) -> int:
     """Start the sandbox and wait for it; SIGTERM/SIGINT/SIGHUP take the whole sandbox down."""
-    argv, fds = sandbox_command(spec, mounts, keys, program)
+    argv, fds = sandbox_command(session, program)
     try:
         sandbox = subprocess.Popen(argv, pass_fds=fds)
     finally:
@@ -187,43 +192,5 @@ def run_in_sandbox(spec: SessionSpec, mounts: list[Mount], keys: dict[str, bytes
 
 
 def exec_program(spec: SessionSpec, program: list[str], *, token_from_stdin: bool) -> int:
-    token = take_token(token_from_stdin)
-    mounts = check_ready(spec)
-    keys = unwrap_keys(spec, token)
-    del token
-    return run_in_sandbox(spec, mounts, keys, program)
-
-
-PUBLIC_KEY_ENV = "SECUREHPC_HUB_PUBLIC_KEY"
-DEFAULT_PUBLIC_KEY = Path("/etc/securehpc/hub-signing.pub")
-
-
-def hub_public_key() -> Ed25519PublicKey:
-    """The hub's spec-signing key: ``$SECUREHPC_HUB_PUBLIC_KEY`` or /etc/securehpc/hub-signing.pub."""
-    path = Path(os.environ.get(PUBLIC_KEY_ENV) or DEFAULT_PUBLIC_KEY)
-    try:
-        return jobspec.load_public_key(path)
-    except FileNotFoundError:
-        raise LaunchError(
-            f"no hub public key at {path}: install the hub's hub-signing.pub there (or set ${PUBLIC_KEY_ENV});"
-            " without it no job spec can be trusted",
-            EX_UNAVAILABLE,
-        ) from None
-    except (ValueError, jobspec.SignatureError) as error:
-        raise LaunchError(f"the hub public key {path} is not usable: {error}", EX_UNAVAILABLE) from None
-
-
-def load_spec(path: Path | None) -> SessionSpec:
-    """The session spec, only if the hub signed it (checked before any token is looked at)."""
-    source = path or os.environ.get("SECUREHPC_SESSION_SPEC")
-    if not source:
-        raise LaunchError("no session spec: pass --spec FILE or set $SECUREHPC_SESSION_SPEC", EX_USAGE)
-    try:
-        text = Path(source).read_text()
-    except OSError as error:
-        raise LaunchError(f"cannot read the session spec {source}: {error.strerror}", EX_USAGE) from None
-    try:
-        spec = jobspec.verify(text, hub_public_key())
-    except jobspec.SignatureError as error:
-        raise LaunchError(f"{error} ({source})", EX_NOPERM) from None
-    return SessionSpec.from_json(json.dumps(spec))
+    """``securehpc-node exec``: prepare, then run ``program`` in the sandbox until it ends."""
+    return run_program(prepare(spec, take_token(token_from_stdin)), program)

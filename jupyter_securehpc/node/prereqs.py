@@ -76,7 +76,9 @@ def check_user_namespaces(user: str = "nobody") -> Problem | None:
         )
     if shutil.which("bwrap") is None:
         return check_tool("bwrap", "bubblewrap")
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"]
+    from .sandbox import probe_argv  # here: sandbox.py asks this module about swap when it plans the mounts
+
+    argv = probe_argv()
     # As root, run the trial as an unprivileged user: root can always create namespaces.
     as_user = {}
     if os.geteuid() == 0:

@@ -1,16 +1,20 @@
-"""The bubblewrap command lines of the project sandbox.
+"""Every bubblewrap command line: the project sandbox's two layers, the store sandbox, the node check's probe.
 
-Two layers, because FUSE must be mounted by a process with ``CAP_SYS_ADMIN`` in its user namespace, while
-the user's program must run without any capability:
+Two layers for a session, because FUSE must be mounted by a process with ``CAP_SYS_ADMIN`` in its user
+namespace, while the user's program must run without any capability:
 
 1. The outer sandbox (started by the launcher as the real user): new user, mount, pid, ipc, uts, cgroup and
    network namespaces; uid 0 *inside* its user namespace with all capabilities there (none outside). Its
    root is an empty tmpfs holding only read-only system and Python paths, the ciphertext of exactly this
-   session's stores, a private /tmp, and ``/dev/fuse``. ``node/inside.py`` mounts the stores there.
-2. The inner sandbox (started by ``inside.py``): a nested user namespace mapping the real uid, every
+   session's stores, a private /tmp, and ``/dev/fuse``. ``node/mount_then_run.py`` mounts the stores there.
+2. The inner sandbox (started by ``mount_then_run.py``): a nested user namespace mapping the real uid, every
    capability dropped, user namespaces disabled, the ciphertext folders hidden; it runs the program.
 
 Nothing of another project is bound in, so no path inside leads to it.
+
+The store sandbox (``store_argv``) mounts one store for the admin command's import and verification
+(``stores/gocryptfs.run_inside`` runs ``stores/copy_or_hash.py`` in it); the probe (``probe_argv``) is the
+smallest sandbox, with which ``prereqs.py`` checks that bubblewrap works on this node at all.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..session.env import DATASETS_ENV, PROJECT_ENV, ROLE_ENV, SANDBOX_CONFIG_FD_ENV, WORKSPACE_ENV
+from ..session.spec import SessionSpec
 from ..util.pyenv import SYSTEM_DIRS, readonly_paths
 from .prefetch import memory_budget
 from .prereqs import unencrypted_swap
-from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +166,18 @@ def outer_argv(
     return argv
 
 
+def outer_command(
+    mounts: list[Mount], config_fd: int, *, hub_dir: Path | None = None, session_fd: int | None = None
+) -> list[str]:
+    """The outer sandbox running ``node/mount_then_run.py``, its instructions on the pipe ``config_fd``."""
+    return [
+        *outer_argv(mounts, hub_dir=hub_dir, session_fd=session_fd),
+        "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
+        "--setenv", SANDBOX_CONFIG_FD_ENV, str(config_fd),
+        sys.executable, "-m", "jupyter_securehpc.node.mount_then_run",
+    ]  # fmt: skip
+
+
 def gpu_devices() -> list[str]:
     """bwrap arguments for the node's GPU device files; Slurm's CUDA_VISIBLE_DEVICES selects among them."""
     argv = []
@@ -200,12 +217,47 @@ def program_env(spec: SessionSpec, uid_name: str) -> dict[str, str]:
         "LOGNAME": uid_name,
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's private tmpfs
-        "SECUREHPC_PROJECT": spec.project,
-        "SECUREHPC_ROLE": spec.role.value,
-        "SECUREHPC_WORKSPACE": WORKSPACE,
-        "SECUREHPC_DATASETS": DATASETS,
+        PROJECT_ENV: spec.project,
+        ROLE_ENV: spec.role.value,
+        WORKSPACE_ENV: WORKSPACE,
+        DATASETS_ENV: DATASETS,
     }
     for name in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "TERM"):
         if name in os.environ:
             env[name] = os.environ[name]
     return env
+
+
+# --- the store sandbox: one store, for the admin command's import and verification -----------------------
+
+
+def store_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) -> list[str]:
+    """bubblewrap for ``stores/copy_or_hash.py``: no network, private mounts, the store's ciphertext at
+    /mnt/cipher (read-write only for an import) and ``binds`` (sandbox path -> host path) read-only."""
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid", "0",
+        "--gid", "0",
+        "--cap-add", "ALL",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--dev-bind", "/dev/fuse", "/dev/fuse",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",  # noqa: S108 - a private, empty tmpfs inside the sandbox
+        "--tmpfs", "/mnt",
+        "--bind" if writable else "--ro-bind", str(cipher_dir), "/mnt/cipher",
+    ]  # fmt: skip
+    # The Python environment again, in case it lives under /tmp (hidden by the private tmpfs above).
+    for path in readonly_paths():
+        argv += ["--ro-bind", str(path), str(path)]
+    for inside, outside in binds.items():
+        argv += ["--ro-bind", str(outside), inside]
+    return argv
+
+
+def probe_argv() -> list[str]:
+    """The smallest sandbox with the namespaces a session needs, running ``true`` (node/prereqs.py)."""
+    return ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true"]

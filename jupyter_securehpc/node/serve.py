@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -32,10 +31,14 @@ import urllib.parse
 from collections import deque
 from pathlib import Path
 
+from ..session.env import AUDIT_FD_ENV, SERVER_FD_ENV, SESSION_POLICY_ENV
+from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
+from ..session.spec import SessionSpec
 from . import relay
+from .errors import EX_SOFTWARE, EX_USAGE, LaunchError
 from .hubrelay import HubRelay
 from .hubreport import HubReporter, open_pipe_reader, read_audit_pipe
-from .launcher import EX_USAGE, LaunchError, check_ready, sandbox_command, take_token, unwrap_keys
+from .launcher import prepare, sandbox_command, take_token
 from .sandbox import (
     HUB_DIR,
     HUB_SOCKET,
@@ -45,7 +48,6 @@ from .sandbox import (
     SESSION_FILE,
     WORKSPACE,
 )
-from .spec import SessionSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,7 @@ def default_program() -> list[str]:
 
 def session_file(spec: SessionSpec) -> bytes:
     """What the server extension enforces (serverext/session.py): who, where, which role and policy."""
-    return json.dumps(
-        {"project": spec.project, "user": spec.user, "role": spec.role.value, "policy": spec.policy}
-    ).encode()
+    return spec.session_file().to_bytes()
 
 
 def hub_api_address(api_url: str) -> tuple[str, int, str]:
@@ -116,9 +116,9 @@ def server_env(api_path: str, server_fd: int, audit_fd: int) -> dict[str, str]:
     env["JUPYTER_DATA_DIR"] = JUPYTER_DATA_DIR
     env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108 - the sandbox's private tmpfs
     env["PYTHONNOUSERSITE"] = "1"
-    env["SECUREHPC_SERVER_FD"] = str(server_fd)
-    env["SECUREHPC_AUDIT_FD"] = str(audit_fd)
-    env["SECUREHPC_SESSION_POLICY"] = SESSION_FILE
+    env[SERVER_FD_ENV] = str(server_fd)
+    env[AUDIT_FD_ENV] = str(audit_fd)
+    env[SESSION_POLICY_ENV] = SESSION_FILE
     return env
 
 
@@ -238,11 +238,12 @@ async def _serve(
     reporter: HubReporter,
     stopped: asyncio.Event,
 ) -> int:
-    mounts = check_ready(spec)
-    api_host, api_port, api_path = hub_api_address(os.environ.get("JUPYTERHUB_API_URL", ""))
-    keys = unwrap_keys(spec, token)
+    api_url = os.environ.get("JUPYTERHUB_API_URL", "")
+    # A bad hub API URL is found before the token is used, as everything else that needs no key.
+    session = prepare(spec, token, checks=[lambda: hub_api_address(api_url)])
     del token
-    reporter.stage("key")
+    api_host, api_port, api_path = hub_api_address(api_url)
+    reporter.stage(STAGE_KEY)
     private = Path(tempfile.mkdtemp(prefix="securehpc-session-"))  # 0700: never part of the sandbox
     hub_dir = private / "hub"
     hub_dir.mkdir(mode=0o700)
@@ -260,9 +261,7 @@ async def _serve(
         )  # fmt: skip
         servers.append(await hub_relay.listen(hub_dir / HUB_SOCKET))
         argv, fds = sandbox_command(
-            spec,
-            mounts,
-            keys,
+            session,
             program or default_program(),
             extra_env=server_env(api_path, listener.fileno(), audit_write),
             hub_dir=hub_dir,
@@ -289,7 +288,7 @@ async def _serve(
         tasks.append(asyncio.create_task(read_audit_pipe(await open_pipe_reader(audit_read), reporter)))
         status_reader = await open_pipe_reader(status_read)
         mounted = asyncio.create_task(status_reader.readline())
-        reporter.stage("mounting")
+        reporter.stage(STAGE_MOUNTING)
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -305,16 +304,16 @@ async def _serve(
             # Mounted first: a server that answers has its stores mounted, so "starting" is never skipped.
             if not starting and mounted.done() and mounted.result():
                 starting = True
-                reporter.stage("starting")
+                reporter.stage(STAGE_STARTING)
             if await server_answers(own_socket.path, prefix):
                 break
             if sandbox.returncode is not None or loop.time() > deadline or stopped.is_set():
                 await asyncio.sleep(0.2)  # the last lines of the sandbox's output
                 sandbox_output.show_failure()
-                raise LaunchError("the Jupyter server did not start (its own log stays in the session)", 70)
+                raise LaunchError("the Jupyter server did not start (its own log stays in the session)", EX_SOFTWARE)
             await asyncio.sleep(0.05)  # each check is one connect on a local socket
         if not starting:
-            reporter.stage("starting")
+            reporter.stage(STAGE_STARTING)
         os.close(ready_write)  # the prefetch may start now
         ready_write = -1
         traffic = relay.Traffic()

@@ -1,138 +1,53 @@
-"""The session spec: what a job may mount and run, written by the hub, read by the launcher.
+"""The node's side of the session spec: accept it only if the hub signed it, then parse it.
 
-It holds no secret (the wrapped token travels separately). Issue-wise, the spawner signs it with the hub's
-key and the launcher verifies the signature before it unwraps anything; here it is parsed and checked.
+The spec itself (``SessionSpec``, its one parser) is the session contract's (``jupyter_securehpc.session``).
+Here the launcher finds the spec and the hub's public key and verifies the signature before anything else,
+as the GWDG Secure HPC prolog checks the job script's signature; only then is a token looked at.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import os
 from pathlib import Path
 
-from ..projects.names import InvalidName, validate_name
-from ..projects.policy import Policy
-from ..projects.roles import Role
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .. import jobspec
+from ..session.env import HUB_PUBLIC_KEY_ENV, SESSION_SPEC_ENV
+from ..session.spec import SessionSpec, SpecError
+from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
+
+__all__ = ["DEFAULT_PUBLIC_KEY", "SessionSpec", "SpecError", "hub_public_key", "load_spec"]
+
+DEFAULT_PUBLIC_KEY = Path("/etc/securehpc/hub-signing.pub")
 
 
-class SpecError(ValueError):
-    """The session spec is missing, unreadable or inconsistent; the message says which field."""
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    project: str
-    user: str
-    role: Role
-    store_root: Path
-    vault_addr: str
-    # (owner project, dataset) of every dataset the session mounts read-only: its own and shared ones.
-    datasets: tuple[tuple[str, str], ...] = ()
-    issued_at: float | None = None
-    ttl: int | None = None
-    # Datasets whose ciphertext adds up to at most this many MiB are copied into the sandbox's memory at
-    # start (faster reads, more memory); 0 = never. Set from the project's memory policy by the spawner.
-    stage_limit_mib: int = 0
-    # Datasets not staged are read once in the background at start into the page cache (node/prefetch.py):
-    # faster first analysis, at the cost of competing with a program that reads at once. The spawner's
-    # ``prefetch_datasets``; off when a spec does not say.
-    prefetch: bool = False
-    # The project's policy (Policy.as_dict()), for the server extension's session file.
-    policy: dict = field(default_factory=dict)
-    # The hub's KeyStoreConfig names (mount, prefix, policy prefix): the node must look where the hub wrote.
-    key_store: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def workspace_writable(self) -> bool:
-        # Observers look; only owners and scientists write (authz.Action.WORKSPACE_WRITE).
-        return self.role in {Role.DATA_OWNER, Role.DATA_SCIENTIST}
-
-    def workspace_store(self) -> Path:
-        return self.store_root / "projects" / self.project / "workspace"
-
-    def dataset_store(self, owner: str, dataset: str) -> Path:
-        return self.store_root / "projects" / owner / "datasets" / dataset
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data.update(
-            role=self.role.value, store_root=str(self.store_root), datasets=[f"{o}/{d}" for o, d in self.datasets]
-        )
-        return json.dumps(data, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SessionSpec:
-        try:
-            data = json.loads(text)
-        except ValueError as error:
-            raise SpecError(f"the session spec is not JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise SpecError("the session spec must be a JSON object")
-        try:
-            project = validate_name("project", _field(data, "project", str))
-            datasets = []
-            for ref in data.get("datasets") or []:
-                owner, _, dataset = str(ref).partition("/")
-                datasets.append((validate_name("project", owner), validate_name("dataset", dataset)))
-            role = Role.parse(_field(data, "role", str))
-        except (InvalidName, ValueError) as error:
-            raise SpecError(f"session spec: {error}") from None
-        store_root = Path(_field(data, "store_root", str))
-        if not store_root.is_absolute():
-            raise SpecError(f"session spec: store_root {store_root} is not an absolute path")
-        issued_at, ttl = data.get("issued_at"), data.get("ttl")
-        return cls(
-            project=project,
-            user=_field(data, "user", str),
-            role=role,
-            store_root=store_root,
-            vault_addr=_field(data, "vault_addr", str),
-            datasets=tuple(datasets),
-            issued_at=float(issued_at) if issued_at is not None else None,
-            ttl=int(ttl) if ttl is not None else None,
-            stage_limit_mib=_non_negative(data.get("stage_limit_mib", 0), "stage_limit_mib"),
-            prefetch=_flag(data.get("prefetch", False), "prefetch"),
-            policy=_policy(data.get("policy") or {}),
-            key_store=_key_store(data.get("key_store") or {}),
-            extra=data.get("extra") or {},
-        )
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(f"session spec: {name} must be true or false, not {value!r}")
-    return value
-
-
-def _policy(data: object) -> dict:
-    if not isinstance(data, dict):
-        raise SpecError("session spec: policy must be an object (Policy.as_dict())")
+def hub_public_key() -> Ed25519PublicKey:
+    """The hub's spec-signing key: ``$SECUREHPC_HUB_PUBLIC_KEY`` or /etc/securehpc/hub-signing.pub."""
+    path = Path(os.environ.get(HUB_PUBLIC_KEY_ENV) or DEFAULT_PUBLIC_KEY)
     try:
-        return Policy.from_dict(data).as_dict()
-    except (TypeError, ValueError) as error:
-        raise SpecError(f"session spec: policy: {error}") from None
+        return jobspec.load_public_key(path)
+    except FileNotFoundError:
+        raise LaunchError(
+            f"no hub public key at {path}: install the hub's hub-signing.pub there (or set ${HUB_PUBLIC_KEY_ENV});"
+            " without it no job spec can be trusted",
+            EX_UNAVAILABLE,
+        ) from None
+    except (ValueError, jobspec.SignatureError) as error:
+        raise LaunchError(f"the hub public key {path} is not usable: {error}", EX_UNAVAILABLE) from None
 
 
-def _non_negative(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SpecError(f"session spec: {name} must be a whole number >= 0, got {value!r}")
-    return value
-
-
-KEY_STORE_FIELDS = ("kv_mount", "prefix", "policy_prefix")
-
-
-def _key_store(data: object) -> dict:
-    if not isinstance(data, dict) or set(data) - set(KEY_STORE_FIELDS):
-        raise SpecError(f"session spec: key_store may hold only {', '.join(KEY_STORE_FIELDS)}")
-    if not all(isinstance(value, str) for value in data.values()):
-        raise SpecError("session spec: key_store values must be strings")
-    return dict(data)
-
-
-def _field(data: dict, name: str, kind: type) -> object:
-    value = data.get(name)
-    if not isinstance(value, kind) or value == "":
-        raise SpecError(f"session spec: {name!r} is missing or not a {kind.__name__}")
-    return value
+def load_spec(path: Path | None) -> SessionSpec:
+    """The session spec, only if the hub signed it (checked before any token is looked at)."""
+    source = path or os.environ.get(SESSION_SPEC_ENV)
+    if not source:
+        raise LaunchError(f"no session spec: pass --spec FILE or set ${SESSION_SPEC_ENV}", EX_USAGE)
+    try:
+        text = Path(source).read_text()
+    except OSError as error:
+        raise LaunchError(f"cannot read the session spec {source}: {error.strerror}", EX_USAGE) from None
+    try:
+        spec = jobspec.verify_session_spec(text, hub_public_key())
+    except jobspec.SignatureError as error:
+        raise LaunchError(f"{error} ({source})", EX_NOPERM) from None
+    return spec

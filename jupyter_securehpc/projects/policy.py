@@ -100,6 +100,38 @@ class Policy:
             values[key] = frozenset(Role(v) for v in value) if key.endswith("_roles") else value
         return cls(**values)
 
+    @classmethod
+    def from_untrusted(cls, data: object) -> Policy:
+        """The policy in data that crossed a process boundary (a session spec, a session file): every known
+        key must have exactly its type, or InvalidPolicy names the key; unknown keys are ignored, as in
+        ``from_dict`` (written by a newer version).
+
+        ``from_dict`` trusts its input (our own database); here ``"terminals": "false"`` would otherwise be a
+        non-empty string, and so true.
+        """
+        if not isinstance(data, dict):
+            raise InvalidPolicy("the policy must be an object as written by Policy.as_dict()")
+        defaults = cls()
+        for item in fields(cls):
+            if item.name not in data:
+                continue
+            value, default = data[item.name], getattr(defaults, item.name)
+            if isinstance(default, frozenset):
+                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                expected = "a list of role names" if isinstance(default, frozenset) else type(default).__name__
+                raise InvalidPolicy(f"policy {item.name!r} must be {expected}, got {value!r}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise InvalidPolicy(f"invalid policy: {error}") from None
+
     def with_settings(self, assignments: list[str]) -> Policy:
         """A copy with ``KEY=VALUE`` assignments applied; all are checked before any is applied."""
         if not assignments:

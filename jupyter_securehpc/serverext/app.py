@@ -25,6 +25,7 @@ from jupyterhub.singleuser.extension import JupyterHubIdentityProvider
 from traitlets import Bool, List, Unicode, default
 
 from jupyter_securehpc.projects.authz import Action
+from jupyter_securehpc.session.env import SESSION_POLICY_ENV
 
 from .authorizer import SecureHPCAuthorizer
 from .guard import Guard
@@ -33,7 +34,7 @@ from .rules import Rules
 from .session import Session, SessionPolicyError, load_session
 from .sink import AUDIT_LOG_ENV, AuditSink, AuditSinkError, sink_from_environment
 
-POLICY_ENV = "SECUREHPC_SESSION_POLICY"
+POLICY_ENV = SESSION_POLICY_ENV
 AUDIT_ENV = AUDIT_LOG_ENV
 
 

@@ -25,7 +25,8 @@ import socket
 import stat
 from typing import Any
 
-SERVER_FD_ENV = "SECUREHPC_SERVER_FD"
+from jupyter_securehpc.session.env import SERVER_FD_ENV
+
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
 

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 from jupyter_securehpc.audit import AuditLog
+from jupyter_securehpc.session.env import AUDIT_FD_ENV, AUDIT_LOG_ENV
 
-AUDIT_FD_ENV = "SECUREHPC_AUDIT_FD"
-AUDIT_LOG_ENV = "SECUREHPC_AUDIT_LOG"
 MAX_LINE = 60 * 1024
 MAX_TEXT = 1024
 DETAIL_KEYS = ("method", "role", "status")

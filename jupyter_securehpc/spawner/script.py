@@ -12,10 +12,10 @@ import shlex
 from dataclasses import dataclass
 
 from ..projects.policy import Policy
+from ..session.spec import SPEC_END
 from .options import SessionRequest
 
 TAG_PREFIX = "securehpc"
-SPEC_END = "SECUREHPC_SPEC_END"
 
 
 @dataclass(frozen=True)

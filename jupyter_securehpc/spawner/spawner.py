@@ -33,6 +33,9 @@ from ..projects.db import open_database
 from ..projects.model import Dataset, Member, Project, Share
 from ..projects.policy import Policy
 from ..projects.roles import Role
+from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
+from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
+from ..session.spec import SessionSpec
 from . import api, options, script
 from .reports import SessionEvent, new_report_secret
 
@@ -44,14 +47,12 @@ _JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
 # The job's output is created by Slurm with this umask (sbatch reads it from its environment): the launcher's
 # messages are the user's business only.
 JOB_UMASK = 0o077
-REPORT_TOKEN_ENV = "SECUREHPC_REPORT_TOKEN"  # noqa: S105 - the variable's name
-REPORT_URL_ENV = "SECUREHPC_REPORT_URL"
 
 # What the user's spawn page says when the job reports each start stage (reports.STAGES).
 STAGE_MESSAGES = {
-    "key": (50, "Project key delivered to the node"),
-    "mounting": (65, "Mounting the encrypted workspace and datasets"),
-    "starting": (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
+    STAGE_KEY: (50, "Project key delivered to the node"),
+    STAGE_MOUNTING: (65, "Mounting the encrypted workspace and datasets"),
+    STAGE_STARTING: (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
 }
 
 
@@ -403,30 +404,30 @@ class SecureSlurmSpawner(SlurmSpawner):
         keys = KeyStore(keys_config)
         wrapped = keys.wrap_session(self.user.name, request.project, policy.key_ttl, datasets=datasets)
         self._wrapped_accessors = (wrapped.accessor, wrapped.wrapped_accessor)
-        spec = {
-            "project": request.project,
-            "user": self.user.name,
-            "role": role,
-            "store_root": site.store_root,
-            "vault_addr": keys_config.url,
-            "datasets": [f"{o}/{d}" for o, d in datasets],
-            "issued_at": time.time(),
-            "ttl": policy.key_ttl,
-            "key_store": {
+        spec = SessionSpec(
+            project=request.project,
+            user=self.user.name,
+            role=Role(role),
+            store_root=Path(site.store_root),
+            vault_addr=keys_config.url,
+            datasets=tuple((owner, dataset) for owner, dataset in datasets),
+            issued_at=time.time(),
+            ttl=policy.key_ttl,
+            key_store={
                 "kv_mount": keys_config.kv_mount,
                 "prefix": keys_config.prefix,
                 "policy_prefix": keys_config.policy_prefix,
             },
-            "stage_limit_mib": self.stage_limit_mib,
-            "prefetch": self.prefetch_datasets,
-            "policy": policy.as_dict(),
-        }
+            stage_limit_mib=self.stage_limit_mib,
+            prefetch=self.prefetch_datasets,
+            policy=policy,
+        )
         signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
         self._job_output_path = self.job_output.replace(NONCE, secrets.token_hex(8))
         settings = script.JobSettings(self.node_command, self._job_output_path, tuple(self.extra_sbatch_options))
         batch = script.render(request, policy, tag=tag, signed_spec=signed, settings=settings)
         env = {**self._slurm_env(), **self.get_env()}
-        env["SECUREHPC_WRAPPED_TOKEN"] = wrapped.token
+        env[WRAPPED_TOKEN_ENV] = wrapped.token
         # The launcher's credential for its reports, new at every start; the launcher takes it out of its
         # environment at once, so nothing it starts (the sandbox) inherits it. The hub keeps only the hash.
         report_secret, self.report_secret_hash = new_report_secret()
@@ -434,8 +435,8 @@ class SecureSlurmSpawner(SlurmSpawner):
         env[REPORT_URL_ENV] = self.report_url()
         env["SLURM_UMASK"] = f"{JOB_UMASK:04o}"
         # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
-        if os.environ.get("SECUREHPC_HUB_PUBLIC_KEY"):
-            env["SECUREHPC_HUB_PUBLIC_KEY"] = os.environ["SECUREHPC_HUB_PUBLIC_KEY"]
+        if os.environ.get(HUB_PUBLIC_KEY_ENV):
+            env[HUB_PUBLIC_KEY_ENV] = os.environ[HUB_PUBLIC_KEY_ENV]
         account = pwd.getpwnam(self.user.name)
         submit = ["sbatch", "--parsable", f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
         self.port = 0

@@ -9,8 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..util.pyenv import readonly_paths
-
 # The key is 256 random bits from OpenBao, not a human password: scrypt's hardening buys nothing, so use
 # gocryptfs' cheapest setting and spare every mount a second of CPU.
 SCRYPT_N = "10"
@@ -82,32 +80,6 @@ def mount_store(
             raise StoreError(f"cannot mount {target}: {messages.read().strip() or result.returncode}")
 
 
-def sandbox_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) -> list[str]:
-    """bubblewrap around ``python -m jupyter_securehpc.stores.inside``: no network, private mounts."""
-    argv = [
-        "bwrap",
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--uid", "0",
-        "--gid", "0",
-        "--cap-add", "ALL",
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--dev-bind", "/dev/fuse", "/dev/fuse",
-        "--proc", "/proc",
-        "--tmpfs", "/tmp",  # noqa: S108 - a private, empty tmpfs inside the sandbox
-        "--tmpfs", "/mnt",
-        "--bind" if writable else "--ro-bind", str(cipher_dir), "/mnt/cipher",
-    ]  # fmt: skip
-    # The Python environment again, in case it lives under /tmp (hidden by the private tmpfs above).
-    for path in readonly_paths():
-        argv += ["--ro-bind", str(path), str(path)]
-    for inside, outside in binds.items():
-        argv += ["--ro-bind", str(outside), inside]
-    return argv
-
-
 def run_inside(
     cipher_dir: Path,
     key: bytes,
@@ -117,22 +89,27 @@ def run_inside(
     writable: bool = False,
     timeout: float = 3600,
 ) -> dict:
-    """Mount the store inside a fresh sandbox and run ``mode`` of ``stores/inside.py`` on it.
+    """Mount the store inside a fresh sandbox (``node/sandbox.store_argv``) and run ``mode`` of
+    ``stores/copy_or_hash.py`` on it.
 
-    Returns the JSON that the inside step printed; raises StoreError with its message if it failed.
+    Returns the JSON that the step printed; raises StoreError with its message if it failed.
     """
+    # Here, not at the top: every bubblewrap command line lives in node/sandbox.py, which imports this package.
+    from ..node.sandbox import store_argv
+    from ..session.env import STORE_KEY_FD_ENV
+
     key_fd = pipe_with(key_to_password(key))
     try:
         result = subprocess.run(
             [
-                *sandbox_argv(cipher_dir, binds=binds or {}, writable=writable),
+                *store_argv(cipher_dir, binds=binds or {}, writable=writable),
                 sys.executable,
                 "-m",
-                "jupyter_securehpc.stores.inside",
+                "jupyter_securehpc.stores.copy_or_hash",
                 mode,
             ],
             pass_fds=(key_fd,),
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SECUREHPC_KEY_FD": str(key_fd)},
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), STORE_KEY_FD_ENV: str(key_fd)},
             capture_output=True,
             text=True,
             timeout=timeout,

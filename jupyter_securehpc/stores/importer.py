@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .copy_or_hash import MANIFEST
 from .gocryptfs import StoreError, init_store, run_inside
-from .inside import MANIFEST
 
 INCOMING_PREFIX = ".incoming-"
 

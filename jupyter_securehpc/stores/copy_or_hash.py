@@ -1,6 +1,6 @@
 """Runs inside the store sandbox (see gocryptfs.run_inside): mount, then copy or hash the plaintext.
 
-Invoked as ``python -m jupyter_securehpc.stores.inside MODE`` with the store key on the file descriptor
+Invoked as ``python -m jupyter_securehpc.stores.copy_or_hash MODE`` with the store key on the file descriptor
 ``$SECUREHPC_KEY_FD``, the ciphertext at /mnt/cipher and (for ``copy``) the source folder at /mnt/src. Prints
 one JSON object on stdout; on failure a one-line reason on stderr and a non-zero exit status.
 """
@@ -14,6 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..session.env import STORE_KEY_FD_ENV
 from .gocryptfs import StoreError, mount_store
 
 CIPHER = Path("/mnt/cipher")
@@ -26,7 +27,7 @@ WORKERS = 4
 
 def mount(read_only: bool) -> None:
     PLAIN.mkdir()
-    key_fd = int(os.environ.pop("SECUREHPC_KEY_FD"))
+    key_fd = int(os.environ.pop(STORE_KEY_FD_ENV))
     try:
         mount_store(CIPHER, PLAIN, key_fd, read_only=read_only)
     except StoreError as error:

@@ -1,4 +1,4 @@
-"""Step 2 of the sandbox, inside the outer bubblewrap: mount the stores, then start the inner sandbox.
+"""Step 2 of the sandbox, inside the outer bubblewrap: mount the stores, then run the inner sandbox.
 
 Runs as uid 0 of the outer user namespace (the real user outside, with no privilege on the host). Reads
 its instructions (JSON, with the program's environment) from the pipe named by ``$SECUREHPC_INSIDE_FD``;
@@ -15,14 +15,15 @@ import resource
 import sys
 from pathlib import Path
 
+from ..session.env import SANDBOX_CONFIG_FD_ENV
 from ..stores import cipherfiles
 from ..stores.gocryptfs import StoreError, mount_store, pipe_with
+from .errors import EX_SOFTWARE
 from .prefetch import start_in_background
 from .sandbox import inner_argv
 from .staging import Decrypter, stage
 
-FD_ENV_NAME = "SECUREHPC_INSIDE_FD"
-MOUNT_FAILED = 70
+MOUNT_FAILED = EX_SOFTWARE
 # The outer sandbox's private folder for mounts that the program never sees.
 PRIVATE = "/run/securehpc"
 
@@ -62,7 +63,7 @@ def mount(index: int, store: dict) -> None:
 
 
 def main() -> None:
-    config_fd = int(os.environ.pop(FD_ENV_NAME))
+    config_fd = int(os.environ.pop(SANDBOX_CONFIG_FD_ENV))
     with os.fdopen(config_fd, "rb") as pipe:
         config = json.loads(pipe.read())
     for index, store in enumerate(config["mounts"]):
