@@ -137,7 +137,7 @@ FILE_BYTES_OUT = [
     Case("contents no format", "GET", "/api/contents/image.bin?type=file", DOWNLOAD_OK),
     Case("contents no type", "GET", "/api/contents/data.csv", DOWNLOAD_OK),
     Case("contents hash", "GET", "/api/contents/data.csv?content=0&hash=1", DOWNLOAD_OK),
-    Case("contents nb hash", "GET", "/api/contents/notebook.ipynb?type=notebook&hash=1", DOWNLOAD_OK),
+    Case("contents nb base64 hash", "GET", "/api/contents/notebook.ipynb?format=base64&hash=1", DOWNLOAD_OK),
     Case("contents text", "GET", "/api/contents/data.csv?type=file&format=text", allowed_if(may_read_text, 200)),
 ]  # fmt: skip
 
@@ -178,7 +178,8 @@ PATH_TRICKS = [
 
 ROUTES_OFF = [
     Case("resolvePath", "GET", "/api/resolvePath?path=data.csv", refused(403)),
-    Case("events subscribe", "GET", "/api/events/subscribe", refused(403)),
+    # Every member may follow the server's events (JupyterLab subscribes at every load); writing them is off.
+    Case("events subscribe", "GET", "/api/events/subscribe", lambda role, variant: "pass"),
     Case("events post", "POST", "/api/events", refused(403), body={"schema_id": "x", "version": "1", "data": {}}),
     Case("collaboration room", "GET", "/api/collaboration/room/json:notebook:abc", refused(403)),
     Case("collaboration session", "PUT", "/api/collaboration/session/notebook.ipynb", refused(403), body={}),
@@ -390,6 +391,34 @@ def test_ui_permissions_follow_policy(servers: Servers, role: str, variant: str)
     assert bool(permissions["terminals"]) == may_open_terminal(role, variant)
     assert ("write" in permissions["contents"]) == may_write(role, variant)
     assert bool(permissions["kernels"]) == may_write(role, variant)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("role", ROLES)
+def test_session_endpoint_tells_the_ui_what_the_guard_enforces(servers: Servers, role: str, variant: str) -> None:
+    """``/securehpc/session`` (the JupyterLab extension's one source): project, role and every right as the
+    guard decides it, with the policy's reason where refused; nothing else (no paths, no secrets)."""
+    reply = servers.client(role, variant, "token").request("GET", "/securehpc/session")
+    assert reply.status == 200 and reply.headers.get("Cache-Control") == "no-store"
+    info = reply.json()
+    assert (info["project"], info["user"], info["role"]) == ("cardio", "alice", role)
+    assert info["rights"] == {
+        "write": may_write(role, variant),
+        "download": may_download(role, variant),
+        "upload": may_upload(role, variant),
+        "read_data_as_text": may_read_text(role, variant),
+        "terminals": may_open_terminal(role, variant),
+    }
+    assert set(info["refusal_reasons"]) == {name for name, right in info["rights"].items() if not right}
+    assert info["limits"]["max_wall_time_minutes"] == 8 * 60 and info["limits"]["max_gpus"] == 1
+    assert set(info) == {"project", "user", "role", "rights", "refusal_reasons", "limits", "server_started_at",
+                         "classification", "support_contact", "now"}  # fmt: skip
+    assert "serverext" not in reply.body.decode()  # no path of the test's folders
+
+
+def test_session_endpoint_needs_a_login(servers: Servers) -> None:
+    reply = servers.get("observer", "default").client("none").request("GET", "/securehpc/session")
+    assert reply.status in (302, 403) and b"cardio" not in reply.body
 
 
 def test_audit_logs_verify(servers: Servers) -> None:

@@ -79,8 +79,14 @@ READS = [
     ("data.csv?type=notebook&format=text", DATA_TEXT),  # the server would echo the file's start
     ("data.csv?type=directory&format=text", DATA_TEXT),
     ("data.csv?content=1&type=directory", NOBODY),
-    ("data.csv?format=text&hash=1", NOBODY),
-    ("data.csv?content=0&hash=1", NOBODY),
+    ("data.csv?format=text&hash=1", DATA_TEXT),  # a hash is worth the content it sums
+    ("data.csv?content=0&hash=1", NOBODY),  # no format: as the content would be sent
+    ("data.csv?content=0&format=text&hash=1", DATA_TEXT),
+    ("script.py?type=file&format=text&hash=1", CODE_TEXT),
+    ("script.py?content=0&hash=1", NOBODY),
+    ("notebook.ipynb?type=notebook&hash=1", {OWNER, SCIENTIST, OBSERVER}),  # JupyterLab 4.6 opening a notebook
+    ("notebook.ipynb?type=notebook&content=0&hash=1", {OWNER, SCIENTIST, OBSERVER}),
+    ("notebook.ipynb?format=base64&hash=1", NOBODY),
     ("data.csv?format=base64&format=text", DATA_TEXT),  # the handler reads the last value
     ("data.csv?format=text&format=base64", NOBODY),
     ("data.csv?format=%20text%20", DATA_TEXT),  # stripped as the handler strips it

@@ -16,11 +16,13 @@ failed extension as a warning and serve files unguarded (``ExtensionManager`` ca
 from __future__ import annotations
 
 import os
+import time
 from functools import wraps
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.contents.fileio import FileManagerMixin
+from jupyter_server.utils import url_path_join
 from jupyterhub.singleuser.extension import JupyterHubIdentityProvider
 from traitlets import Bool, List, Unicode, default
 
@@ -32,6 +34,7 @@ from .guard import Guard
 from .process import ProcessSetupError, not_dumpable, read_tokens, scrub_tokens, serve_on, take_listening_socket
 from .rules import Rules
 from .session import Session, SessionPolicyError, load_session
+from .session_api import SESSION_PATH, SETTINGS_KEY, SessionInfoHandler, session_info
 from .sink import AUDIT_LOG_ENV, AuditSink, AuditSinkError, sink_from_environment
 
 POLICY_ENV = SESSION_POLICY_ENV
@@ -105,6 +108,21 @@ class SecureHPCServerExtension(ExtensionApp):
         login): API tokens made on the hub's token page or REST API are refused by this server even when they
         belong to the session's user. Off by default, as scripts and checks use such tokens; the hub's role
         configuration keeps admins from minting tokens for other users.""",
+    )
+
+    classification = Unicode(
+        "",
+        config=True,
+        help="""The data classification label every session of this site shows in JupyterLab's banner, e.g.
+        ``Confidential: pseudonymised patient data``. Set it in the nodes' Jupyter configuration (the launcher's
+        read-only configuration folder). Empty: no label.""",
+    )
+
+    support_contact = Unicode(
+        "the project's data owner",
+        config=True,
+        help="""Whom JupyterLab tells people to ask when something is refused (a download, an upload), e.g.
+        ``the research data office (rdo@example.org)``.""",
     )
 
     session: Session | None = None
@@ -205,6 +223,12 @@ class SecureHPCServerExtension(ExtensionApp):
             hub_identity=hub, require_login_session=self.require_login_session,
         )  # fmt: skip
         self.guard.install(app.web_app)
+        # What the JupyterLab extension shows and hides; the guard above decides every request on its own.
+        app.web_app.settings[SETTINGS_KEY] = session_info(
+            self.session, classification=self.classification, support_contact=self.support_contact,
+            started_at=time.time(),
+        )  # fmt: skip
+        app.web_app.add_handlers(".*$", [(url_path_join(app.base_url, SESSION_PATH), SessionInfoHandler)])
         session = self.session
         self.log.info(
             "securehpc: guarding project %s for %s as %s in %s (download: %s, upload: %s, terminals: %s, write: %s)",

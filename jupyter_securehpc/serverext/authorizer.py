@@ -52,8 +52,9 @@ class SecureHPCAuthorizer(JupyterHubAuthorizer):
         if resource == "terminals":
             decision = rules.terminals
             return Verdict(bool(decision), 403, decision.reason, Action.TERMINAL_OPEN.value)
-        if resource == "events":
-            return Verdict(False, 403, "the event stream is off in secure projects", "route.refused")
+        if resource == "events" and action == "write":
+            # Following the server's events is reading (file names the session shows anyway); emitting is not.
+            return Verdict(False, 403, "browsers do not write into the server's events", "route.refused")
         # Writing files, and running code (which can write anywhere the workspace can), need write rights.
         if (resource == "contents" and action == "write") or (
             resource in ("kernels", "sessions") and action in ("write", "execute")

@@ -10,11 +10,12 @@ What "text" means, in this one place (``kind_of``), decided by the file's name, 
 - **data**: everything else (``.csv``, ``.txt``, ``.json``, ``.tsv``, no extension, any unknown one). As text
   only for the policy's ``text_content_roles`` and for roles that may download (``Action.FILE_READ_TEXT``).
 
-A read is judged by what the server would send, whatever the query says: ``format=base64``, ``hash=1``, or
+A read is judged by what the server would send, whatever the query says: ``format=base64``, or
 no format on a file that is not a notebook (jupyter-server answers base64 when the bytes are not UTF-8) need
 download rights; ``type=notebook`` on a file that is not ``.ipynb`` is a text read of a data file (the server
 would echo it in its error); ``type=directory`` on a file is judged as a read of that file. Metadata
-(``content=0``), folder listings and 404s carry no file bytes.
+(``content=0``), folder listings and 404s carry no file bytes. A ``hash=1`` is judged as a read of the content
+in the asked format (with or without ``content=0``): a role that may open the file gets its hash, nobody else.
 
 A write is an upload (``Action.FILE_UPLOAD``) unless an editor the role may use could have made it: a
 notebook saved as ``type=notebook`` (JSON) into an existing ``.ipynb``, or text of at most ``TEXT_LIMIT``
@@ -81,11 +82,22 @@ class ContentsRules:
     def read(self, facts: RequestFacts, target: str) -> Verdict:
         query = facts.query
         fmt, kind = query.get("format"), query.get("type")
-        if query.get("hash", "0") != "0" or fmt == "base64":
-            # A hash confirms guesses about a file; base64 is the file itself.
+        if fmt == "base64":
+            # Base64 is the file itself.
             return by_policy(self.download, Action.FILE_DOWNLOAD) or ALLOW
-        if query.get("content", "1") == "0" or not os.path.exists(target) or os.path.isdir(target):
-            # Metadata, folder listings and 404s carry no file bytes.
+        if query.get("hash", "0") != "0":
+            # A hash sums the content, and confirms guesses about a file: it is allowed exactly where the
+            # content itself may be read in that format (JupyterLab 4.6 asks for one with every document it
+            # opens), whether or not the content is asked for too.
+            return self.content_read(target, fmt, kind)
+        if query.get("content", "1") == "0":
+            return ALLOW  # metadata only
+        return self.content_read(target, fmt, kind)
+
+    def content_read(self, target: str, fmt: str | None, kind: str | None) -> Verdict:
+        """A read of the file's content in ``fmt`` (not base64), judged by the file's kind and the role."""
+        if not os.path.exists(target) or os.path.isdir(target):
+            # Folder listings and 404s carry no file bytes.
             return ALLOW
         name = os.path.basename(target)
         if kind_of(name) == NOTEBOOK and kind in (None, "notebook"):

@@ -65,10 +65,14 @@ ROUTES: dict[str, tuple[str, str]] = {
         "read_only", "front-end config sections; read-only as writes would persist outside the project"),
     f"{JS}.services.security.handlers.CSPReportHandler": ("csp_report", "the browser reports CSP violations"),
     f"{JS}.services.api.handlers.PathResolverHandler": ("refused", "path resolution is off in secure projects"),
-    f"{JS}.services.events.handlers.EventHandler": ("refused", "the event stream is off in secure projects"),
-    f"{JS}.services.events.handlers.SubscribeWebsocket": ("refused", "the event stream is off in secure projects"),
+    f"{JS}.services.events.handlers.EventHandler": ("refused", "browsers do not write into the server's events"),
+    f"{JS}.services.events.handlers.SubscribeWebsocket": (
+        "api_read", "the server's events (files saved, kernels started): names the session shows anyway"),
     f"{JS}.services.shutdown.ShutdownHandler": ("refused", "the hub stops servers, not the browser"),
     f"{JS}.base.handlers.PrometheusMetricsHandler": ("refused", "metrics are off in secure projects"),
+    # --- this extension's own ----------------------------------------------------------------------------------
+    "jupyter_securehpc.serverext.session_api.SessionInfoHandler": (
+        "api_read", "the session's project, role and rights, for the JupyterLab extension"),
     # --- terminals (jupyter_server_terminals, and Notebook 7's terminal page) -------------------------------
     f"{TERMS}.api_handlers.TerminalRootHandler": ("terminals", "terminals where the policy enables them"),
     f"{TERMS}.api_handlers.TerminalHandler": ("terminals", "terminals where the policy enables them"),

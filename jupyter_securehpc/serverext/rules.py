@@ -38,14 +38,13 @@ from .session import Session
 FILE_PREFIXES = ("/files", "/view", "/nbconvert", "/api/contents", "/api/notebooks")
 
 # Refused for every role, whatever handler serves them. Collaboration rooms stream documents to whoever joins;
-# fileid maps ids to paths; resolvePath and the event stream reveal paths; the proxy reaches other processes'
+# fileid maps ids to paths; resolvePath reveals paths; the proxy reaches other processes'
 # ports; the extension manager installs code.
 REFUSED_PREFIXES = {
     "/api/collaboration": "collaboration rooms are off in secure projects",
     "/api/yjs": "collaboration rooms are off in secure projects",
     "/api/fileid": "file ids are off in secure projects",
     "/api/resolvePath": "path resolution is off in secure projects",
-    "/api/events": "the event stream is off in secure projects",
     "/proxy": "jupyter-server-proxy is off in secure projects",
     "/server-proxy": "jupyter-server-proxy is off in secure projects",
     "/lab/api/extensions": "the extension manager is off in secure projects",
