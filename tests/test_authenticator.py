@@ -40,15 +40,7 @@ from sqlalchemy import select
 from traitlets.config import Config
 
 from jupyter_securehpc.audit import AuditLog, verify
-from jupyter_securehpc.authenticator import (
-    SYNC_ACTOR,
-    BadProjectGroups,
-    LoginRefused,
-    SecureHPCAuthenticator,
-    mfa_problem,
-    parse_project_groups,
-    plan_memberships,
-)
+from jupyter_securehpc.authenticator import LoginRefused, SecureHPCAuthenticator, mfa_problem
 from jupyter_securehpc.devcluster import hub, oidc
 from jupyter_securehpc.devcluster.layout import ClusterLayout
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
@@ -56,6 +48,7 @@ from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.model import Member, Project
 from jupyter_securehpc.projects.roles import Role
 from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.projects.sync import SYNC_ACTOR, BadProjectGroups, parse_project_groups, plan_memberships
 
 MFA_PAGE = "did not use multi-factor authentication"
 

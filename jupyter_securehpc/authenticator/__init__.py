@@ -10,7 +10,8 @@
 - **MFA enforcement** (on by default): the ID token's ``amr`` must contain one of ``required_amr`` and,
   if ``required_acr`` is set, its ``acr`` must be one of those.
 - **Project roles from the provider** (optional, ``project_roles_claim``): groups ``securehpc:PROJECT:ROLE``
-  become memberships through :class:`~jupyter_securehpc.projects.service.ProjectService` at every login.
+  become memberships at every login, through the group sync of :mod:`jupyter_securehpc.projects.sync` (which
+  goes through :class:`~jupyter_securehpc.projects.service.ProjectService`).
 - **Deny by default**: nobody may log in unless ``allowed_users``/``allowed_groups``/``admin_groups`` or
   ``allow_all`` say so (oauthenticator's own allow rules); hub admins can come from ``admin_groups``. Group
   rules need ``manage_groups = True``; the groups are the ID token's ``groups`` claim
@@ -50,15 +51,12 @@ that does not answer keeps a login for ``refresh_outage_grace`` seconds after it
 
 from .handlers import LoginRefused, SecureHPCCallbackHandler, SecureHPCLoginHandler
 from .oidc import ASYMMETRIC_ALGORITHMS, SecureHPCAuthenticator
-from .policy import SYNC_ACTOR, BadProjectGroups, MembershipPlan, mfa_problem, parse_project_groups, plan_memberships
+from .policy import mfa_problem
 from .refresh import RefreshGate, TokenAnswer, outage_verdict, read_token_answer
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
-    "SYNC_ACTOR",
-    "BadProjectGroups",
     "LoginRefused",
-    "MembershipPlan",
     "RefreshGate",
     "SecureHPCAuthenticator",
     "SecureHPCCallbackHandler",
@@ -66,7 +64,5 @@ __all__ = [
     "TokenAnswer",
     "mfa_problem",
     "outage_verdict",
-    "parse_project_groups",
-    "plan_memberships",
     "read_token_answer",
 ]

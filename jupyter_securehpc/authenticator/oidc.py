@@ -20,17 +20,22 @@ from jupyterhub.crypto import CryptKeeper
 from jupyterhub.utils import new_token
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
-from sqlalchemy import select
 from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Integer, List, Set, Unicode, default, validate
 
 from ..audit import AuditLog
 from ..config import SecureHPC
-from ..projects.model import Member, Project
-from ..projects.names import name_key
+from ..projects.sync import (
+    SYNC_ACTOR,
+    BadProjectGroups,
+    GroupSync,
+    MembershipPlan,
+    UnknownProjects,
+    parse_project_groups,
+)
 from .handlers import LoginRefused, SecureHPCCallbackHandler, SecureHPCLoginHandler, _printable, _provider_error
-from .policy import SYNC_ACTOR, BadProjectGroups, MembershipPlan, mfa_problem, parse_project_groups, plan_memberships
+from .policy import mfa_problem
 from .refresh import (
     LOGGED_OUT,
     REFRESH_TOKEN_FIELD,
@@ -534,29 +539,16 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         except BadProjectGroups as error:
             text = f"Your project groups are not valid: {error}. {project_help}"
             raise self.refuse("project-groups", str(error), text, username=username) from None
-        sessions = self.project_service().sessions
-        with sessions() as session:
-            existing = {
-                p.name for p in session.scalars(select(Project).where(Project.name_key.in_(map(name_key, wanted))))
-            }
-            current = {
-                name: (role, added_by)
-                for name, role, added_by in session.execute(
-                    select(Project.name, Member.role, Member.added_by)
-                    .join(Member, Member.project_id == Project.id)
-                    .where(Member.username == username)
-                )
-            }
-        unknown = sorted(set(wanted) - existing)
-        if unknown:
-            names = ", ".join(f"{self.project_group_prefix}{p}:{wanted[p].value}" for p in unknown)
+        try:
+            return self.group_sync().plan(username, wanted)
+        except UnknownProjects as error:
+            names = ", ".join(f"{self.project_group_prefix}{p}:{r.value}" for p, r in sorted(error.projects.items()))
             raise self.refuse(
                 "project-groups",
                 f"groups name projects that do not exist: {names}",
                 f"Your groups name projects that do not exist on this hub ({names}). {project_help}",
                 username=username,
-            )
-        return plan_memberships(current, wanted, username)
+            ) from None
 
     def check_blocked_users(self, username: str, authentication: dict | None = None) -> bool:
         # JupyterHub would answer a blocked user with its generic 403 and no audit event.
@@ -597,7 +589,7 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         if plan is None or plan.is_empty():
             return
         try:
-            await asyncio.to_thread(self._apply, plan)
+            await asyncio.to_thread(self.group_sync().apply, plan)
         except Exception as error:
             # The database or disk failed half-way; the person can try again, the admin sees why.
             self.log.exception("Could not sync the project roles of %s", username)
@@ -607,6 +599,10 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
                 "Your project roles could not be updated right now. Try again in a few minutes.",
                 username=username,
             ) from None
+
+    def group_sync(self) -> GroupSync:
+        """The project-role sync (``projects/sync.py``), through the projects service."""
+        return GroupSync(self.project_service(), self.log)
 
     def project_service(self) -> ProjectService:
         """The projects service acting as the group sync (a hub admin in the audit log)."""
@@ -628,28 +624,6 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
                 actor=Actor(admin=SYNC_ACTOR),
             )
         return self._projects
-
-    def _apply(self, plan: MembershipPlan) -> None:
-        from ..projects.service import BadInput
-
-        service = self.project_service()
-        for project, role in plan.add.items():
-            service.add_member(project, plan.username, role.value)
-        for project, (_, role) in plan.change.items():
-            try:
-                service.add_member(project, plan.username, role.value)
-            except BadInput as error:
-                # The last data owner stays one (the service refused and audited it); the login goes on.
-                self.log.warning("Project role of %s in %s not changed: %s", plan.username, project, error)
-        for project in plan.remove:
-            try:
-                service.remove_member(project, plan.username)
-            except BadInput as error:
-                self.log.warning("%s not removed from %s: %s", plan.username, project, error)
-        self.log.info(
-            "Synced project roles of %s from the provider: added %s, changed %s, removed %s",
-            plan.username, sorted(plan.add), sorted(plan.change), plan.remove,
-        )  # fmt: skip
 
     # --- renewing a login with the provider --------------------------------------------------------
     async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None, **kwargs: Any) -> Any:

@@ -20,19 +20,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import select
-
 from .. import jobspec
 from ..audit import AuditLog
 from ..keys import KeyStore, KeyStoreConfig
 from ..projects.db import open_database
-from ..projects.model import Dataset, Project
 from ..projects.service import Actor, ProjectService
+from ..vocabulary import DatasetRef
 from . import hub, openbao
 from .layout import ClusterLayout
 
 PROJECTS = {"sleep": ("alice", ["bob"]), "cardio": ("carol", ["bob"])}
-DATASET = ("sleep", "psg")
+DATASET = DatasetRef("sleep", "psg")
 SHARED_WITH = "cardio"
 
 
@@ -99,25 +97,26 @@ def service(layout: ClusterLayout) -> ProjectService:
 
 def ensure_projects(layout: ClusterLayout) -> None:
     projects = service(layout)
-    with projects.sessions() as session:
-        existing = set(session.scalars(select(Project.name)))
-        datasets = {(p, d) for p, d in session.execute(select(Project.name, Dataset.name).join(Dataset))}
+    existing = {project["name"] for project in projects.list_projects()}
+    has_dataset = DATASET.owner in existing and DATASET.dataset in {
+        entry["dataset"] for entry in projects.list_datasets(DATASET.owner)["datasets"]
+    }
     for name, (owner, scientists) in PROJECTS.items():
         ensure_unix_users([owner, *scientists], f"securehpc-{name}")
         if name not in existing:
             projects.create_project(name, owner=owner)
             for scientist in scientists:
                 projects.add_member(name, scientist, "data_scientist")
-        grant_workspace(projects.store_root / "projects" / name / "workspace", scientists[0])
+        grant_workspace(projects.layout.workspace(name), scientists[0])
         # The machine has few cores and one node: sessions must fit it, and several must fit at once.
         limits = [f"max_cpus={min(2, os.cpu_count() or 1)}", "max_memory_gb=4", "max_wall_time=8h", "exclusive=false"]
         projects.set_policy(name, limits)
-    if DATASET not in datasets:
+    if not has_dataset:
         with tempfile.TemporaryDirectory() as source:
             synthetic_psg(Path(source))
             projects.import_dataset(*DATASET, Path(source))
-        projects.share_dataset("/".join(DATASET), SHARED_WITH)
-        projects.accept_share(SHARED_WITH, "/".join(DATASET))
+        projects.share_dataset(str(DATASET), SHARED_WITH)
+        projects.accept_share(SHARED_WITH, str(DATASET))
     if existing:
         # A demo set up by a version before token roles: give its projects their roles (idempotent).
         projects.sync_keys()

@@ -14,19 +14,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..projects.names import InvalidName as ProjectNameError
-from ..projects.names import validate_name
+from ..vocabulary import InvalidName as BadName
+from ..vocabulary import dataset_parts, datasets_parts, validate_name, workspace_parts
+from ..vocabulary.layout import PROJECTS
 from .errors import InvalidName
 
 
 def check_name(kind: str, value: object) -> str:
     """Return ``value`` if it can be a project or dataset name in key paths and policies, else refuse.
 
-    The rules are the project registry's own (``projects.names``), applied once more at this boundary.
+    The rules are the project registry's own (``vocabulary.names``), applied once more at this boundary.
     """
     try:
         return validate_name(kind, value)
-    except ProjectNameError as error:
+    except BadName as error:
         raise InvalidName(f"{kind} name {value!r} cannot be used for keys: {error}") from None
 
 
@@ -97,7 +98,11 @@ def project_role(policy_prefix: str, project: str) -> dict:
 
 @dataclass(frozen=True)
 class KeyPaths:
-    """Key paths inside the KV mount (without ``data/`` or ``metadata/``) for one configuration."""
+    """Key paths inside the KV mount (without ``data/`` or ``metadata/``) for one configuration.
+
+    The keys lie like the stores they open (``vocabulary.layout``): ``<prefix>/projects/P/workspace`` and
+    ``<prefix>/projects/P/datasets/D``.
+    """
 
     mount: str
     prefix: str
@@ -106,16 +111,16 @@ class KeyPaths:
         return "/".join(part for part in (self.prefix, *parts) if part)
 
     def projects_dir(self) -> str:
-        return self._join("projects")
+        return self._join(PROJECTS)
 
     def workspace(self, project: str) -> str:
-        return self._join("projects", check_name("project", project), "workspace")
+        return self._join(*workspace_parts(check_name("project", project)))
 
     def datasets_dir(self, project: str) -> str:
-        return self._join("projects", check_name("project", project), "datasets")
+        return self._join(*datasets_parts(check_name("project", project)))
 
     def dataset(self, project: str, dataset: str) -> str:
-        return f"{self.datasets_dir(project)}/{check_name('dataset', dataset)}"
+        return self._join(*dataset_parts(check_name("project", project), check_name("dataset", dataset)))
 
 
 def render_project_policy(paths: KeyPaths, project: str, shared_datasets: Sequence[tuple[str, str]]) -> str:

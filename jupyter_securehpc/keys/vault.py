@@ -62,6 +62,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from ..vocabulary import DatasetRef
 from .config import KeyStoreConfig
 from .errors import (
     InvalidName,
@@ -141,7 +142,7 @@ class WrappedSession:
 
 @dataclass(frozen=True)
 class SessionKeys:
-    """The keys one session may use, in memory only. ``datasets`` is keyed ``"owner_project/dataset"``."""
+    """The keys one session may use, in memory only. ``datasets`` is keyed ``str(DatasetRef)``: ``"OWNER/DATASET"``."""
 
     project: str
     user: str
@@ -687,7 +688,7 @@ class KeyStore:
             reads += 1
             keys: dict[str, bytes] = {}
             for dataset_owner, dataset in wanted:
-                keys[f"{dataset_owner}/{dataset}"] = self._read_key(
+                keys[str(DatasetRef(dataset_owner, dataset))] = self._read_key(
                     session,
                     self.paths.dataset(dataset_owner, dataset),
                     f"key of dataset {dataset_owner}/{dataset}",

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..audit import AuditLog
-from ..keys import KeyStore
+from ..keys import KeyStore, WrappedSession
 from ..stores.gocryptfs import init_store
 from ..stores.importer import SourceError, check_source, import_folder, incoming_dir, remove_stale_incoming
+from ..vocabulary import DatasetRef, InvalidName, StoreLayout, name_key, validate_name
 from .authz import Action, Subject, decide
 from .model import Dataset, Member, Project, Share, utcnow
-from .names import InvalidName, name_key, validate_name
 from .policy import InvalidPolicy, Policy
 from .roles import Role
 
@@ -52,12 +52,33 @@ def validate_username(value: str) -> str:
     return value
 
 
-def split_dataset_ref(ref: str) -> tuple[str, str]:
-    """``PROJECT/DATASET`` -> (project, dataset)."""
-    project, sep, dataset = ref.partition("/")
-    if not sep or not project or not dataset or "/" in dataset:
-        raise BadInput(f"{ref!r} is not PROJECT/DATASET")
-    return project, dataset
+def split_dataset_ref(ref: str) -> DatasetRef:
+    """``PROJECT/DATASET`` -> DatasetRef, or BadInput saying what is wrong."""
+    try:
+        return DatasetRef.parse(ref)
+    except InvalidName as error:
+        raise BadInput(str(error)) from None
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What a session of ``user`` in ``project`` starts with; granted, audited (``key.wrap``) and wrapped once."""
+
+    project: str
+    user: str
+    role: Role
+    policy: Policy
+    # The project's own datasets (by name), and the datasets shared into it and accepted (by owner and name).
+    datasets: tuple[DatasetRef, ...]
+    shares: tuple[DatasetRef, ...]
+    # Single use, response-wrapped: unwraps once, on the node, to a token that reads exactly these keys.
+    wrapped: WrappedSession
+    ttl: int
+
+    @property
+    def mounted_datasets(self) -> tuple[DatasetRef, ...]:
+        """Every dataset the session mounts read-only, in the order the token and the job spec list them."""
+        return self.datasets + self.shares
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class ProjectService:
         self.keys = keys
         self.audit = audit
         self.store_root = Path(store_root)
+        self.layout = StoreLayout(self.store_root)
         self.actor = actor
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -135,14 +157,12 @@ class ProjectService:
     def _policy(project: Project) -> Policy:
         return Policy.from_dict(project.policy or {})
 
-    def _workspace_dir(self, project: str) -> Path:
-        return self.store_root / "projects" / project / "workspace"
-
-    def _dataset_dir(self, project: str, dataset: str) -> Path:
-        return self.store_root / "projects" / project / "datasets" / dataset
+    @staticmethod
+    def _own_datasets(project: Project) -> list[DatasetRef]:
+        return [DatasetRef(project.name, d.name) for d in sorted(project.datasets, key=lambda d: d.name)]
 
     @staticmethod
-    def _accepted_shares_into(session: Session, project: Project) -> list[tuple[str, str]]:
+    def _accepted_shares_into(session: Session, project: Project) -> list[DatasetRef]:
         rows = session.execute(
             select(Project.name, Dataset.name)
             .join(Dataset, Dataset.project_id == Project.id)
@@ -150,7 +170,7 @@ class ProjectService:
             .where(Share.target_project_id == project.id, Share.state == "accepted")
             .order_by(Project.name, Dataset.name)
         )
-        return [(owner, dataset) for owner, dataset in rows]
+        return [DatasetRef(owner, dataset) for owner, dataset in rows]
 
     # --- projects ------------------------------------------------------------------------------
     def create_project(self, name: str, owner: str) -> dict:
@@ -169,7 +189,7 @@ class ProjectService:
                     f"project {name!r} collides with existing project {existing.name!r}: choose another name"
                 )
                 raise self._bad_input(Action.PROJECT_CREATE, obj, None, error)
-            project_dir = self.store_root / "projects" / name
+            project_dir = self.layout.project_dir(name)
             if project_dir.exists():
                 error = BadInput(
                     f"{project_dir} exists but no project {name!r} is registered (another database, or an "
@@ -252,7 +272,7 @@ class ProjectService:
                 ],
                 "datasets": sorted(d.name for d in project.datasets),
                 "shared_out": [{"dataset": d, "with": p, "state": s} for d, p, s in shared_out],
-                "shared_in": [f"{o}/{d}" for o, d in self._accepted_shares_into(session, project)],
+                "shared_in": [str(ref) for ref in self._accepted_shares_into(session, project)],
                 "policy": self._policy(project).as_dict(),
             }
         self._event(Action.PROJECT_SHOW, f"project:{name}", "allowed", name, "member or admin")
@@ -363,7 +383,7 @@ class ProjectService:
                 check_source(Path(source))
             except SourceError as error:
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error) from None
-            target = self._dataset_dir(project_name, dataset)
+            target = self.layout.dataset(project_name, dataset)
             if target.exists():
                 error = BadInput(f"{target} exists but no dataset {dataset!r} is registered: check it and remove it")
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error)
@@ -396,8 +416,8 @@ class ProjectService:
             Action.DATASET_IMPORT, obj, "allowed", project_name, "data owner or admin",
             files=result.file_count, bytes=result.size_bytes, manifest_sha256=result.manifest_sha256,
         )  # fmt: skip
-        return {"dataset": f"{project_name}/{dataset}", "files": result.file_count, "bytes": result.size_bytes,
-                "manifest_sha256": result.manifest_sha256}  # fmt: skip
+        return {"dataset": str(DatasetRef(project_name, dataset)), "files": result.file_count,
+                "bytes": result.size_bytes, "manifest_sha256": result.manifest_sha256}  # fmt: skip
 
     def list_datasets(self, project_name: str) -> dict:
         with self.sessions() as session:
@@ -414,7 +434,7 @@ class ProjectService:
                 .where(Share.target_project_id == project.id, Share.state != "revoked")
                 .order_by(Project.name, Dataset.name)
             )
-            shared_in = [{"dataset": f"{o}/{d}", "state": s} for o, d, s in offers]
+            shared_in = [{"dataset": str(DatasetRef(o, d)), "state": s} for o, d, s in offers]
         self._event(Action.DATASET_LIST, f"datasets:{project_name}", "allowed", project_name, "member or admin")
         return {"project": project_name, "datasets": own, "shared_in": shared_in}
 
@@ -547,6 +567,23 @@ class ProjectService:
 
     def wrap_session_key(self, project_name: str, user: str, ttl: int | None) -> dict:
         """A wrapped single-use token for USER's session in PROJECT (admins and tests; the spawner does this)."""
+        grant = self.session_grant(project_name, user, ttl)
+        return {
+            "wrapped": grant.wrapped,
+            "datasets": [str(ref) for ref in grant.mounted_datasets],
+            "role": grant.role.value,
+            "ttl": grant.ttl,
+        }
+
+    # --- sessions ------------------------------------------------------------------------------
+    def session_grant(self, project_name: str, user: str, ttl: int | None = None) -> SessionGrant:
+        """Everything a session of ``user`` in ``project_name`` starts with, and its wrapped session token.
+
+        The acting admin (the hub, or an admin's ``key wrap``) must be allowed to wrap keys; ``user`` must be
+        allowed to start a session there (membership and policy); ``ttl`` (default: the policy's ``key_ttl``)
+        must lie within the policy. Then the token is wrapped for the project's own datasets and its accepted
+        shares, and a ``key.wrap`` event records who got it. Refusals raise Refused or BadInput, audited.
+        """
         obj = f"session-key:{project_name}/{user}"
         with self.sessions() as session:
             project = self._project(session, project_name, Action.KEY_WRAP)
@@ -561,15 +598,57 @@ class ProjectService:
             if not 1 <= ttl <= policy.key_ttl:
                 error = BadInput(f"--ttl {ttl} is outside 1..{policy.key_ttl} seconds (the project's key_ttl)")
                 raise self._bad_input(Action.KEY_WRAP, obj, project_name, error)
-            datasets = [(project_name, d.name) for d in sorted(project.datasets, key=lambda d: d.name)]
-            datasets += self._accepted_shares_into(session, project)
+            datasets = tuple(self._own_datasets(project))
+            shares = tuple(self._accepted_shares_into(session, project))
         try:
-            wrapped = self.keys.wrap_session(user, project_name, ttl, datasets=datasets)
+            wrapped = self.keys.wrap_session(user, project_name, ttl, datasets=datasets + shares)
         except Exception as error:
             self._event(Action.KEY_WRAP, obj, "failed", project_name, _short(error))
             raise
         self._event(Action.KEY_WRAP, obj, "allowed", project_name, "hub admin", user=user, ttl=ttl, role=role.value)
-        return {"wrapped": wrapped, "datasets": [f"{o}/{d}" for o, d in datasets], "role": role.value, "ttl": ttl}
+        return SessionGrant(project_name, user, role, policy, datasets, shares, wrapped, ttl)
+
+    def startable_projects(self, user: str) -> dict[str, Policy]:
+        """The projects in which ``user`` may start a session, with their policies (the spawn form's choices).
+
+        Not audited: it only shows a person their own projects, and every start is decided and audited again
+        by :meth:`session_grant`.
+        """
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Project, Member.role).join(Member).where(Member.username == user).order_by(Project.name)
+            ).all()
+            startable = {}
+            for project, role in rows:
+                policy = self._policy(project)
+                if decide(Subject(user), Action.SESSION_START, Role(role), policy):
+                    startable[project.name] = policy
+            return startable
+
+    # --- memberships, for the group sync (sync.py) -------------------------------------------
+    def _require_admin(self, action: str, obj: str, what: str) -> None:
+        if not self.actor.subject.is_admin:
+            reason = f"only hub admins may {what}"
+            self._event(action, obj, "denied", None, reason)
+            raise Refused(f"{self.actor.subject.username} may not {what}: {reason}")
+
+    def memberships_of(self, username: str) -> dict[str, tuple[str, str]]:
+        """``{project: (role, added_by)}`` of every membership of ``username`` (hub admins only)."""
+        self._require_admin("member.list", f"user:{username}", "read another person's memberships")
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Project.name, Member.role, Member.added_by)
+                .join(Member, Member.project_id == Project.id)
+                .where(Member.username == username)
+            )
+            return {name: (role, added_by) for name, role, added_by in rows}
+
+    def existing_projects(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` that are projects, exactly as written (a look-alike of a project is not one)."""
+        wanted = set(names)
+        with self.sessions() as session:
+            found = session.scalars(select(Project.name).where(Project.name_key.in_([name_key(n) for n in wanted])))
+            return set(found) & wanted
 
 
 def _short(error: BaseException) -> str:
