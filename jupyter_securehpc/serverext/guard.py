@@ -282,7 +282,7 @@ class Guard:
         name = getattr(user, "username", None)
         # The session speaks for its user only (the hub takes its events with that actor or ``anonymous``):
         # someone else's identity, an admin's say, is named in the reason, as what was presented.
-        actor = name if name == self.session.user or not self.hub_identity else "anonymous"
+        actor = (name if name == self.session.user or not self.hub_identity else None) or "anonymous"
         reason = verdict.reason
         if name and actor != name:
             reason = f"{reason} (identity presented: {name[:64]!r})"
