@@ -24,6 +24,7 @@ from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
 from ..session.env import WRAPPED_TOKEN_ENV as TOKEN_ENV
 from ..session.spec import SessionSpec
 from ..stores.gocryptfs import key_to_password
+from ..vocabulary import DatasetRef
 from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .prefetch import memory_budget
 from .prereqs import node_problems
@@ -86,9 +87,9 @@ def unwrap_keys(spec: SessionSpec, token: str) -> dict[str, bytes]:
     except KeyStoreError as error:
         raise LaunchError(f"the session key was refused: {error}", EX_NOPERM) from None
     by_target = {"/project": session.workspace}
-    for mount in mounts_for(spec)[1:]:
-        owner, dataset = mount.target.split("/")[-2:]
-        by_target[mount.target] = session.datasets[f"{owner}/{dataset}"]
+    # mounts_for lists the workspace, then one mount per dataset in the spec's order.
+    for ref, mount in zip(spec.datasets, mounts_for(spec)[1:], strict=True):
+        by_target[mount.target] = session.datasets[str(DatasetRef(*ref))]
     return by_target
 
 

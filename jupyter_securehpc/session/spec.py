@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..projects.names import InvalidName, validate_name
 from ..projects.policy import InvalidPolicy, Policy
 from ..projects.roles import Role
+from ..vocabulary import DatasetRef, InvalidName, StoreLayout, validate_name
 from .sessionfile import SessionFile
 
 # Ends the signed spec in the batch script's here-document (spawner/script.py); a spec never contains it.
@@ -57,10 +57,10 @@ class SessionSpec:
         return self.role in {Role.DATA_OWNER, Role.DATA_SCIENTIST}
 
     def workspace_store(self) -> Path:
-        return self.store_root / "projects" / self.project / "workspace"
+        return StoreLayout(self.store_root).workspace(self.project)
 
     def dataset_store(self, owner: str, dataset: str) -> Path:
-        return self.store_root / "projects" / owner / "datasets" / dataset
+        return StoreLayout(self.store_root).dataset(owner, dataset)
 
     def session_file(self) -> SessionFile:
         """What the server extension enforces in the sandbox: who, where, which role and policy."""
@@ -74,7 +74,7 @@ class SessionSpec:
             "role": self.role.value,
             "store_root": str(self.store_root),
             "vault_addr": self.vault_addr,
-            "datasets": [f"{owner}/{dataset}" for owner, dataset in self.datasets],
+            "datasets": [str(DatasetRef(*ref)) for ref in self.datasets],
             "issued_at": self.issued_at,
             "ttl": self.ttl,
             "stage_limit_mib": self.stage_limit_mib,
@@ -102,7 +102,7 @@ class SessionSpec:
             raise SpecError("the session spec must be a JSON object")
         try:
             project = validate_name("project", _field(data, "project", str))
-            datasets = tuple(_dataset_ref(ref) for ref in data.get("datasets") or [])
+            datasets = tuple(DatasetRef.parse(ref) for ref in data.get("datasets") or [])
             role = Role.parse(_field(data, "role", str))
         except (InvalidName, ValueError) as error:
             raise SpecError(f"session spec: {error}") from None
@@ -125,12 +125,6 @@ class SessionSpec:
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
         )
-
-
-def _dataset_ref(ref: object) -> tuple[str, str]:
-    """``OWNER/DATASET`` -> (owner project, dataset), both valid names."""
-    owner, _, dataset = str(ref).partition("/")
-    return validate_name("project", owner), validate_name("dataset", dataset)
 
 
 def _flag(value: object, name: str) -> bool:

@@ -28,11 +28,11 @@ from .. import jobspec
 from ..audit import AuditLog
 from ..config import SecureHPC
 from ..keys import KeyStore, KeyStoreConfig
-from ..projects.authz import Action, Subject, decide
+from ..projects.authz import Action
 from ..projects.db import open_database
-from ..projects.model import Dataset, Member, Project, Share
 from ..projects.policy import Policy
 from ..projects.roles import Role
+from ..projects.service import Actor, BadInput, ProjectService, Refused
 from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
 from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
 from ..session.spec import SessionSpec
@@ -54,6 +54,9 @@ STAGE_MESSAGES = {
     STAGE_MOUNTING: (65, "Mounting the encrypted workspace and datasets"),
     STAGE_STARTING: (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
 }
+
+# The hub wraps each session's key as an admin does with ``securehpc key wrap``; its ``key.wrap`` events name it.
+HUB_ACTOR = "jupyterhub-spawner"
 
 
 class SpawnRefused(Exception):
@@ -156,15 +159,20 @@ class SecureSlurmSpawner(SlurmSpawner):
             SecureSlurmSpawner._sessions = open_database(self.site.db_url)
         return SecureSlurmSpawner._sessions
 
+    def projects(self) -> ProjectService:
+        """The projects database, through its one door; the hub acts as the admin that wraps session keys."""
+        site = self.site
+        return ProjectService(
+            sessions=self._database(),
+            keys=KeyStore(KeyStoreConfig(config=self.config)),
+            audit=AuditLog(Path(site.audit_log)),
+            store_root=Path(site.store_root),
+            actor=Actor(admin=HUB_ACTOR),
+        )
+
     def project_policies(self) -> dict[str, Policy]:
         """The user's projects and their policies (where they may start a session)."""
-        with self._database()() as session:
-            rows = session.query(Project, Member).join(Member).filter(Member.username == self.user.name).all()
-            return {
-                project.name: Policy.from_dict(project.policy or {})
-                for project, member in rows
-                if decide(Subject(self.user.name), Action.SESSION_START, Role(member.role))
-            }
+        return self.projects().startable_projects(self.user.name)
 
     def audit_event(self, action: str, outcome: str, reason: str, **details) -> None:
         AuditLog(Path(self.site.audit_log)).append(
@@ -376,33 +384,21 @@ class SecureSlurmSpawner(SlurmSpawner):
                 self.log.warning("cancelling job %s of an interrupted spawn of %s", job_id, tag)
                 await self._run(["scancel", job_id.strip()], env=self._slurm_env())
 
-    def _datasets(self, project: str) -> tuple[list[tuple[str, str]], str | None]:
-        """The datasets a session of ``project`` mounts (own and accepted shares) and the user's role."""
-        with self._database()() as session:
-            target = session.query(Project).filter(Project.name == project).one()
-            own = [(project, d.name) for d in target.datasets]
-            shared = (
-                session.query(Project.name, Dataset.name)
-                .join(Dataset, Dataset.project_id == Project.id)
-                .join(Share, Share.dataset_id == Dataset.id)
-                .filter(Share.target_project_id == target.id, Share.state == "accepted")
-                .all()
-            )
-            role = session.query(Member.role).filter(Member.project_id == target.id, Member.username == self.user.name)
-            return sorted(own) + sorted(shared), role.scalar()
-
     async def start(self):  # noqa: ANN201 - JupyterHub's contract: (ip, port)
         self._begin_timeline()
         self.job_status = ""
         request, policy = self._request()
         self._mark("checked", 10, f"Preparing the session key for project {request.project} and submitting the job")
-        datasets, role = self._datasets(request.project)
         tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
         await self._cancel_interrupted_spawns(tag)
         site = self.site
         keys_config = KeyStoreConfig(config=self.config)
-        keys = KeyStore(keys_config)
-        wrapped = keys.wrap_session(self.user.name, request.project, policy.key_ttl, datasets=datasets)
+        try:
+            # Membership and policy decided again, the key wrapped, a key.wrap event written: one call.
+            grant = self.projects().session_grant(request.project, self.user.name)
+        except (Refused, BadInput) as error:
+            raise SpawnRefused(f"Cannot start this server: {error}.") from None
+        wrapped, datasets, role = grant.wrapped, grant.mounted_datasets, grant.role.value
         self._wrapped_accessors = (wrapped.accessor, wrapped.wrapped_accessor)
         spec = SessionSpec(
             project=request.project,
