@@ -21,9 +21,9 @@ from .audit import AuditError
 from .keys import KeyStoreError
 from .projects import cli as projects_cli
 from .projects.db import SchemaError
-from .projects.names import InvalidName
 from .projects.service import BadInput, Refused
 from .stores.gocryptfs import StoreError
+from .vocabulary import InvalidName
 
 # Failures a person can act on: one line on stderr, no traceback.
 EXPECTED_ERRORS = (

@@ -11,8 +11,8 @@ import html
 import re
 from dataclasses import dataclass
 
-from ..projects.names import InvalidName, validate_name
 from ..projects.policy import Policy
+from ..vocabulary import InvalidName, validate_name
 
 FIELDS = ("project", "gpus", "cpus", "memory_gb", "minutes")
 _NUMBER = re.compile(r"[0-9]{1,6}")

@@ -1,6 +1,6 @@
 """The Slurm batch script of a secure session: rendered only from validated values, never user text.
 
-Every ``#SBATCH`` line comes from an int or a name that passed ``projects.names``; every value that
+Every ``#SBATCH`` line comes from an int or a name that passed ``vocabulary.names``; every value that
 reaches the shell is quoted with ``shlex.quote`` all the same. The signed job spec travels inside the
 script as a quoted here-document (one line of JSON, which cannot contain the terminator line). The
 wrapped token is not in the script: it reaches the job through sbatch's environment.
