@@ -65,6 +65,23 @@ bootstrap() {
     fi
     say "securehpc dev install (Debian and Node packages)"
     "$VENV/bin/securehpc" dev install
+    labextension
+}
+
+# The JupyterLab extension: its Node packages (again only when its lock file changed), its build into
+# jupyter_securehpc/labextension (what the wheel carries), and the link that makes this editable install's
+# JupyterLab load it.
+labextension() {
+    local stamp="labextension/node_modules/.securehpc-installed" want
+    want="$(sha256sum labextension/package-lock.json | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        say "npm ci (labextension)"
+        (cd labextension && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$want" >"$stamp"
+    fi
+    say "building the JupyterLab extension"
+    (cd labextension && PATH="$VENV/bin:$PATH" npm run --silent build)
+    PATH="$VENV/bin:$PATH" "$VENV/bin/jupyter" labextension develop --overwrite . >/dev/null
 }
 
 case "${1:-}" in
@@ -77,6 +94,8 @@ test)
     say "ruff"
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
+    say "labextension: eslint, prettier, jest"
+    (cd labextension && npm run --silent lint && npm test --silent)
     say "pytest"
     exec "$VENV/bin/python" -m pytest "${@:2}"
     ;;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,8 +113,13 @@ def test_wheel_has_every_data_file_and_no_jupyter_config(env: Environment) -> No
     # The Node manifest is a link in the checkout: the wheel has its content.
     manifest = json.loads(zipfile.ZipFile(env.wheel).read(f"{PACKAGE}/devcluster/package.json"))
     assert "oidc-provider" in manifest["dependencies"]
-    # No jupyter_server_config.d file (or any other file outside the package) that would change other servers.
-    assert [name for name in names if ".data/" in name] == []
+    # No jupyter_server_config.d file (or any other file outside the package) that would change other servers;
+    # only the prebuilt JupyterLab extension, where JupyterLab looks for it.
+    labextension = "data/share/jupyter/labextensions/jupyter-securehpc-labextension/"
+    outside = [name for name in names if ".data/" in name]
+    assert outside and [name for name in outside if labextension not in name] == [], outside
+    assert any(name.endswith(labextension + "package.json") for name in outside)
+    assert any(name.endswith(labextension + "install.json") for name in outside)
 
 
 def test_openbao_is_not_installed(env: Environment) -> None:
@@ -156,6 +162,13 @@ def test_stock_jupyter_server_starts(env: Environment, tmp_path: Path) -> None:
     finally:
         stop_process(proc)
     assert "jupyter_securehpc" not in log.read_text()
+
+
+def test_jupyterlab_finds_the_prebuilt_extension(env: Environment) -> None:
+    """A plain install is enough: no Node, no build, no `jupyter labextension install`."""
+    listed = env.run(env.bin("jupyter"), "labextension", "list")
+    text = listed.stdout + listed.stderr
+    assert re.search(r"jupyter-securehpc-labextension v\S+ .*enabled.*OK", text), text
 
 
 def test_dev_extra_brings_the_local_cluster(env: Environment) -> None:

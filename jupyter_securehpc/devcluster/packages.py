@@ -26,6 +26,8 @@ APT_PACKAGES = {
     "fuse3": "fusermount3",
     "nodejs": "node",
     "npm": "npm",
+    # The browser of the JupyterLab extension's tests (Playwright drives it; its own download is not used).
+    "chromium": "chromium",
 }
 NODE_PROGRAMS = ("configurable-http-proxy",)
 NODE_PACKAGES = ("configurable-http-proxy", "oidc-provider")

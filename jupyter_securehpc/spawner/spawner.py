@@ -143,6 +143,11 @@ class SecureSlurmSpawner(SlurmSpawner):
             )
         return value
 
+    @default("default_url")
+    def _default_url_default(self) -> str:
+        # JupyterLab (with the project banner and the restricted menus) is where a started session lands.
+        return "/lab"
+
     @default("options_form")
     def _options_form_default(self):
         return lambda spawner: options.form(spawner.project_policies(), selected=spawner.name or None)

@@ -25,7 +25,10 @@ export function remaining(milliseconds: number): string {
 }
 
 export class SessionBanner extends Widget {
-  constructor(private readonly info: ISessionInfo, private readonly clockSkew: number) {
+  constructor(
+    private readonly info: ISessionInfo,
+    private readonly clockSkew: number
+  ) {
     super();
     this.id = 'securehpc-banner';
     this.addClass('jp-SecureHPC-banner');

@@ -15,7 +15,8 @@ export const DOWNLOAD_COMMANDS = [
   'notebook:export-to-format'
 ];
 /** Kinds of command id that are downloads whatever their extension calls them. */
-export const DOWNLOAD_PATTERNS = [/download/i, /export/i, /open-browser-tab/i];
+// (The licence report is a file download too, which the server refuses: licences are shown, not taken.)
+export const DOWNLOAD_PATTERNS = [/download/i, /export/i, /open-browser-tab/i, /license-report/i];
 
 /** Commands that bring data into the project from outside (the server refuses them as uploads). */
 export const UPLOAD_COMMANDS = ['filebrowser:open-url'];

@@ -23,7 +23,11 @@ function definition(commands: CommandRegistry, id: string): IMutableCommand | un
 }
 
 /** Hide `id`; running it anyway calls `refused`. Returns whether the command exists. */
-export function hideCommand(commands: CommandRegistry, id: string, refused: (id: string) => void): boolean {
+export function hideCommand(
+  commands: CommandRegistry,
+  id: string,
+  refused: (id: string) => void
+): boolean {
   const command = definition(commands, id);
   if (!command) {
     return false;

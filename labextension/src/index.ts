@@ -17,10 +17,25 @@ import { fetchSession, IRights, ISessionInfo } from './session';
 
 // Server routes whose refusal follows something the person did (open, save, run, export): explained in a
 // dialog. Other 403s (background saves of the layout, which sessions keep read-only) only reach the console.
-const EXPLAINED = ['api/contents', 'files', 'view', 'nbconvert', 'api/terminals', 'terminals', 'api/kernels', 'api/sessions'];
+const EXPLAINED = [
+  'api/contents',
+  'files',
+  'view',
+  'nbconvert',
+  'api/terminals',
+  'terminals',
+  'api/kernels',
+  'api/sessions'
+];
 
 /** Fail closed: a session the server could not describe gets no right the extension can take away. */
-const NO_RIGHTS: IRights = { write: false, download: false, upload: false, read_data_as_text: false, terminals: false };
+const NO_RIGHTS: IRights = {
+  write: false,
+  download: false,
+  upload: false,
+  read_data_as_text: false,
+  terminals: false
+};
 
 function unknownSession(): ISessionInfo {
   return {
@@ -71,7 +86,11 @@ function keepProjectInTitle(project: string): void {
   fix();
   const title = document.querySelector('title');
   if (title) {
-    new MutationObserver(fix).observe(title, { childList: true, characterData: true, subtree: true });
+    new MutationObserver(fix).observe(title, {
+      childList: true,
+      characterData: true,
+      subtree: true
+    });
   }
 }
 
@@ -112,9 +131,14 @@ function explainServerRefusals(refusals: Refusals): void {
   window.fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const response = await original(input, init);
     if (response.status === 403) {
-      const url = new URL(input instanceof Request ? input.url : String(input), window.location.href);
+      const url = new URL(
+        input instanceof Request ? input.url : String(input),
+        window.location.href
+      );
       const route = url.pathname.startsWith(base) ? url.pathname.slice(base.length) : '';
-      const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+      const method = (
+        init?.method ?? (input instanceof Request ? input.method : 'GET')
+      ).toUpperCase();
       if (EXPLAINED.some(prefix => route === prefix || route.startsWith(prefix + '/'))) {
         void refusalReason(response).then(reason =>
           refusals.server(method, decodeURIComponent(URLExt.join('/', route)), reason)
@@ -129,7 +153,8 @@ function explainServerRefusals(refusals: Refusals): void {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-securehpc-labextension:plugin',
-  description: 'Shows the secure project and role; removes the downloads, exports and uploads the server refuses.',
+  description:
+    'Shows the secure project and role; removes the downloads, exports and uploads the server refuses.',
   autoStart: true,
   optional: [IMainMenu],
   activate: async (app: JupyterFrontEnd, mainMenu: IMainMenu | null): Promise<void> => {
@@ -137,7 +162,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     try {
       info = await fetchSession();
     } catch (error) {
-      console.error('jupyter-securehpc: the session could not be read; hiding every restricted item', error);
+      console.error(
+        'jupyter-securehpc: the session could not be read; hiding every restricted item',
+        error
+      );
       info = unknownSession();
     }
     if (info === null) {
@@ -151,6 +179,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       id => void refusals.command(id)
     );
     markPage(session, hidden);
+    // For admins and the browser tests: every command with its label and whether it is shown, so that a
+    // command a newer JupyterLab adds (and this extension does not know) can be found.
+    (window as unknown as Record<string, unknown>).jupyterSecureHPC = {
+      hidden: () => [...hidden].sort(),
+      commands: () =>
+        app.commands.listCommands().map(id => {
+          let label = '';
+          try {
+            label = app.commands.label(id, {});
+          } catch {
+            // a label that needs arguments
+          }
+          return { id, label, visible: app.commands.isVisible(id, {}) };
+        })
+    };
     app.commands.commandChanged.connect(() => markPage(session, hidden));
     if (!session.rights.upload) {
       refuseDroppedFiles(refusals);
@@ -159,12 +202,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const skew = session.now * 1000 - Date.now();
     app.shell.add(new SessionBanner(session, skew), 'top', { rank: 1 });
     keepProjectInTitle(session.project);
-    await app.restored;
-    if (mainMenu) {
-      for (const menu of (mainMenu as unknown as { menus: Menu[] }).menus ?? []) {
-        pruneMenu(menu, app.commands);
+    // After every plugin has added its menu items (waiting here would hold up the application's start).
+    void app.restored.then(() => {
+      if (mainMenu) {
+        for (const menu of (mainMenu as unknown as { menus: Menu[] }).menus ?? []) {
+          pruneMenu(menu, app.commands);
+        }
       }
-    }
+      document.body.dataset.securehpcReady = 'true';
+    });
   }
 };
 

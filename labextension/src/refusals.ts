@@ -55,7 +55,10 @@ export class Refusals {
     body.className = 'jp-SecureHPC-refusal';
     const lines = [
       ['Why', why],
-      ['What to do', `Data leaves a project only through a reviewed release. Ask ${this.info.support_contact}.`]
+      [
+        'What to do',
+        `Data leaves a project only through a reviewed release. Ask ${this.info.support_contact}.`
+      ]
     ];
     for (const [label, text] of lines) {
       const line = document.createElement('p');
@@ -71,7 +74,11 @@ export class Refusals {
       body.append(small);
     }
     try {
-      await showDialog({ title, body: new DialogBody(body), buttons: [Dialog.okButton({ label: 'OK' })] });
+      await showDialog({
+        title,
+        body: new DialogBody(body),
+        buttons: [Dialog.okButton({ label: 'OK' })]
+      });
     } finally {
       this.open = false;
     }

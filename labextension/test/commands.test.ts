@@ -1,0 +1,49 @@
+/**
+ * @jest-environment jsdom
+ */
+import { CommandRegistry } from '@lumino/commands';
+
+import { hideCommand, restrictCommands } from '../src/commands';
+
+function registry(): { commands: CommandRegistry; ran: string[] } {
+  const commands = new CommandRegistry();
+  const ran: string[] = [];
+  for (const id of ['docmanager:download', 'docmanager:save']) {
+    commands.addCommand(id, { label: id, execute: () => void ran.push(id) });
+  }
+  return { commands, ran };
+}
+
+describe('hideCommand (against the installed @lumino/commands)', () => {
+  it('makes the command invisible and disabled, and running it explains instead', async () => {
+    const { commands, ran } = registry();
+    const refused: string[] = [];
+    expect(hideCommand(commands, 'docmanager:download', id => refused.push(id))).toBe(true);
+    expect(commands.isVisible('docmanager:download')).toBe(false);
+    expect(commands.isEnabled('docmanager:download')).toBe(false);
+    await commands.execute('docmanager:download');
+    expect(ran).toEqual([]);
+    expect(refused).toEqual(['docmanager:download']);
+    expect(commands.isVisible('docmanager:save')).toBe(true);
+  });
+
+  it('says when there is no such command', () => {
+    const { commands } = registry();
+    expect(hideCommand(commands, 'nothing:here', () => undefined)).toBe(false);
+  });
+});
+
+describe('restrictCommands', () => {
+  it('hides the blocked commands present now and those added later', () => {
+    const { commands } = registry();
+    const hidden = restrictCommands(
+      commands,
+      id => id.includes('download'),
+      () => undefined
+    );
+    expect([...hidden]).toEqual(['docmanager:download']);
+    commands.addCommand('later:download-all', { label: 'later', execute: () => undefined });
+    expect(commands.isVisible('later:download-all')).toBe(false);
+    expect([...hidden].sort()).toEqual(['docmanager:download', 'later:download-all']);
+  });
+});

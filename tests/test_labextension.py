@@ -1,0 +1,182 @@
+"""The JupyterLab extension in a real browser (Debian's chromium through Playwright) against a real Jupyter
+server with the secure server extension and a session policy per role, run as an unprivileged user (so that
+JupyterLab's own files lie in folders the server cannot write, as in a session's sandbox).
+
+Each test asserts what the person sees: the banner, menus and context menus without the refused items, the
+refusal dialog for a dropped file (and nothing on disk), an allowed download that really arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+from serverext_helpers import CANARY, TEST_TOKEN, Server, launch, make_projects
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EXTENSION = Path(__file__).resolve().parents[1] / "jupyter_securehpc" / "labextension" / "package.json"
+SESSIONS = {
+    # role -> policy: the scientist and the observer under the default policy, an owner who may download.
+    "data_scientist": {},
+    "observer": {},
+    "data_owner": {"download_roles": ["data_owner"]},
+}
+# Command ids and labels that take a file's bytes out of the project or bring files in.
+OUTWARD = re.compile(r"download|export|upload|open-browser-tab|open-url", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `securehpc dev install` installs it"
+    assert EXTENSION.exists(), "the labextension is not built: `bash scripts/local.sh test` builds it"
+    with sync_playwright() as driver:
+        # --no-sandbox: the tests run as root, where chromium's own sandbox refuses to start.
+        instance = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture(scope="module")
+def servers(unix_user) -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    # Not under pytest's folder for root (0700): the server's user must reach its project.
+    top = Path(tempfile.mkdtemp(prefix="securehpc-lab-"))
+    top.chmod(0o755)
+    try:
+        for role, policy in SESSIONS.items():
+            base = top / role
+            base.mkdir(mode=0o755)
+            root = make_projects(base / "data")
+            home = base / "home"
+            home.mkdir()
+            for path in [base / "data", home, *(base / "data").rglob("*"), *home.rglob("*")]:
+                os.chown(path, unix_user.uid, unix_user.gid)
+            session = {"project": "cardio", "user": "alice", "role": role, "policy": policy}
+            started[role] = launch(base / "server", root, session=session, audit=base / "audit.log",
+                                   user=unix_user.name, extra_env={"HOME": str(home)})  # fmt: skip
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def open_lab(browser, server: Server, **context: object):
+    page = browser.new_context(accept_downloads=True, **context).new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/lab?token={TEST_TOKEN}")
+    page.wait_for_selector("body[data-securehpc-ready='true']", state="attached", timeout=90_000)
+    page.wait_for_selector(".jp-DirListing-item[title*='data.csv']", timeout=30_000)
+    return page
+
+
+def menu_texts(page) -> str:
+    # Hidden items stay in the menu's DOM (lm-mod-hidden): only what is shown counts.
+    items = page.locator(".lm-Menu:visible .lm-Menu-item:not(.lm-mod-hidden) .lm-Menu-itemLabel")
+    return " | ".join(text for text in items.all_inner_texts() if text.strip())
+
+
+def file_menu(page) -> str:
+    page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
+    page.wait_for_selector(".lm-Menu:visible")
+    texts = menu_texts(page)
+    page.keyboard.press("Escape")
+    return texts
+
+
+def context_menu_of(page, name: str) -> str:
+    page.locator(f".jp-DirListing-item[title*='{name}']").first.click(button="right")
+    page.wait_for_selector(".lm-Menu:visible")
+    texts = menu_texts(page)
+    page.keyboard.press("Escape")
+    return texts
+
+
+def test_banner_and_title_show_project_and_role(browser, servers):
+    for role, name in (("data_scientist", "data scientist"), ("observer", "observer")):
+        page = open_lab(browser, servers[role])
+        banner = page.inner_text("#securehpc-banner")
+        assert "Project: cardio" in banner and f"Role: {name}" in banner, banner
+        assert re.search(r"Session ends in: at most \d", banner), banner
+        assert page.title().startswith("[cardio] ")
+        page.context.close()
+
+
+@pytest.mark.parametrize("role", ["data_scientist", "observer"])
+def test_no_download_export_or_upload_where_the_role_may_not(browser, servers, role):
+    page = open_lab(browser, servers[role])
+    menu = file_menu(page)
+    assert "Download" not in menu and "Save and Export Notebook As" not in menu, menu
+    assert "Save File" in menu or "Save" in menu  # the menu is really there
+    for name in ("data.csv", "notebook.ipynb"):
+        items = context_menu_of(page, name)
+        assert "Rename" in items, items
+        for refused in ("Download", "Copy Download Link", "Open in New Browser Tab"):
+            assert refused not in items, (name, refused, items)
+    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='upload']").is_hidden()
+    # Every command of the registry that would take bytes out or bring files in is hidden: a command a newer
+    # JupyterLab adds under another name is caught here.
+    commands = page.evaluate("window.jupyterSecureHPC.commands()")
+    outward = [c for c in commands if OUTWARD.search(c["id"]) or OUTWARD.search(c["label"] or "")]
+    assert outward, "the registry lists no download command: the enumeration found nothing"
+    shown = [c["id"] for c in outward if c["visible"]]
+    assert shown == [], shown
+    page.context.close()
+
+
+def test_a_dropped_file_is_refused_with_an_explanation_and_nothing_is_written(browser, servers):
+    server = servers["data_scientist"]
+    page = open_lab(browser, server)
+    page.evaluate(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["patient,value\\n1,2\\n"], "brought-in.csv", {type: "text/csv"}));
+            const target = document.querySelector(".jp-DirListing-content");
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                target.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            }
+        }"""
+    )
+    dialog = page.wait_for_selector(".jp-Dialog", timeout=15_000)
+    text = dialog.inner_text()
+    assert "not allowed for a data scientist in project cardio" in text, text
+    assert "Ask the project's data owner" in text, text
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1000)  # an upload, had one started, would have reached the server by now
+    assert not (server.root / "brought-in.csv").exists()
+    page.context.close()
+
+
+def test_a_notebook_opens_for_a_scientist_without_an_error(browser, servers):
+    page = open_lab(browser, servers["data_scientist"])
+    server = servers["data_scientist"]
+    before = len(server.audit_lines())
+    page.locator(".jp-DirListing-item[title*='notebook.ipynb']").first.dblclick()
+    # What the notebook shows is on screen (its output holds the canary).
+    page.wait_for_selector(f".jp-NotebookPanel .jp-OutputArea-output:has-text('{CANARY}')", timeout=30_000)
+    # (The notebook names no kernel: JupyterLab asks for one. Nothing may say it could not be loaded.)
+    dialogs = page.locator(".jp-Dialog").all_inner_texts()
+    assert not [text for text in dialogs if "Error" in text or "refused" in text], dialogs
+    refusals = [e for e in server.audit_lines()[before:] if "notebook.ipynb" in e["object"]]
+    assert refusals == [], refusals
+    page.context.close()
+
+
+def test_an_owner_who_may_download_sees_download_and_gets_the_file(browser, servers):
+    page = open_lab(browser, servers["data_owner"])
+    assert "Download" in file_menu(page)
+    items = context_menu_of(page, "data.csv")
+    assert "Download" in items, items
+    page.locator(".jp-DirListing-item[title*='data.csv']").first.click(button="right")
+    with page.expect_download(timeout=30_000) as arrived:
+        page.locator(".lm-Menu:visible .lm-Menu-itemLabel", has_text="Download").first.click()
+    path = arrived.value.path()
+    assert Path(path).read_text() == f"id,value\n1,{CANARY}\n"
+    page.context.close()
