@@ -180,3 +180,18 @@ def test_an_owner_who_may_download_sees_download_and_gets_the_file(browser, serv
     path = arrived.value.path()
     assert Path(path).read_text() == f"id,value\n1,{CANARY}\n"
     page.context.close()
+
+
+def test_notebook_7_shows_the_banner_and_hides_the_same_commands(browser, servers):
+    """Notebook 7 is a JupyterLab application too: the extension loads there with the same decisions."""
+    page = browser.new_context().new_page()
+    page.goto(f"http://127.0.0.1:{servers['data_scientist'].port}/tree?token={TEST_TOKEN}")
+    page.wait_for_selector("body[data-securehpc-ready='true']", state="attached", timeout=90_000)
+    banner = page.inner_text("#securehpc-banner")
+    assert "Project: cardio" in banner and "Role: data scientist" in banner, banner
+    hidden = page.evaluate("window.jupyterSecureHPC.hidden()")
+    assert {"filebrowser:download", "docmanager:download", "filebrowser:copy-download-link"} <= set(hidden), hidden
+    commands = page.evaluate("window.jupyterSecureHPC.commands()")
+    shown = [c["id"] for c in commands if c["visible"] and (OUTWARD.search(c["id"]) or OUTWARD.search(c["label"]))]
+    assert shown == [], shown
+    page.context.close()

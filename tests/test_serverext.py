@@ -176,6 +176,28 @@ PATH_TRICKS = [
     Case("rename to hidden", "PATCH", "/api/contents/data.csv", write_then(404), body={"path": ".stolen.csv"}),
 ]  # fmt: skip
 
+# JupyterLab's and Notebook 7's own routes, for every role: pages and reads pass, the stored state is read-only
+# in sessions (writes would persist outside the project), licences are shown but not downloaded.
+PASS = "pass"
+LAB_ROUTES = [
+    Case("lab page", "GET", "/lab", lambda role, variant: 200),
+    Case("lab tree page", "GET", "/lab/tree/data.csv", lambda role, variant: 200),
+    Case("notebook 7 tree", "GET", "/tree", lambda role, variant: 200),
+    Case("lab settings read", "GET", "/lab/api/settings", lambda role, variant: 200),
+    Case("lab settings write", "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes", refused(403),
+         body={"raw": "{}"}),
+    Case("lab workspaces read", "GET", "/lab/api/workspaces", lambda role, variant: 200),
+    Case("lab workspace write", "PUT", "/lab/api/workspaces/default", refused(403),
+         body={"data": {}, "metadata": {"id": "default"}}),
+    Case("lab workspace delete", "DELETE", "/lab/api/workspaces/default", refused(403)),
+    Case("lab translations", "GET", "/lab/api/translations", lambda role, variant: 200),
+    Case("lab licenses", "GET", "/lab/api/licenses/", lambda role, variant: PASS),
+    Case("lab licenses download", "GET", "/lab/api/licenses/?download=1&format=json", refused(403)),
+    Case("lab build write", "POST", "/lab/api/build", refused(403), body={}),
+    Case("session info", "GET", "/securehpc/session", lambda role, variant: 200),
+    Case("session info write", "POST", "/securehpc/session", refused(403), body={}),
+]  # fmt: skip
+
 ROUTES_OFF = [
     Case("resolvePath", "GET", "/api/resolvePath?path=data.csv", refused(403)),
     # Every member may follow the server's events (JupyterLab subscribes at every load); writing them is off.
@@ -227,7 +249,7 @@ KEEP_WORKING = [
     Case("nbconvert exporters", "GET", "/api/nbconvert", refused(200)),
 ]  # fmt: skip
 
-CASES = FILE_BYTES_OUT + PATH_TRICKS + ROUTES_OFF + WRITES + KEEP_WORKING
+CASES = FILE_BYTES_OUT + PATH_TRICKS + ROUTES_OFF + WRITES + KEEP_WORKING + LAB_ROUTES
 
 
 # --- servers -------------------------------------------------------------------------------------------------

@@ -183,6 +183,16 @@ class Guard:
             super(subclass, handler).write_error(status_code, **kwargs)
 
         members: dict[str, Any] = {"prepare": prepare, "write_error": write_error, "_securehpc_guarded": True}
+        if _finish_needs_arguments(handler_class):
+            # Some handlers' finish() takes required arguments (JupyterLab's licences: the MIME type); tornado's
+            # send_error calls finish() with none, which would raise and leave the refused request unanswered.
+
+            def finish(handler: web.RequestHandler, *args: Any, **kwargs: Any) -> Any:
+                if not args and not kwargs:
+                    return web.RequestHandler.finish(handler)
+                return super(subclass, handler).finish(*args, **kwargs)
+
+            members["finish"] = finish
         if self.rules.is_static(handler_class) and hasattr(handler_class, "validate_absolute_path"):
 
             def validate_absolute_path(handler: web.StaticFileHandler, root: str, absolute_path: str) -> str | None:
@@ -308,6 +318,18 @@ class Guard:
         self.log.warning(
             "securehpc: refused %s %s for %s (%s): %s", handler.request.method, route, actor, verdict.status, reason,
         )  # fmt: skip
+
+
+def _finish_needs_arguments(handler_class: type[web.RequestHandler]) -> bool:
+    """Whether ``handler_class.finish()`` cannot be called without arguments (as tornado's send_error does)."""
+    try:
+        parameters = list(inspect.signature(handler_class.finish).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for p in parameters
+    )
 
 
 def _current_user(handler: web.RequestHandler) -> Any:

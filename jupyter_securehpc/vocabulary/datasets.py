@@ -29,7 +29,7 @@ class DatasetRef(NamedTuple):
             raise InvalidName(f"dataset reference {text!r} is not a string PROJECT/DATASET")
         owner, sep, dataset = text.partition("/")
         if not sep or not owner or not dataset or "/" in dataset:
-            raise InvalidName(f"{text!r} is not PROJECT/DATASET")
+            raise InvalidName(f"dataset reference {text!r} is not PROJECT/DATASET (for example sleep/psg)")
         return cls.of(owner, dataset)
 
     def __str__(self) -> str:
