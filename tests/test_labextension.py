@@ -195,3 +195,20 @@ def test_notebook_7_shows_the_banner_and_hides_the_same_commands(browser, server
     shown = [c["id"] for c in commands if c["visible"] and (OUTWARD.search(c["id"]) or OUTWARD.search(c["label"]))]
     assert shown == [], shown
     page.context.close()
+
+
+def test_a_refusal_the_ui_did_not_foresee_is_explained(browser, servers):
+    """Opening a data file as text, which the scientist's role may not (the editor is not a hidden command):
+    the server refuses; JupyterLab's own error shows the policy's reason, and a notification adds what was
+    refused and whom to ask."""
+    page = open_lab(browser, servers["data_scientist"])
+    page.locator(".jp-DirListing-item[title*='data.csv']").first.dblclick()
+    note = page.wait_for_selector("text=/The server refused GET .*data.csv/", timeout=30_000)
+    assert "Ask the project's data owner" in note.inner_text(), note.inner_text()
+    page.keyboard.press("Escape")  # JupyterLab's own "File Load Error" dialog
+    page.get_by_role("button", name="Why?").first.click()
+    dialog = page.wait_for_selector(".jp-Dialog:has-text('The server refused')", timeout=15_000)
+    text = dialog.inner_text()
+    assert "does not let data_scientist read data files as text" in text and "Ask the project's data owner" in text
+    assert CANARY not in page.content()
+    page.context.close()

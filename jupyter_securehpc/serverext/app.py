@@ -114,8 +114,9 @@ class SecureHPCServerExtension(ExtensionApp):
         "",
         config=True,
         help="""The data classification label every session of this site shows in JupyterLab's banner, e.g.
-        ``Confidential: pseudonymised patient data``. Set it in the nodes' Jupyter configuration (the launcher's
-        read-only configuration folder). Empty: no label.""",
+        ``Confidential: pseudonymised patient data``. Set it in the nodes' system-wide Jupyter configuration
+        (for example ``/etc/jupyter/jupyter_server_config.json``: sessions ignore per-user configuration).
+        Empty: no label.""",
     )
 
     support_contact = Unicode(

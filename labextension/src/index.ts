@@ -124,11 +124,21 @@ function refuseDroppedFiles(refusals: Refusals): void {
   );
 }
 
-/** Refusals the UI could not foresee (a policy changed under it, a route it does not know). */
-function explainServerRefusals(refusals: Refusals): void {
+type Fetch = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
+
+/**
+ * Refusals the UI could not foresee (a policy changed under it, a route it does not know). JupyterLab's
+ * services took their `fetch` when the application was made, before any plugin: their shared settings object
+ * gets the watching one too, beside the page's own `window.fetch`.
+ */
+function explainServerRefusals(refusals: Refusals, settings: { fetch: Fetch }): void {
+  settings.fetch = watchRefusals(refusals, settings.fetch);
+  window.fetch = watchRefusals(refusals, window.fetch.bind(window));
+}
+
+function watchRefusals(refusals: Refusals, original: Fetch): Fetch {
   const base = new URL(PageConfig.getBaseUrl(), window.location.href).pathname;
-  const original = window.fetch.bind(window);
-  window.fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+  return async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const response = await original(input, init);
     if (response.status === 403) {
       const url = new URL(
@@ -198,7 +208,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (!session.rights.upload) {
       refuseDroppedFiles(refusals);
     }
-    explainServerRefusals(refusals);
+    explainServerRefusals(
+      refusals,
+      app.serviceManager.serverSettings as unknown as { fetch: Fetch }
+    );
     const skew = session.now * 1000 - Date.now();
     app.shell.add(new SessionBanner(session, skew), 'top', { rank: 1 });
     keepProjectInTitle(session.project);

@@ -3,7 +3,7 @@
  * anyway through a shortcut or a link), for files dropped into the file browser where the role may not
  * upload, and for any refusal the server makes that the UI could not foresee.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { ISessionInfo } from './session';
@@ -41,10 +41,33 @@ export class Refusals {
     return this.explain(rightNeeded(id) ?? 'never', `(${id})`);
   }
 
-  /** A 403 of the server that no hidden item led to. */
-  server(method: string, path: string, reason: string): Promise<void> {
-    return this.show(`The server refused ${method} ${path}`, reason);
+  /**
+   * A 403 of the server that no hidden item led to. A notification, not a dialog: JupyterLab often shows its
+   * own error dialog for the same request (with the reason), and a second dialog would wait behind it.
+   */
+  server(method: string, path: string, reason: string): void {
+    const key = `${method} ${path}`;
+    if (this.notified.has(key)) {
+      return;
+    }
+    this.notified.add(key);
+    window.setTimeout(() => this.notified.delete(key), 10000);
+    // Short (JupyterLab cuts notifications at 140 characters); the reason is one click away.
+    Notification.warning(
+      `The server refused ${method} ${path}. Ask ${this.info.support_contact}.`,
+      {
+        autoClose: false,
+        actions: [
+          {
+            label: 'Why?',
+            callback: () => void this.show(`The server refused ${method} ${path}`, reason)
+          }
+        ]
+      }
+    );
   }
+
+  private notified = new Set<string>();
 
   private async show(title: string, why: string, detail?: string): Promise<void> {
     if (this.open) {
