@@ -25,6 +25,7 @@ from ..audit import AuditLog
 from ..keys import KeyStore, KeyStoreConfig
 from ..projects.db import open_database
 from ..projects.service import Actor, ProjectService
+from ..session.env import HUB_PUBLIC_KEY_ENV
 from ..vocabulary import DatasetRef
 from . import hub, openbao
 from .layout import ClusterLayout
@@ -156,7 +157,7 @@ def hub_env(layout: ClusterLayout) -> dict[str, str]:
     return {
         "VAULT_TOKEN": openbao.root_token(layout),
         "SLURM_CONF": str(layout.slurm_conf),
-        "SECUREHPC_HUB_PUBLIC_KEY": str(layout.state_dir / "site" / "hub-signing.pub"),
+        HUB_PUBLIC_KEY_ENV: str(layout.state_dir / "site" / "hub-signing.pub"),
     }
 
 

@@ -8,6 +8,7 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..session.env import DEV_STATE_ENV
 from ..util.files import atomic_write
 
 DEFAULT_STATE_DIR = Path("/var/lib/securehpc-dev")
@@ -175,4 +176,4 @@ class ClusterLayout:
 
 def default_state_dir() -> Path:
     """The demo cluster's folder: ``$SECUREHPC_DEV_STATE`` or ``/var/lib/securehpc-dev``."""
-    return Path(os.environ.get("SECUREHPC_DEV_STATE", DEFAULT_STATE_DIR))
+    return Path(os.environ.get(DEV_STATE_ENV, DEFAULT_STATE_DIR))

@@ -30,6 +30,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from ..session.env import OIDC_ACCOUNTS_ENV, OIDC_CONFIG_ENV
 from ..util.files import atomic_write
 from .daemon import Daemon
 from .layout import ClusterLayout
@@ -72,8 +73,8 @@ def daemon(layout: ClusterLayout) -> Daemon:
         run_dir=layout.run_dir,
         log_file=layout.log_dir / "oidc-provider.log",
         env={
-            "SECUREHPC_OIDC_CONFIG": str(layout.oidc_config_file),
-            "SECUREHPC_OIDC_ACCOUNTS": str(layout.oidc_accounts_file),
+            OIDC_CONFIG_ENV: str(layout.oidc_config_file),
+            OIDC_ACCOUNTS_ENV: str(layout.oidc_accounts_file),
             "NODE_ENV": "production",
         },
         # Node resolves `oidc-provider` from the script's folder upwards: the checkout's or the package's

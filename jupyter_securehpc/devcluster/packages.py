@@ -15,6 +15,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from ..session.env import NODE_ROOT_ENV
+
 log = logging.getLogger(__name__)
 
 # Debian package -> a program that shows it is installed.
@@ -70,7 +72,7 @@ def node_root() -> Path:
     """The folder with ``package.json`` where npm installs the Node programs: ``$SECUREHPC_NODE_ROOT``, else the
     source checkout (an editable install), else this package's folder (the wheel ships ``package.json`` and its
     lock here). Node finds ``oidc-provider`` from ``oidc_provider.mjs``'s folder upwards, which both reach."""
-    configured = os.environ.get("SECUREHPC_NODE_ROOT")
+    configured = os.environ.get(NODE_ROOT_ENV)
     if configured:
         return Path(configured)
     checkout = PACKAGE_DIR.parents[1]

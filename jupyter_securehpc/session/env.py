@@ -34,3 +34,9 @@ PROJECT_ENV = "SECUREHPC_PROJECT"
 ROLE_ENV = "SECUREHPC_ROLE"
 WORKSPACE_ENV = "SECUREHPC_WORKSPACE"
 DATASETS_ENV = "SECUREHPC_DATASETS"
+
+# --- the local cluster (`securehpc dev`, the [dev] extra): its own folders and the OpenID provider's files ---
+DEV_STATE_ENV = "SECUREHPC_DEV_STATE"
+NODE_ROOT_ENV = "SECUREHPC_NODE_ROOT"
+OIDC_CONFIG_ENV = "SECUREHPC_OIDC_CONFIG"  # read by devcluster/oidc_provider.mjs
+OIDC_ACCOUNTS_ENV = "SECUREHPC_OIDC_ACCOUNTS"  # read by devcluster/oidc_provider.mjs
