@@ -47,6 +47,7 @@ bootstrap() {
         say "creating $VENV"
         "$PYTHON" -m venv "$VENV"
     fi
+    build_labextension
     # Reinstall only when the packaging metadata or the extras changed (the install is editable: code changes
     # need none). [dev]: the local cluster (`securehpc dev`, OpenBao); [test]: the test tools.
     local stamp="$VENV/.securehpc-installed" target=".[dev,test]"
@@ -65,13 +66,13 @@ bootstrap() {
     fi
     say "securehpc dev install (Debian and Node packages)"
     "$VENV/bin/securehpc" dev install
-    labextension
+    # This editable install's JupyterLab loads the extension from the checkout's build.
+    PATH="$VENV/bin:$PATH" "$VENV/bin/jupyter" labextension develop --overwrite . >/dev/null
 }
 
-# The JupyterLab extension: its Node packages (again only when its lock file changed), its build into
-# jupyter_securehpc/labextension (what the wheel carries), and the link that makes this editable install's
-# JupyterLab load it.
-labextension() {
+# The JupyterLab extension, with Node only: its packages (again only when its lock file changed) and its build
+# into jupyter_securehpc/labextension, which the Python package's data files name (so before pip install).
+build_labextension() {
     local stamp="labextension/node_modules/.securehpc-installed" want
     want="$(sha256sum labextension/package-lock.json | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
@@ -80,8 +81,7 @@ labextension() {
         echo "$want" >"$stamp"
     fi
     say "building the JupyterLab extension"
-    (cd labextension && PATH="$VENV/bin:$PATH" npm run --silent build)
-    PATH="$VENV/bin:$PATH" "$VENV/bin/jupyter" labextension develop --overwrite . >/dev/null
+    (cd labextension && npm run --silent build)
 }
 
 case "${1:-}" in
