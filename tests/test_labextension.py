@@ -120,7 +120,10 @@ def test_no_download_export_or_upload_where_the_role_may_not(browser, servers, r
         assert "Rename" in items, items
         for refused in ("Download", "Copy Download Link", "Open in New Browser Tab"):
             assert refused not in items, (name, refused, items)
-    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='upload']").is_hidden()
+    # The button exists in the page (JupyterLab's toolbar item "uploader") and is not shown.
+    upload_button = page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='uploader']")
+    assert upload_button.count() == 1 and upload_button.is_hidden()
+    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='refresh']").is_visible()
     # Every command of the registry that would take bytes out or bring files in is hidden: a command a newer
     # JupyterLab adds under another name is caught here.
     commands = page.evaluate("window.jupyterSecureHPC.commands()")
@@ -171,6 +174,8 @@ def test_a_notebook_opens_for_a_scientist_without_an_error(browser, servers):
 
 def test_an_owner_who_may_download_sees_download_and_gets_the_file(browser, servers):
     page = open_lab(browser, servers["data_owner"])
+    # A data owner may upload (the default policy's upload_roles): the button is there.
+    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='uploader']").is_visible()
     assert "Download" in file_menu(page)
     items = context_menu_of(page, "data.csv")
     assert "Download" in items, items
