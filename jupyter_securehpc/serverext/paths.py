@@ -21,6 +21,7 @@ reaching another project: other projects' stores are not mounted in it.
 from __future__ import annotations
 
 import os
+import stat
 from urllib.parse import unquote
 
 
@@ -86,10 +87,22 @@ def writable_place(path: str) -> str | None:
     """
     effective = os.access in os.supports_effective_ids
     place = os.path.realpath(path)
+    if os.access(place, os.W_OK, effective_ids=effective):
+        return place
     while True:
-        if os.access(place, os.W_OK, effective_ids=effective):
-            return place
         parent = os.path.dirname(place)
         if parent == place:
             return None
+        # A writable folder lets this process rename what is in it, except that a sticky one (/tmp) only lets
+        # it rename its own entries (or any, if the folder is its own).
+        if os.access(parent, os.W_OK, effective_ids=effective) and _may_rename(parent, place):
+            return parent
         place = parent
+
+
+def _may_rename(folder: str, entry: str) -> bool:
+    info = os.stat(folder)
+    if not info.st_mode & stat.S_ISVTX:
+        return True
+    me = os.geteuid()
+    return me in (0, info.st_uid, os.lstat(entry).st_uid)
