@@ -1,6 +1,6 @@
 """The README's configuration reference, generated from the traits' own help (so the two cannot drift).
 
-``securehpc config-reference`` prints it; ``tests/test_docs.py`` checks that the README holds exactly
+``securehpc config-reference`` prints it; ``tests/distribution/test_docs.py`` checks that the README holds exactly
 this text between its markers.
 """
 

@@ -86,7 +86,7 @@ def site(local_cluster, unix_user, slurm_env):
         # Room for every refusal the attacks of one module make in a minute, and a flood still overruns it.
         "SecureSlurmSpawner.session_audit_per_minute": 100,
         "SecureHPCAuthenticator.admin_users": {HUB_ADMIN},
-        # Every refusal of these tests is audited one by one (the flood limits: tests/test_hub_reports.py).
+        # Every refusal of these tests is audited one by one (the flood limits: tests/spawner/test_hub_reports.py).
         "ReportLimits.audited_refusals_per_minute": 1000,
         "ReportLimits.refusals_per_minute": 2000,
         # Every log line at every level, so that the tests can show that no secret is in any of them.

@@ -1,6 +1,6 @@
 """Start a real jupyter-server (with or without the securehpc extension) and talk raw HTTP to it.
 
-Used by ``tests/test_serverext.py`` and ``benchmarks/serverext_requests.py``. The server is a subprocess on a
+Used by ``tests/serverext/test_serverext.py`` and ``benchmarks/serverext_requests.py``. The server is a subprocess on a
 free loopback port, with its own Jupyter config, data and runtime folders, stopped by pid. The client is
 ``http.client``: higher-level clients normalise ``%2e%2e`` and ``..`` away, which is exactly what the tests
 must send unchanged.

@@ -5,7 +5,8 @@ the audit log, the hub's signing key (``jobspec.generate_key``), JupyterHub's ow
 Stubs: ``sbatch``, ``squeue``, ``scancel`` and ``scontrol`` (``conftest.py``), which record how they were
 called and answer as Slurm would. Stand-in: ``OpenBaoStandIn`` below replaces the OpenBao key store (it hands
 out a made-up wrapped token and records revocations). The real OpenBao path (wrapping, unwrapping on the node,
-revocation) is covered by tests/test_hub_reports.py, tests/test_e2e_spawn.py and tests/test_project_sessions.py.
+revocation) is covered by tests/spawner/test_hub_reports.py, tests/e2e/test_e2e_spawn.py and
+tests/projects/test_project_sessions.py.
 """
 
 from __future__ import annotations

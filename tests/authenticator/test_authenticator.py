@@ -486,7 +486,7 @@ def site(local_cluster, tmp_path_factory) -> Iterator[Site]:
         "SecureHPCAuthenticator.token_url": f"{tamper_url}/token",
         "SecureHPCAuthenticator.blocked_users": {"blocked-bea"},
         # Logins keep their refresh token (encrypted) and are confirmed with the provider again: on for every
-        # login test here, so that they show logins work with it (tests/test_auth_refresh.py tests the renewals).
+        # login test here, so that they show logins work with it (the renewals: authenticator/test_auth_refresh.py).
         "Authenticator.enable_auth_state": True,
     }
     test_site.hub_env = {"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}

@@ -20,7 +20,7 @@ from playwright.sync_api import sync_playwright
 from serverext_helpers import CANARY, TEST_TOKEN, Server, launch, make_projects
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-EXTENSION = Path(__file__).resolve().parents[1] / "jupyter_securehpc" / "labextension" / "package.json"
+EXTENSION = Path(__file__).resolve().parents[2] / "jupyter_securehpc" / "labextension" / "package.json"
 SESSIONS = {
     # role -> policy: the scientist and the observer under the default policy, an owner who may download.
     "data_scientist": {},

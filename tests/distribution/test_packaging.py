@@ -27,7 +27,7 @@ from serverext_helpers import Server, free_port, stop_process, wait_ready
 
 # Building and installing take minutes on a small machine, inside the first test's time.
 pytestmark = pytest.mark.timeout(900)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "jupyter_securehpc"
 # Not part of the source tree that a build sees (a copy without them is built).
 NOT_SOURCE = (".git", ".venv", "node_modules", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "benchmarks")

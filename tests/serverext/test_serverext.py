@@ -467,7 +467,7 @@ PUBLIC = {
     "jupyter_server.base.handlers.PrometheusMetricsHandler",
     "jupyter_server.services.contents.handlers.NotebooksRedirectHandler",
     # JupyterLab's theme CSS and fonts, public like the other static files (the login page uses them); the
-    # guard's "static" rule serves them only from read-only folders (tests/test_serverext_routes.py).
+    # guard's "static" rule serves them only from read-only folders (tests/serverext/test_serverext_routes.py).
     "jupyterlab_server.themes_handler.ThemesHandler",
 }
 
@@ -548,7 +548,7 @@ def test_policy_file_inside_project_refuses_to_start(tmp_path: Path) -> None:
 
 def test_config_enables_the_extension(tmp_path: Path) -> None:
     """The launcher's command-line arguments turn the extension on by themselves (no configuration file of the
-    package does: tests/test_packaging.py checks that a stock server of the same environment starts)."""
+    package does: tests/distribution/test_packaging.py checks that a stock server of the same environment starts)."""
     from jupyter_securehpc.node.serve import SERVER_EXTENSION_ARGS, default_program
 
     assert default_program()[-len(SERVER_EXTENSION_ARGS) :] == list(SERVER_EXTENSION_ARGS)

@@ -703,7 +703,7 @@ def test_role_names_are_one_to_one_and_usable_in_openbao():
 
 def test_both_openbao_policy_examples_are_current():
     store = KeyStore(KeyStoreConfig(url="http://127.0.0.1:1", token=""))
-    hub_config = Path(__file__).parents[1] / "hub_config"
+    hub_config = Path(__file__).parents[2] / "hub_config"
     assert (hub_config / "openbao-hub-policy.hcl").read_text() == store.hub_policy()
     assert (hub_config / "openbao-provisioner-policy.hcl").read_text() == store.provisioner_policy()
     # The hub's policy grants token creation through the roles only, wrapped only, and nothing to write.
@@ -916,6 +916,6 @@ def test_no_token_or_key_in_debug_logs(local_cluster, store, node_store, shared_
 
 def test_keys_module_never_writes_files():
     """No key or token ever reaches disk: the package has no file output at all."""
-    source = "\n".join(p.read_text() for p in Path(__file__).parents[1].joinpath("jupyter_securehpc/keys").glob("*.py"))
+    source = "\n".join(p.read_text() for p in Path(__file__).parents[2].joinpath("jupyter_securehpc/keys").glob("*.py"))
     for forbidden in ("open(", "write_text", "write_bytes", "atomic_write", "subprocess"):
         assert forbidden not in source

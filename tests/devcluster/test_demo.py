@@ -96,7 +96,7 @@ print(json.dumps({"spawner": c.JupyterHub.spawner_class, "bind": c.JupyterHub.bi
 def test_the_local_hub_config_example_is_the_demo_hubs(demo_up, tmp_path):
     layout, result = demo_up
     assert result.returncode == 0, result.stderr
-    folder = Path(__file__).resolve().parent.parent / "hub_config"
+    folder = Path(__file__).resolve().parents[2] / "hub_config"
     argv = [sys.executable, "-c", LOAD_HUB_CONFIG, "jupyterhub_config_local.py", str(folder)]
     loaded = subprocess.run(argv, env={**os.environ, "SECUREHPC_DEV_STATE": str(layout.state_dir)},
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip

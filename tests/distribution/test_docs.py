@@ -8,7 +8,7 @@ from jupyter_securehpc.config import SecureHPC, load_config
 from jupyter_securehpc.config_reference import END, START, reference
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_configuration_reference_is_generated_from_the_traits():

@@ -37,7 +37,7 @@ from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
 from jupyter_securehpc.util.files import atomic_write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN, OPERATOR = "hub-admin", "hub-operator"
 AUDITED, REJECT_AFTER = 3, 8  # ReportLimits for this hub: small, so that a flood is short
 
@@ -126,7 +126,7 @@ def site(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
     names = [role["name"] for role in roles]
     extra = [
         "",
-        "# The test's identities and the shipped operator role (tests/test_hub_reports.py).",
+        "# The test's identities and the shipped operator role (tests/spawner/test_hub_reports.py).",
         f"with open({str(root / 'tokens.json')!r}) as f:",
         "    c.JupyterHub.api_tokens = {token: name for name, token in json.load(f).items()}",
         # The shipped operator role in place of the local hub's (same name, this test's operator as member).
