@@ -211,7 +211,9 @@ class SecureSlurmSpawner(SlurmSpawner):
     async def _run(self, argv: list[str], stdin: str | None = None, env: dict | None = None) -> str:
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.PIPE,
+            # Only sbatch reads its standard input (the batch script); the others get /dev/null, so that a
+            # command (or a site's wrapper around it) that reads it meets end of file instead of hanging.
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
@@ -220,7 +222,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         )
         try:
             out, err = await asyncio.wait_for(
-                process.communicate(stdin.encode() if stdin else None), self.command_timeout
+                process.communicate(stdin.encode() if stdin is not None else None), self.command_timeout
             )
         except asyncio.TimeoutError:
             process.kill()

@@ -27,10 +27,13 @@ here = Path(__file__).resolve().parent
 name = Path(sys.argv[0]).name
 if name == "squeue" and any(arg.startswith("--user=") for arg in sys.argv[1:]):
     name = "squeue-user"
-# Only sbatch reads its standard input (the batch script); the spawner leaves the others' open.
-stdin = sys.stdin.read() if name == "sbatch" else ""
+# Every stub reads its standard input to the end, as a site's wrapper script might: a command whose standard
+# input the spawner left open would hang here (until the spawner's command_timeout).
+devnull = os.path.samestat(os.fstat(0), os.stat(os.devnull))
+stdin = sys.stdin.read()
+record = {{"argv": sys.argv, "stdin": stdin, "stdin_devnull": devnull, "env": dict(os.environ)}}
 with open(here / "calls.jsonl", "a") as calls:
-    calls.write(json.dumps({{"argv": sys.argv, "stdin": stdin, "env": dict(os.environ)}}) + "\\n")
+    calls.write(json.dumps(record) + "\\n")
 
 def answer(suffix, default=""):
     path = here / (name + suffix)

@@ -281,6 +281,26 @@ def test_stop_after_a_hub_restart_revokes_the_tokens_from_the_state(site, slurm)
     assert site.keys.revoked == [("wrap-accessor", "session-accessor")]
 
 
+def test_only_sbatch_gets_a_standard_input_the_others_read_dev_null(site, slurm):
+    # The stubs read their standard input to the end: one left open would hang until command_timeout.
+    spawner = new_spawner(site)
+    spawner.command_timeout = 5
+    tag = f"securehpc:{USER}:{PROJECT}:{spawner.orm_spawner.id}"
+    slurm.answer("squeue-user", out=f"4100|{tag}\n")  # an interrupted spawn's job: scancel too
+    asyncio.run(start_and_report_port(spawner))
+    assert asyncio.run(spawner.poll()) is None
+    slurm.answer("squeue", out="")
+    asyncio.run(spawner.stop())
+
+    called = {Path(call["argv"][0]).name for call in slurm.calls()}
+    assert called == {"sbatch", "squeue", "scancel", "scontrol"}
+    for call in slurm.calls():
+        if Path(call["argv"][0]).name == "sbatch":
+            assert not call["stdin_devnull"] and SPEC_END in call["stdin"]
+        else:
+            assert call["stdin_devnull"] and call["stdin"] == "", call["argv"]
+
+
 def test_start_cancels_the_job_of_an_interrupted_spawn_of_the_same_server(site, slurm):
     spawner = new_spawner(site)
     tag = f"securehpc:{USER}:{PROJECT}:{spawner.orm_spawner.id}"
