@@ -26,6 +26,8 @@ class Action(str, enum.Enum):
     DATASET_ACCEPT = "dataset.accept"
     DATASET_REVOKE = "dataset.revoke"
     SESSION_START = "session.start"
+    SESSION_LIST = "session.list"
+    SESSION_STOP = "session.stop"
     KEY_WRAP = "key.wrap"
     WORKSPACE_WRITE = "workspace.write"
     FILE_DOWNLOAD = "file.download"
@@ -35,6 +37,7 @@ class Action(str, enum.Enum):
     RELEASE_REQUEST = "release.request"
     RELEASE_REVIEW = "release.review"
     AUDIT_READ = "audit.read"
+    PROJECT_AUDIT_READ = "audit.read_project"
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class Decision:
 # Actions only hub admins may take, whatever their role in a project.
 ADMIN_ONLY = frozenset({Action.PROJECT_CREATE, Action.POLICY_SET, Action.KEY_WRAP, Action.AUDIT_READ})
 
-# Actions any member may take in their project: seeing what they work in.
-MEMBER_READ = frozenset({Action.PROJECT_SHOW, Action.POLICY_SHOW, Action.DATASET_LIST})
+# Actions any member may take in their project: seeing what they work in, and who works in it now.
+MEMBER_READ = frozenset({Action.PROJECT_SHOW, Action.POLICY_SHOW, Action.DATASET_LIST, Action.SESSION_LIST})
 
 # Actions the data owner takes for the project (Hopsworks' Data Owner).
 DATA_OWNER = frozenset(
@@ -70,6 +73,9 @@ DATA_OWNER = frozenset(
         Action.DATASET_ACCEPT,
         Action.DATASET_REVOKE,
         Action.RELEASE_REVIEW,
+        # Stopping a member's running session (the portal), and reading the project's own audit trail.
+        Action.SESSION_STOP,
+        Action.PROJECT_AUDIT_READ,
     }
 )
 
