@@ -50,9 +50,35 @@ def _single(data: dict, name: str) -> object:
     return value
 
 
+DEFAULT_CPUS = 1
+
+
+def default_request(project: str, policy: Policy, cpus: int | None = None) -> SessionRequest:
+    """What a start without options asks for: modest, so that several sessions fit a node at once.
+
+    One CPU (``DEFAULT_CPUS``, within the policy), the policy's memory share for those CPUs (``max_memory_gb``
+    divided by ``max_cpus``, rounded up, at least 1 GB), one GPU where the policy allows any, and the policy's
+    wall time (it does not keep other sessions off the node)."""
+    cpus = min(DEFAULT_CPUS, policy.max_cpus) if cpus is None else cpus
+    return SessionRequest(
+        project=project,
+        gpus=min(1, policy.max_gpus),
+        cpus=cpus,
+        memory_gb=memory_share(policy, cpus),
+        minutes=policy.max_wall_time,
+    )
+
+
+def memory_share(policy: Policy, cpus: int) -> int:
+    """The memory (GB) that ``cpus`` CPUs get of the policy's maximum: its share per CPU, rounded up."""
+    share = -(-policy.max_memory_gb * cpus // policy.max_cpus)
+    return max(1, min(policy.max_memory_gb, share))
+
+
 def parse(data: dict, project_policy: dict[str, Policy], default_project: str | None = None) -> SessionRequest:
     """Validate raw options (from the form or the REST API) for a user whose projects are the keys of
-    ``project_policy``. Missing resources take the policy's maximum, except GPUs (default 1 when allowed)."""
+    ``project_policy``. Missing resources take ``default_request``'s modest values (memory: the share of the
+    CPUs asked for), never the policy's maximum."""
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise OptionsError(f"unknown spawn options {', '.join(map(repr, unknown))}: allowed are {', '.join(FIELDS)}")
@@ -71,17 +97,20 @@ def parse(data: dict, project_policy: dict[str, Policy], default_project: str | 
         value = _single(data, name)
         return default if value in (None, "") else _number(name, value, low, high)
 
+    defaults = default_request(project, policy)
+    cpus = pick("cpus", 1, policy.max_cpus, defaults.cpus)
     return SessionRequest(
         project=project,
-        gpus=pick("gpus", 0, policy.max_gpus, min(1, policy.max_gpus)),
-        cpus=pick("cpus", 1, policy.max_cpus, policy.max_cpus),
-        memory_gb=pick("memory_gb", 1, policy.max_memory_gb, policy.max_memory_gb),
-        minutes=pick("minutes", 1, policy.max_wall_time, policy.max_wall_time),
+        gpus=pick("gpus", 0, policy.max_gpus, defaults.gpus),
+        cpus=cpus,
+        memory_gb=pick("memory_gb", 1, policy.max_memory_gb, memory_share(policy, cpus)),
+        minutes=pick("minutes", 1, policy.max_wall_time, defaults.minutes),
     )
 
 
 def form(project_policy: dict[str, Policy], selected: str | None = None) -> str:
-    """The options form: the user's projects and, per project, the resources its policy allows."""
+    """The options form: the user's projects and, per project, the resources its policy allows. The fields
+    start at the defaults of the selected project (``default_request``): an empty field takes them too."""
     if not project_policy:
         return "<p>You are not a member of any project yet. Ask a data owner to add you.</p>"
     options = "".join(
@@ -90,17 +119,25 @@ def form(project_policy: dict[str, Policy], selected: str | None = None) -> str:
         for name, p in sorted(project_policy.items())
     )
     top = max(project_policy.values(), key=lambda p: p.max_gpus)
+    defaults = default_request(selected, project_policy[selected]) if selected in project_policy else None
+
+    def value(name: str) -> str:
+        return f' value="{getattr(defaults, name)}"' if defaults else ""
+
     return f"""
 <label for="project">Project</label>
 <select class="form-control" name="project" id="project" required>{options}</select>
 <label for="gpus">GPUs</label>
 <input class="form-control" type="number" name="gpus" id="gpus" min="0" max="{top.max_gpus}"
- value="{min(1, top.max_gpus)}">
+ value="{defaults.gpus if defaults else min(1, top.max_gpus)}">
 <label for="cpus">CPUs</label>
-<input class="form-control" type="number" name="cpus" id="cpus" min="1" placeholder="the project's maximum">
+<input class="form-control" type="number" name="cpus" id="cpus" min="1"{value("cpus")} placeholder="{DEFAULT_CPUS}">
 <label for="memory_gb">Memory (GB)</label>
-<input class="form-control" type="number" name="memory_gb" id="memory_gb" min="1" placeholder="the project's maximum">
+<input class="form-control" type="number" name="memory_gb" id="memory_gb" min="1"{value("memory_gb")}
+ placeholder="the CPUs' share of the project's memory">
 <label for="minutes">Wall time (minutes)</label>
-<input class="form-control" type="number" name="minutes" id="minutes" min="1" placeholder="the project's maximum">
-<p>Limits are checked against the chosen project's policy when the server starts.</p>
+<input class="form-control" type="number" name="minutes" id="minutes" min="1"{value("minutes")}
+ placeholder="the project's maximum">
+<p>Empty fields take modest defaults (one CPU and its share of the project's memory), so that your other
+sessions fit beside this one. Limits are checked against the chosen project's policy when the server starts.</p>
 """

@@ -173,7 +173,8 @@ def test_start_submits_the_policy_script_with_secrets_only_in_the_environment(si
     script = submit["stdin"]
     sbatch_lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     tag = f"securehpc:{USER}:{PROJECT}:{spawner.orm_spawner.id}"
-    for expected in (f"--comment={tag}", "--gres=gpu:2", "--cpus-per-task=8", "--mem=32G", "--time=480"):
+    # CPUs and memory not asked for: one CPU and its share of the policy's memory (32 GB / 8 CPUs).
+    for expected in (f"--comment={tag}", "--gres=gpu:2", "--cpus-per-task=1", "--mem=4G", "--time=480"):
         assert f"#SBATCH {expected}" in sbatch_lines
     assert "#SBATCH --account=secure" in sbatch_lines
     assert "/opt/securehpc/bin/securehpc-node" in script

@@ -19,9 +19,10 @@ POLICIES = {
 }
 
 
-def test_defaults_take_the_policy_and_one_gpu():
+def test_defaults_are_modest_with_one_gpu_and_the_policys_wall_time():
     request = parse({"project": ["sleep"]}, POLICIES)
-    assert (request.gpus, request.cpus, request.memory_gb, request.minutes) == (1, 8, 32, 480)
+    # One CPU and its share of the memory (32 GB / 8 CPUs), not the policy's maximum (test_spawn_defaults.py).
+    assert (request.gpus, request.cpus, request.memory_gb, request.minutes) == (1, 1, 4, 480)
     assert parse({"project": "mri"}, POLICIES).gpus == 0
 
 
