@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import re
 import secrets
 import time
@@ -36,7 +35,7 @@ from ..projects.service import Actor, BadInput, ProjectService, Refused
 from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
 from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
 from ..session.spec import SessionSpec
-from . import api, options, script
+from . import api, options, script, slurm
 from .reports import SessionEvent, new_report_secret
 
 api.install_routes()
@@ -44,9 +43,8 @@ api.install_routes()
 _SBATCH_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9_.:,/%@+-]+)?")
 NONCE = "{nonce}"
 _JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
-# The job's output is created by Slurm with this umask (sbatch reads it from its environment): the launcher's
-# messages are the user's business only.
-JOB_UMASK = 0o077
+# The job's output is created by Slurm with this umask (slurm.py): the launcher's messages are the user's only.
+JOB_UMASK = slurm.JOB_UMASK
 
 # What the user's spawn page says when the job reports each start stage (reports.STAGES).
 STAGE_MESSAGES = {
@@ -207,36 +205,12 @@ class SecureSlurmSpawner(SlurmSpawner):
             raise SpawnRefused(f"Cannot start this server: {reason}. Start the server named {request.project}.")
         return request, policies[request.project]
 
-    # -- commands, never through a shell ----------------------------------------------------------------
+    # -- commands, never through a shell (slurm.py, shared with headless runs) ---------------------------
     async def _run(self, argv: list[str], stdin: str | None = None, env: dict | None = None) -> str:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            # Only sbatch reads its standard input (the batch script); the others get /dev/null, so that a
-            # command (or a site's wrapper around it) that reads it meets end of file instead of hanging.
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            # sbatch hands its umask to the job (unless SLURM_UMASK says otherwise): the job output is private.
-            umask=JOB_UMASK,
-        )
-        try:
-            out, err = await asyncio.wait_for(
-                process.communicate(stdin.encode() if stdin is not None else None), self.command_timeout
-            )
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-            raise RuntimeError(f"{argv[0]} did not answer within {self.command_timeout}s") from None
-        if process.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {err.decode(errors='replace').strip()[:500]}")
-        return out.decode(errors="replace").strip()
+        return await slurm.run_command(argv, stdin=stdin, env=env, timeout=self.command_timeout)
 
     def _slurm_env(self) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        if "SLURM_CONF" in os.environ:
-            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
-        return env
+        return slurm.slurm_env()
 
     async def query_job_status(self):  # noqa: ANN201 - batchspawner's contract
         if not self.job_id:
@@ -436,16 +410,15 @@ class SecureSlurmSpawner(SlurmSpawner):
         report_secret, self.report_secret_hash = new_report_secret()
         env[REPORT_TOKEN_ENV] = report_secret
         env[REPORT_URL_ENV] = self.report_url()
-        env["SLURM_UMASK"] = f"{JOB_UMASK:04o}"
         # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
         if os.environ.get(HUB_PUBLIC_KEY_ENV):
             env[HUB_PUBLIC_KEY_ENV] = os.environ[HUB_PUBLIC_KEY_ENV]
-        account = pwd.getpwnam(self.user.name)
-        submit = ["sbatch", "--parsable", f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
+        # The account comes from the grant (slurm.job_account), as for a headless run of the same grant.
+        account = slurm.job_account(grant)
         self.port = 0
         self._port_reported = asyncio.Event()
         self.accepts_port_report = True
-        self.job_id = (await self._run(submit, stdin=batch, env=env)).split(";")[0]
+        self.job_id = await slurm.submit(batch, account=account, env=env, timeout=self.command_timeout)
         self._mark("submitted", 20, f"Job {self.job_id} is waiting in the Slurm queue")
         self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
         self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
