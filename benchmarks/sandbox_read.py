@@ -21,6 +21,7 @@ Prints Markdown tables with ratios (plain time / sandbox time: 1.0 means as fast
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pwd
@@ -36,11 +37,12 @@ from pathlib import Path
 from common import drop_caches, make_data
 
 from jupyter_securehpc.node.launcher import PreparedSession, sandbox_command
-from jupyter_securehpc.node.sandbox import DATASET_OPTIONS, Mount, mounts_for, tree_size
+from jupyter_securehpc.node.sandbox import DATASET_OPTIONS, mounts_for, tree_size
 from jupyter_securehpc.projects.roles import Role
 from jupyter_securehpc.session.spec import SessionSpec
 from jupyter_securehpc.stores.gocryptfs import init_store
 from jupyter_securehpc.stores.importer import import_folder
+from jupyter_securehpc.vocabulary import DatasetRef
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "read_workload.py"
@@ -84,7 +86,7 @@ class Sandbox:
             role=Role.DATA_SCIENTIST,
             store_root=store_root,
             vault_addr="http://127.0.0.1:1",  # not contacted: keys are given
-            datasets=(("bench", "data"),),
+            datasets=(DatasetRef("bench", "data"),),
         )
         self.keys = keys
 
@@ -94,7 +96,7 @@ class Sandbox:
         stage_bytes = tree_size(dataset.host_cipher) if staged else 0
         mounts = [
             workspace,
-            Mount(dataset.host_cipher, dataset.cipher, dataset.target, True, options, stage_bytes, prefetch),
+            dataclasses.replace(dataset, options=options, stage_bytes=stage_bytes, prefetch=prefetch),
         ]
         session = PreparedSession(self.spec, mounts, dict(self.keys))
         argv, fds = sandbox_command(session, program, uid=self.user.pw_uid)

@@ -24,7 +24,6 @@ from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
 from ..session.env import WRAPPED_TOKEN_ENV as TOKEN_ENV
 from ..session.spec import SessionSpec
 from ..stores.gocryptfs import key_to_password
-from ..vocabulary import DatasetRef
 from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .prefetch import memory_budget
 from .prereqs import node_problems
@@ -76,8 +75,9 @@ def check_ready(spec: SessionSpec) -> list[Mount]:
     return mounts
 
 
-def unwrap_keys(spec: SessionSpec, token: str) -> dict[str, bytes]:
-    """mount target -> key, for exactly this session's stores; refuses a used, expired or foreign token."""
+def unwrap_keys(spec: SessionSpec, token: str, mounts: Sequence[Mount]) -> dict[str, bytes]:
+    """mount target -> key, for exactly the stores of ``mounts`` (``check_ready``'s, from ``spec``); refuses a
+    used, expired or foreign token."""
     # No token of its own: the wrapping token is the only credential a node gets.
     keys = KeyStore(KeyStoreConfig(url=spec.vault_addr, token="", **spec.key_store))
     try:
@@ -86,10 +86,14 @@ def unwrap_keys(spec: SessionSpec, token: str) -> dict[str, bytes]:
         )
     except KeyStoreError as error:
         raise LaunchError(f"the session key was refused: {error}", EX_NOPERM) from None
-    by_target = {"/project": session.workspace}
-    # mounts_for lists the workspace, then one mount per dataset in the spec's order.
-    for ref, mount in zip(spec.datasets, mounts_for(spec)[1:], strict=True):
-        by_target[mount.target] = session.datasets[str(DatasetRef(*ref))]
+    by_target = {}
+    for mount in mounts:
+        key = session.workspace if mount.dataset is None else session.datasets.get(str(mount.dataset))
+        if key is None:
+            raise LaunchError(
+                f"the session has no key for dataset {mount.dataset}: it is not in the session spec", EX_NOPERM
+            )
+        by_target[mount.target] = key
     return by_target
 
 
@@ -125,7 +129,7 @@ def prepare(spec: SessionSpec, token: str, *, checks: Sequence[Callable[[], obje
     mounts = check_ready(spec)
     for check in checks:
         check()
-    keys = unwrap_keys(spec, token)
+    keys = unwrap_keys(spec, token, mounts)
     return PreparedSession(spec, mounts, keys)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from ..session.env import DATASETS_ENV, PROJECT_ENV, ROLE_ENV, SANDBOX_CONFIG_FD_ENV, WORKSPACE_ENV
 from ..session.spec import SessionSpec
 from ..util.pyenv import SYSTEM_DIRS, readonly_paths
+from ..vocabulary import DatasetRef
 from .prefetch import memory_budget
 from .prereqs import unencrypted_swap
 
@@ -59,6 +60,8 @@ class Mount:
     stage_bytes: int = 0
     # Read into the page cache in the background at start, within a memory budget (node/prefetch.py).
     prefetch: bool = False
+    # The dataset whose store this is (its key is the session's key of this reference); None: the workspace.
+    dataset: DatasetRef | None = None
 
     def as_dict(self, fd: int) -> dict:
         return {
@@ -103,15 +106,15 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
         # Staged files are tmpfs pages charged to the job's memory: never more than half of what the job
         # may still use (the program needs the rest; past the job's limit the start would be killed).
         budget = min(budget, memory_budget())
-    for owner, dataset in spec.datasets:
-        store = spec.dataset_store(owner, dataset)
+    for ref in spec.datasets:
+        store = spec.dataset_store(ref)
         size = tree_size(store) if budget else 0
         staged = 0 < size <= budget
         budget -= size if staged else 0
         mounts.append(
-            Mount(store, f"{CIPHER_ROOT}/datasets/{owner}/{dataset}", f"{DATASETS}/{owner}/{dataset}",
-                  read_only=True, options=DATASET_OPTIONS, stage_bytes=size if staged else 0,
-                  prefetch=spec.prefetch and not staged)
+            Mount(store, f"{CIPHER_ROOT}/datasets/{ref}", f"{DATASETS}/{ref}", read_only=True,
+                  options=DATASET_OPTIONS, stage_bytes=size if staged else 0, prefetch=spec.prefetch and not staged,
+                  dataset=ref)
         )  # fmt: skip
     return mounts
 

@@ -34,8 +34,10 @@ class SessionSpec:
     role: Role
     store_root: Path
     vault_addr: str
-    # (owner project, dataset) of every dataset the session mounts read-only: its own and shared ones.
-    datasets: tuple[tuple[str, str], ...] = ()
+    # Every dataset the session mounts read-only, its own and shared ones, in the order the session token lists
+    # them. Pairs given here are checked and become DatasetRef (``__post_init__``); on the wire each is the
+    # string ``OWNER/DATASET``.
+    datasets: tuple[DatasetRef, ...] = ()
     issued_at: float | None = None
     ttl: int | None = None
     # Datasets whose ciphertext adds up to at most this many MiB are copied into the sandbox's memory at
@@ -51,6 +53,10 @@ class SessionSpec:
     key_store: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Frozen: the checked references replace what was given (a DatasetRef is itself an (owner, dataset) pair).
+        object.__setattr__(self, "datasets", tuple(DatasetRef.of(*ref) for ref in self.datasets))
+
     @property
     def workspace_writable(self) -> bool:
         # Observers look; only owners and scientists write (authz.Action.WORKSPACE_WRITE).
@@ -59,8 +65,8 @@ class SessionSpec:
     def workspace_store(self) -> Path:
         return StoreLayout(self.store_root).workspace(self.project)
 
-    def dataset_store(self, owner: str, dataset: str) -> Path:
-        return StoreLayout(self.store_root).dataset(owner, dataset)
+    def dataset_store(self, ref: DatasetRef) -> Path:
+        return StoreLayout(self.store_root).dataset(ref.owner, ref.dataset)
 
     def session_file(self) -> SessionFile:
         """What the server extension enforces in the sandbox: who, where, which role and policy."""
@@ -74,7 +80,7 @@ class SessionSpec:
             "role": self.role.value,
             "store_root": str(self.store_root),
             "vault_addr": self.vault_addr,
-            "datasets": [str(DatasetRef(*ref)) for ref in self.datasets],
+            "datasets": [str(ref) for ref in self.datasets],
             "issued_at": self.issued_at,
             "ttl": self.ttl,
             "stage_limit_mib": self.stage_limit_mib,

@@ -290,6 +290,25 @@ def test_second_use_of_a_token_is_refused_before_mounting(session):
     assert_nothing_left(session.user.uid)
 
 
+def test_each_store_gets_the_key_of_the_dataset_its_mount_names(session):
+    # The keys follow each mount's own reference, whatever the order of the mounts: nothing pairs them by
+    # position. Run in this (root) process: only the key step, against the real OpenBao.
+    from jupyter_securehpc.node.launcher import unwrap_keys
+    from jupyter_securehpc.node.sandbox import mounts_for
+    from jupyter_securehpc.session.spec import SessionSpec
+    from jupyter_securehpc.vocabulary import DatasetRef
+
+    spec = SessionSpec.from_dict(session.spec_data())
+    workspace, scans = mounts_for(spec)
+    assert (workspace.dataset, scans.dataset) == (None, DatasetRef("mri", "scans"))
+    keys = unwrap_keys(spec, session.wrap(), [scans, workspace])
+    admin = session.site.keystore()
+    assert keys == {
+        "/datasets/mri/scans": admin.read_dataset_key("mri", "scans"),
+        "/project": admin.read_workspace_key("sleep"),
+    }
+
+
 def test_sigterm_takes_the_whole_sandbox_down(session):
     sleeper = session.start(session.wrap(), ["sleep", "300"])
     assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid))

@@ -11,6 +11,7 @@ import pytest
 
 from jupyter_securehpc.node import prefetch, staging
 from jupyter_securehpc.util.polling import wait_until
+from jupyter_securehpc.vocabulary import DatasetRef
 
 
 @pytest.fixture
@@ -79,11 +80,30 @@ def test_datasets_are_prefetched_only_when_the_spec_asks_and_never_when_staged(t
         (store / "data").write_bytes(b"x" * size)
     spec = SessionSpec(
         project="sleep", user="bob", role=Role.DATA_SCIENTIST, store_root=tmp_path, vault_addr="http://127.0.0.1:1",
-        datasets=(("sleep", "small"), ("mri", "large")), stage_limit_mib=1, prefetch=asked,
+        datasets=(DatasetRef("sleep", "small"), DatasetRef("mri", "large")), stage_limit_mib=1, prefetch=asked,
     )  # fmt: skip
     datasets = {mount.target: mount for mount in mounts_for(spec)[1:]}
     assert datasets["/datasets/sleep/small"].stage_bytes and not datasets["/datasets/sleep/small"].prefetch
     assert datasets["/datasets/mri/large"].prefetch is asked and not datasets["/datasets/mri/large"].stage_bytes
+
+
+def test_each_dataset_mount_carries_its_reference(tmp_path):
+    from jupyter_securehpc.node.sandbox import mounts_for
+    from jupyter_securehpc.node.spec import SessionSpec
+    from jupyter_securehpc.projects.roles import Role
+
+    refs = (DatasetRef("mri", "scans"), DatasetRef("sleep", "psg"))
+    spec = SessionSpec(
+        project="sleep", user="bob", role=Role.DATA_SCIENTIST, store_root=tmp_path, vault_addr="http://127.0.0.1:1",
+        datasets=refs,
+    )  # fmt: skip
+    workspace, *datasets = mounts_for(spec)
+    assert workspace.dataset is None and workspace.target == "/project" and not workspace.read_only
+    stores = tmp_path / "projects"
+    assert [(m.dataset, m.target, m.host_cipher, m.read_only) for m in datasets] == [
+        (ref, f"/datasets/{ref.owner}/{ref.dataset}", stores / ref.owner / "datasets" / ref.dataset, True)
+        for ref in refs
+    ]
 
 
 def test_staging_takes_at_most_half_of_the_jobs_free_memory(tmp_path, monkeypatch):
@@ -97,7 +117,7 @@ def test_staging_takes_at_most_half_of_the_jobs_free_memory(tmp_path, monkeypatc
         (store / "data").write_bytes(b"x" * size)
     spec = SessionSpec(
         project="sleep", user="bob", role=Role.DATA_SCIENTIST, store_root=tmp_path, vault_addr="http://127.0.0.1:1",
-        datasets=(("sleep", "small"), ("sleep", "second")), stage_limit_mib=1,
+        datasets=(DatasetRef("sleep", "small"), DatasetRef("sleep", "second")), stage_limit_mib=1,
     )  # fmt: skip
     # The admin's limit (1 MiB) would take both; the job's memory (half of it: 1500 bytes) only the first.
     monkeypatch.setattr(sandbox, "memory_budget", lambda: 1500)

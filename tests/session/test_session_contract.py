@@ -19,6 +19,7 @@ from jupyter_securehpc.serverext.session import SessionPolicyError, load_session
 from jupyter_securehpc.session import env, reports
 from jupyter_securehpc.session.spec import SessionSpec, SpecError
 from jupyter_securehpc.spawner import reports as hub_reports
+from jupyter_securehpc.vocabulary import DatasetRef, InvalidName
 
 
 def spawner_spec(**changes: object) -> SessionSpec:
@@ -29,7 +30,7 @@ def spawner_spec(**changes: object) -> SessionSpec:
         role=Role.DATA_SCIENTIST,
         store_root=Path("/srv/securehpc/stores"),
         vault_addr="http://127.0.0.1:8200",
-        datasets=(("cardio", "ecg"), ("sleep", "psg")),
+        datasets=(DatasetRef("cardio", "ecg"), DatasetRef("sleep", "psg")),
         issued_at=1_700_000_000.5,
         ttl=300,
         key_store={"kv_mount": "securehpc", "prefix": "projects", "policy_prefix": "securehpc-"},
@@ -77,6 +78,40 @@ def test_the_spec_survives_its_json_round_trip():
     spec = spawner_spec(issued_at=None, ttl=None, datasets=(), policy=Policy())
     assert SessionSpec.from_json(spec.to_json()) == spec
     assert SessionSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_the_signed_form_is_unchanged_datasets_are_owner_slash_dataset_strings():
+    # The wire format a hub of the previous release signs: a node of this release reads it (and vice versa).
+    signed_before = {
+        "project": "cardio",
+        "user": "alice",
+        "role": "data_scientist",
+        "store_root": "/srv/securehpc/stores",
+        "vault_addr": "http://127.0.0.1:8200",
+        "datasets": ["cardio/ecg", "sleep/psg"],
+        "issued_at": 1_700_000_000.5,
+        "ttl": 300,
+        "stage_limit_mib": 64,
+        "prefetch": True,
+        "policy": spawner_spec().policy.as_dict(),
+        "key_store": {"kv_mount": "securehpc", "prefix": "projects", "policy_prefix": "securehpc-"},
+        "extra": {},
+    }
+    assert spawner_spec().to_dict() == signed_before
+    assert SessionSpec.from_dict(signed_before) == spawner_spec()
+
+
+def test_the_spec_holds_checked_dataset_references():
+    spec = SessionSpec.from_dict(spawner_spec().to_dict())
+    assert all(type(ref) is DatasetRef for ref in spec.datasets)
+    assert [ref.owner for ref in spec.datasets] == ["cardio", "sleep"]
+    # Pairs given in code become references too, their names checked as on the wire.
+    assert spawner_spec(datasets=(("sleep", "psg"),)).datasets == (DatasetRef("sleep", "psg"),)
+    assert type(spawner_spec(datasets=(("sleep", "psg"),)).datasets[0]) is DatasetRef
+    with pytest.raises(InvalidName, match=r"contains '\.\.'"):
+        spawner_spec(datasets=(("..", "psg"),))
+    with pytest.raises(InvalidName, match="contains '/'"):
+        spawner_spec(datasets=(DatasetRef("sleep", "a/b"),))
 
 
 @pytest.mark.parametrize(
