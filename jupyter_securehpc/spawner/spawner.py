@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import JobStatus
-from tornado import web
 from traitlets import Bool, Integer, List, Unicode, default, validate
 
 from .. import jobspec
@@ -36,7 +35,7 @@ from ..projects.service import Actor, BadInput, ProjectService, Refused
 from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
 from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
 from ..session.spec import SessionSpec
-from . import api, options, pending, script, servers, slurm
+from . import api, options, script, slurm
 from .reports import SessionEvent, new_report_secret
 
 api.install_routes()
@@ -58,19 +57,8 @@ STAGE_MESSAGES = {
 HUB_ACTOR = "jupyterhub-spawner"
 
 
-class SpawnRefused(web.HTTPError):
-    """A refusal of the request (options, project, membership) the user can act on: HTTP 400 with the message
-    (the REST API answers it; the spawn page shows its form again with it), never a traceback."""
-
-    def __init__(self, message: str) -> None:
-        # "%s": the message is not a format string (a project name or an option may hold a "%").
-        super().__init__(400, "%s", message)
-        self.jupyterhub_message = message
-
-
-class SpawnFailed(Exception):
-    """A start that failed after it was accepted (the job ended, Slurm lost it); JupyterHub shows
-    ``jupyterhub_message`` on the spawn page instead of a traceback."""
+class SpawnRefused(Exception):
+    """A refusal the user can act on; JupyterHub shows ``jupyterhub_message`` instead of a traceback."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -202,16 +190,12 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     # -- options ----------------------------------------------------------------------------------------
     def options_from_form(self, formdata: dict) -> dict:
-        """The form's fields, checked at once: a refusal shows the form again with the reason (HTTP 400)."""
-        chosen = {key: value for key, value in formdata.items() if key in options.FIELDS}
-        self._request(chosen)
-        return chosen
+        return {key: value for key, value in formdata.items() if key in options.FIELDS}
 
-    def _request(self, user_options: dict | None = None) -> tuple[options.SessionRequest, Policy]:
+    def _request(self) -> tuple[options.SessionRequest, Policy]:
         policies = self.project_policies()
-        user_options = self.user_options if user_options is None else user_options
         try:
-            request = options.parse(dict(user_options or {}), policies, default_project=self.name or None)
+            request = options.parse(dict(self.user_options or {}), policies, default_project=self.name or None)
         except options.OptionsError as error:
             self.audit_event(Action.SESSION_START.value, "denied", str(error))
             raise SpawnRefused(f"Cannot start this server: {error}.") from None
@@ -462,7 +446,7 @@ class SecureSlurmSpawner(SlurmSpawner):
                 reason = await self._job_reason()
                 self.accepts_port_report = False
                 self.audit_event(Action.SESSION_START.value, "failed", reason, job_id=self.job_id)
-                raise SpawnFailed(f"The job for this server ended before the server started: {reason}")
+                raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
             # Woken by the port report at once (the server already answers), else poll Slurm again.
             try:
                 await asyncio.wait_for(self._port_reported.wait(), self.startup_poll_interval)
@@ -477,7 +461,7 @@ class SecureSlurmSpawner(SlurmSpawner):
     async def _node_address(self, node: str) -> str:
         """Where the proxy reaches the job: the node's NodeAddr (Slurm node names need not resolve)."""
         if not node:
-            raise SpawnFailed(f"Slurm did not say where job {self.job_id} runs; try again")
+            raise SpawnRefused(f"Slurm did not say where job {self.job_id} runs; try again")
         try:
             info = await self._run(["scontrol", "show", "node", node], env=self._slurm_env())
         except RuntimeError:
