@@ -37,6 +37,9 @@ class Action(str, enum.Enum):
     RELEASE_REQUEST = "release.request"
     RELEASE_REVIEW = "release.review"
     AUDIT_READ = "audit.read"
+    RUN_SUBMIT = "run.submit"
+    RUN_READ = "run.read"
+    RUN_CANCEL = "run.cancel"
     PROJECT_AUDIT_READ = "audit.read_project"
 
 
@@ -61,7 +64,9 @@ class Decision:
 ADMIN_ONLY = frozenset({Action.PROJECT_CREATE, Action.POLICY_SET, Action.KEY_WRAP, Action.AUDIT_READ})
 
 # Actions any member may take in their project: seeing what they work in, and who works in it now.
-MEMBER_READ = frozenset({Action.PROJECT_SHOW, Action.POLICY_SHOW, Action.DATASET_LIST, Action.SESSION_LIST})
+MEMBER_READ = frozenset(
+    {Action.PROJECT_SHOW, Action.POLICY_SHOW, Action.DATASET_LIST, Action.SESSION_LIST, Action.RUN_READ}
+)
 
 # Actions the data owner takes for the project (Hopsworks' Data Owner).
 DATA_OWNER = frozenset(
@@ -76,6 +81,8 @@ DATA_OWNER = frozenset(
         # Stopping a member's running session (the portal), and reading the project's own audit trail.
         Action.SESSION_STOP,
         Action.PROJECT_AUDIT_READ,
+        # Anyone's headless run in the project (whoever submitted a run may always cancel it: projects/runs.py).
+        Action.RUN_CANCEL,
     }
 )
 
@@ -114,6 +121,13 @@ def decide(subject: Subject, action: Action, role: Role | None, policy: Policy |
         if role in WORKERS:
             return Decision(True, role.value)
         return Decision(False, f"{role.value} may not {action.value}")
+    # Headless runs write their outputs into the workspace: owners and scientists, where the policy allows runs.
+    if action is Action.RUN_SUBMIT:
+        if role not in WORKERS:
+            return Decision(False, f"{role.value} may not {action.value}")
+        if policy.max_concurrent_runs < 1:
+            return Decision(False, "the project's policy allows no headless runs (max_concurrent_runs=0)")
+        return Decision(True, role.value)
     # Downloads and uploads: exactly the roles the policy lists.
     if action is Action.FILE_DOWNLOAD:
         if role in policy.download_roles:

@@ -10,7 +10,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from .model import Base, SchemaVersion
@@ -22,8 +38,45 @@ def _v1_initial(connection: Connection) -> None:
     Base.metadata.create_all(connection)
 
 
+# The columns that version 2 added to ``runs`` (headless runs), as they were then: a later change of the model
+# must not change what this step does.
+_V2_RUN_COLUMNS = {
+    "run_id": String(32),
+    "kernel": String(64),
+    "resources": JSON(),
+    "report_hash": String(64),
+    "cells_done": Integer(),
+    "cells_total": Integer(),
+    "reason": String(1024),
+    "failed_cell": Integer(),
+    "exception": String(128),
+    "messages": JSON(),
+    "submitted_at": DateTime(),
+    "started_at": DateTime(),
+    "ended_at": DateTime(),
+    "ended_by": String(255),
+}
+
+
+def _v2_runs(connection: Connection) -> None:
+    """Headless runs: the columns of a run's life, each nullable, and a unique public run id. Version 1's
+    ``create_all`` made the table from the model of its time (a placeholder); rows it may hold keep every value
+    and get the run id ``legacy-<id>``. A database created fresh already has all of it (``_v1_initial`` builds
+    the current model): then nothing happens."""
+    present = {column["name"] for column in inspect(connection).get_columns("runs")}
+    preparer = connection.dialect.identifier_preparer
+    for name, kind in _V2_RUN_COLUMNS.items():
+        if name not in present:
+            column_type = kind.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {preparer.quote(name)} {column_type}")
+    runs = Table("runs", MetaData(), Column("id", Integer), Column("run_id", String(32)))
+    for (row_id,) in connection.execute(select(runs.c.id).where(runs.c.run_id.is_(None))).all():
+        connection.execute(update(runs).where(runs.c.id == row_id).values(run_id=f"legacy-{row_id}"))
+    Index("ix_runs_run_id", runs.c.run_id, unique=True).create(connection, checkfirst=True)
+
+
 # version -> step that upgrades version-1 to it. Append; never edit a released step.
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial}
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_runs}
 
 
 class SchemaError(RuntimeError):

@@ -1,4 +1,4 @@
-"""The database schema: projects, members, datasets, shares, policies; room for runs and releases.
+"""The database schema: projects, members, datasets, shares, policies, headless runs; room for releases.
 
 Names are stored as typed (NFC) with a ``name_key`` (NFKC, case-folded) that carries the uniqueness
 constraint, so that names which people or OpenBao would confuse cannot both exist.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -92,9 +92,13 @@ class Share(Base):
 
 
 class Run(Base):
-    """A headless papermill run (filled in by the headless-run feature)."""
+    """A headless papermill run (``runs/``): what was asked, its Slurm job, its state and how it ended.
+
+    Written through ``ProjectService`` only (``projects/runs.py``). Columns after ``created_at`` came with schema
+    version 2 (``db.py``) and are nullable, so that rows of version 1 keep their meaning."""
 
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_run_id", "run_id", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     username: Mapped[str] = mapped_column(String(255))
@@ -104,6 +108,27 @@ class Run(Base):
     state: Mapped[str] = mapped_column(String(16), default="created")
     output_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # --- schema version 2 ---
+    # The run's public name (URLs, the workspace folder runs/RUN_ID, the job's tag).
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    kernel: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # {"gpus", "cpus", "memory_gb", "minutes"} as granted under the policy.
+    resources: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # SHA-256 of the run's report secret (the secret went to the job and is not kept).
+    report_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cells_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cells_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How it ended: one line for people, and on a notebook error the cell's index and the exception's name.
+    reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    failed_cell: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exception: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The node launcher's messages (never the notebook's output), the last few.
+    messages: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # Who cancelled it.
+    ended_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class ReleaseRequest(Base):

@@ -82,6 +82,8 @@ class Policy:
     text_content_roles: frozenset[Role] = frozenset({Role.DATA_OWNER})
     key_ttl: int = 300  # seconds a wrapped session token stays valid
     release_reviewers: int = 1
+    # Headless runs (runs/) of one person in the project that may be queued or running at once; 0: no runs.
+    max_concurrent_runs: int = 4
 
     def as_dict(self) -> dict:
         out = {}
@@ -164,4 +166,5 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "text_content_roles": _roles,
     "key_ttl": _int_in(30, 86400),
     "release_reviewers": _int_in(1, 10),
+    "max_concurrent_runs": _int_in(0, 1000),
 }

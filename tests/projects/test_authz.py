@@ -43,6 +43,9 @@ STRICT_TABLE = {
     A.FILE_UPLOAD: {OWNER},
     A.FILE_READ_TEXT: {OWNER},
     A.TERMINAL_OPEN: set(),
+    A.RUN_SUBMIT: {OWNER, SCIENTIST},
+    A.RUN_READ: {OWNER, SCIENTIST, OBSERVER, ADMIN},
+    A.RUN_CANCEL: {OWNER, ADMIN},
 }
 PERMISSIVE_TABLE = {
     **STRICT_TABLE,
@@ -101,3 +104,10 @@ def test_text_reads_follow_text_content_roles(setting, allowed):
     policy = Policy().with_settings([setting])
     for who in EVERYONE:
         assert ask(who, A.FILE_READ_TEXT, policy).allowed is (who in allowed), who
+
+
+def test_no_headless_runs_where_the_policy_allows_none():
+    closed = Policy().with_settings(["max_concurrent_runs=0"])
+    decision = decide(Subject("bob"), A.RUN_SUBMIT, Role.DATA_SCIENTIST, closed)
+    assert not decision and "max_concurrent_runs=0" in decision.reason
+    assert decide(Subject("bob"), A.RUN_SUBMIT, Role.DATA_SCIENTIST, Policy())
