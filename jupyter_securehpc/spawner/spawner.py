@@ -21,7 +21,9 @@ from urllib.parse import quote
 
 from batchspawner import SlurmSpawner
 from batchspawner.batchspawner import JobStatus
+from tornado import web
 from traitlets import Bool, Integer, List, Unicode, default, validate
+from traitlets.config import Config
 
 from .. import jobspec
 from ..audit import AuditLog
@@ -35,7 +37,7 @@ from ..projects.service import Actor, BadInput, ProjectService, Refused
 from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
 from ..session.reports import STAGE_KEY, STAGE_MOUNTING, STAGE_STARTING
 from ..session.spec import SessionSpec
-from . import api, options, script, slurm
+from . import api, options, pending, script, servers, slurm
 from .reports import SessionEvent, new_report_secret
 
 api.install_routes()
@@ -53,12 +55,26 @@ STAGE_MESSAGES = {
     STAGE_STARTING: (80, "Encrypted stores mounted; starting JupyterLab in the sandbox"),
 }
 
+# While a job waits, Slurm is asked for its reason at most this often (seconds); the page shows each new one.
+PENDING_REASON_INTERVAL = 2.0
+
 # The hub wraps each session's key as an admin does with ``securehpc key wrap``; its ``key.wrap`` events name it.
 HUB_ACTOR = "jupyterhub-spawner"
 
 
-class SpawnRefused(Exception):
-    """A refusal the user can act on; JupyterHub shows ``jupyterhub_message`` instead of a traceback."""
+class SpawnRefused(web.HTTPError):
+    """A refusal of the request (options, project, membership) the user can act on: HTTP 400 with the message
+    (the REST API answers it; the spawn page shows its form again with it), never a traceback."""
+
+    def __init__(self, message: str) -> None:
+        # "%s": the message is not a format string (a project name or an option may hold a "%").
+        super().__init__(400, "%s", message)
+        self.jupyterhub_message = message
+
+
+class SpawnFailed(Exception):
+    """A start that failed after it was accepted (the job ended, Slurm lost it); JupyterHub shows
+    ``jupyterhub_message`` on the spawn page instead of a traceback."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -162,16 +178,41 @@ class SecureSlurmSpawner(SlurmSpawner):
             SecureSlurmSpawner._sessions = open_database(self.site.db_url)
         return SecureSlurmSpawner._sessions
 
-    def projects(self) -> ProjectService:
-        """The projects database, through its one door; the hub acts as the admin that wraps session keys."""
-        site = self.site
+    @classmethod
+    def site_projects(cls, config: Config) -> ProjectService:
+        """The projects database of the hub's ``config``, through its one door; the hub acts as the admin that
+        wraps session keys."""
+        site = SecureHPC(config=config)
+        if SecureSlurmSpawner._sessions is None:
+            SecureSlurmSpawner._sessions = open_database(site.db_url)
         return ProjectService(
-            sessions=self._database(),
-            keys=KeyStore(KeyStoreConfig(config=self.config)),
+            sessions=SecureSlurmSpawner._sessions,
+            keys=KeyStore(KeyStoreConfig(config=config)),
             audit=AuditLog(Path(site.audit_log)),
             store_root=Path(site.store_root),
             actor=Actor(admin=HUB_ACTOR),
         )
+
+    def projects(self) -> ProjectService:
+        return self.site_projects(self.config)
+
+    @classmethod
+    def refuse_server_name(cls, config: Config, user: str, server_name: str) -> str | None:
+        """Why ``user`` may not create a server named ``server_name`` (servers.py), or None when it is one of
+        their projects: a server is named after the project it opens. Each refusal is an audit event."""
+        projects = sorted(cls.site_projects(config).startable_projects(user))
+        if server_name in projects:
+            return None
+        reason = f"{user} has no project named {server_name!r}"
+        AuditLog(Path(SecureHPC(config=config).audit_log)).append(
+            actor=user, action=Action.SESSION_START.value, obj=f"server:{user}/{server_name}", outcome="denied",
+            reason=reason,
+        )  # fmt: skip
+        if projects:
+            where = f"start one of your projects: {', '.join(projects)}"
+        else:
+            where = "you are not a member of any project yet: ask a data owner to add you"
+        return f"Cannot create the server {server_name!r}: a server is named after its project, and {reason}; {where}."
 
     def project_policies(self) -> dict[str, Policy]:
         """The user's projects and their policies (where they may start a session)."""
@@ -190,12 +231,16 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     # -- options ----------------------------------------------------------------------------------------
     def options_from_form(self, formdata: dict) -> dict:
-        return {key: value for key, value in formdata.items() if key in options.FIELDS}
+        """The form's fields, checked at once: a refusal shows the form again with the reason (HTTP 400)."""
+        chosen = {key: value for key, value in formdata.items() if key in options.FIELDS}
+        self._request(chosen)
+        return chosen
 
-    def _request(self) -> tuple[options.SessionRequest, Policy]:
+    def _request(self, user_options: dict | None = None) -> tuple[options.SessionRequest, Policy]:
         policies = self.project_policies()
+        user_options = self.user_options if user_options is None else user_options
         try:
-            request = options.parse(dict(self.user_options or {}), policies, default_project=self.name or None)
+            request = options.parse(dict(user_options or {}), policies, default_project=self.name or None)
         except options.OptionsError as error:
             self.audit_event(Action.SESSION_START.value, "denied", str(error))
             raise SpawnRefused(f"Cannot start this server: {error}.") from None
@@ -369,6 +414,7 @@ class SecureSlurmSpawner(SlurmSpawner):
         self._begin_timeline()
         self.job_status = ""
         request, policy = self._request()
+        self._partition, self._pending_reason, self._reason_checked_at = policy.partition, "", float("-inf")
         self._mark("checked", 10, f"Preparing the session key for project {request.project} and submitting the job")
         tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
         await self._cancel_interrupted_spawns(tag)
@@ -442,11 +488,13 @@ class SecureSlurmSpawner(SlurmSpawner):
             if status == JobStatus.RUNNING and not self._reached("running") and not self._reached("key"):
                 node = self.state_gethost()
                 self._mark("running", 35, f"Job {self.job_id} is running on {node}; delivering the project key")
+            if status == JobStatus.PENDING:
+                await self._report_pending_reason()
             if status not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
                 reason = await self._job_reason()
                 self.accepts_port_report = False
                 self.audit_event(Action.SESSION_START.value, "failed", reason, job_id=self.job_id)
-                raise SpawnRefused(f"The job for this server ended before the server started: {reason}")
+                raise SpawnFailed(f"The job for this server ended before the server started: {reason}")
             # Woken by the port report at once (the server already answers), else poll Slurm again.
             try:
                 await asyncio.wait_for(self._port_reported.wait(), self.startup_poll_interval)
@@ -458,10 +506,27 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.log.info("server %s of %s answers on port %d: %s", self.name, self.user.name, self.port, self.timeline())
         return self.ip, self.port
 
+    async def _report_pending_reason(self) -> None:
+        """While the job waits, Slurm's reason in words on the spawn page (pending.py), each new one once."""
+        now = time.monotonic()
+        if now - self._reason_checked_at < PENDING_REASON_INTERVAL:
+            return
+        self._reason_checked_at = now
+        try:
+            reason = await self._run(
+                ["squeue", "--noheader", f"--jobs={self.job_id}", "--format=%r"], env=self._slurm_env()
+            )
+        except RuntimeError:
+            return  # the next poll says whether the job is still there
+        # "None": not looked at yet; the page already says that the job waits in the queue.
+        if reason and reason != "None" and reason != self._pending_reason:
+            self._pending_reason = reason
+            self._mark("pending", 25, f"Job {self.job_id} is {pending.describe(reason, self._partition)}")
+
     async def _node_address(self, node: str) -> str:
         """Where the proxy reaches the job: the node's NodeAddr (Slurm node names need not resolve)."""
         if not node:
-            raise SpawnRefused(f"Slurm did not say where job {self.job_id} runs; try again")
+            raise SpawnFailed(f"Slurm did not say where job {self.job_id} runs; try again")
         try:
             info = await self._run(["scontrol", "show", "node", node], env=self._slurm_env())
         except RuntimeError:
@@ -511,6 +576,14 @@ class SecureSlurmSpawner(SlurmSpawner):
         super().clear_state()
         self.report_secret_hash = None  # a stopped server takes no reports
 
+    def run_post_stop_hook(self):  # noqa: ANN201 - JupyterHub's contract
+        """After every stop, also of a refused or failed start: the options were for that start only.
+
+        JupyterHub keeps the last ``user_options`` and reuses them for a later request without options; a
+        refused option would be refused again, and a start without options must get the defaults."""
+        self.orm_spawner.user_options = {}
+        return super().run_post_stop_hook()
+
     async def stop(self, now: bool = False) -> None:
         self.report_secret_hash = None  # from now on the job's reports are refused
         self.accepts_port_report = False
@@ -524,3 +597,6 @@ class SecureSlurmSpawner(SlurmSpawner):
             except Exception as error:  # the job is gone either way; report, do not fail the stop
                 self.log.warning("could not revoke the session tokens of %s: %s", self.name, error)
         self.audit_event("session.stop", "allowed", "stopped", job_id=self.job_id)
+
+
+servers.install(SecureSlurmSpawner)

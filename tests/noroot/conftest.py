@@ -17,7 +17,8 @@ import pytest
 # One program for every stub command (named by the file it is started as): it records its argv, stdin and
 # environment as one JSON line in calls.jsonl, then prints NAME.out, writes NAME.err to stderr and exits with
 # NAME.rc, each read from the stub folder when present. squeue's listing of a user's jobs (``--user=``, the
-# spawner's search for jobs of an interrupted spawn) answers squeue-user.out instead.
+# spawner's search for jobs of an interrupted spawn) answers squeue-user.out instead, and its question for a
+# waiting job's reason (``--format=%r``) squeue-reason.out.
 STUB = """\
 #!{python}
 import json, os, sys
@@ -27,6 +28,8 @@ here = Path(__file__).resolve().parent
 name = Path(sys.argv[0]).name
 if name == "squeue" and any(arg.startswith("--user=") for arg in sys.argv[1:]):
     name = "squeue-user"
+if name == "squeue" and "--format=%r" in sys.argv[1:]:
+    name = "squeue-reason"
 # Every stub reads its standard input to the end, as a site's wrapper script might: a command whose standard
 # input the spawner left open would hang here (until the spawner's command_timeout).
 devnull = os.path.samestat(os.fstat(0), os.stat(os.devnull))

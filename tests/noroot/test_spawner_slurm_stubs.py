@@ -35,7 +35,7 @@ from jupyter_securehpc.session.env import REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAP
 from jupyter_securehpc.spawner import spawner as spawner_module
 from jupyter_securehpc.spawner.reports import report_secret_hash
 from jupyter_securehpc.spawner.script import SPEC_END
-from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner, SpawnRefused
+from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner, SpawnFailed, SpawnRefused
 from jupyter_securehpc.vocabulary import name_key
 
 PROJECT = "sleep"
@@ -324,16 +324,41 @@ def test_a_refused_option_submits_nothing(site, slurm, user_options, message):
     with pytest.raises(SpawnRefused) as refused:
         asyncio.run(spawner.start())
     assert message in refused.value.jupyterhub_message
+    assert refused.value.status_code == 400  # the REST API answers 400 with the message, not 500
     assert slurm.calls() == []  # not even squeue: refused before Slurm is asked anything
     assert site.keys.wrap_calls == []  # and no session token was made
     assert ("session.start", "denied") in [(e["action"], e["outcome"]) for e in site.audit_events()]
+
+
+def test_a_waiting_jobs_slurm_reason_is_shown_in_words(site, slurm):
+    slurm.answer("squeue", out="PENDING n/a\n")
+    slurm.answer("squeue-reason", out="Resources\n")
+    spawner = new_spawner(site)
+
+    async def scenario() -> list[str]:
+        start = asyncio.create_task(spawner.start())
+        while not any("waiting:" in event["message"] for event in getattr(spawner, "_progress_events", [])):
+            await asyncio.sleep(0.05)
+        slurm.answer("squeue", out="RUNNING node7\n")  # the other job ended: this one runs
+        spawner.report_port(40123)
+        await asyncio.wait_for(start, 20)
+        return [event["message"] for event in spawner._progress_events]
+
+    messages = asyncio.run(asyncio.wait_for(scenario(), 30))
+    waiting = [message for message in messages if "waiting:" in message]
+    # Once, however often the job was polled while it waited; in words, with the policy's partition.
+    assert waiting == [
+        "Job 4242 is waiting: all CPUs, memory or GPUs of the gpu partition that this session asks for are in use "
+        "by other jobs; it starts when they end (or ask for fewer CPUs, less memory or fewer GPUs)"
+    ]
+    assert messages.index(waiting[0]) < len(messages) - 1  # and the start went on from there
 
 
 def test_a_job_that_ends_before_its_port_report_fails_the_start(site, slurm):
     slurm.answer("squeue", out="")  # gone at the first look
     slurm.answer("scontrol", out="JobId=4242 JobState=FAILED ExitCode=1:0 StdOut=/nonexistent/out.log\n")
     spawner = new_spawner(site)
-    with pytest.raises(SpawnRefused) as refused:
+    with pytest.raises(SpawnFailed) as failed:
         asyncio.run(asyncio.wait_for(spawner.start(), 20))
-    assert "job 4242 FAILED, exit code 1:0" in refused.value.jupyterhub_message
+    assert "job 4242 FAILED, exit code 1:0" in failed.value.jupyterhub_message
     assert ("session.start", "failed") in [(e["action"], e["outcome"]) for e in site.audit_events()]
