@@ -29,6 +29,10 @@ SERVER_FD_ENV = "SECUREHPC_SERVER_FD"
 AUDIT_FD_ENV = "SECUREHPC_AUDIT_FD"
 SESSION_POLICY_ENV = "SECUREHPC_SESSION_POLICY"
 
+# --- the node launcher -> a headless run's runner in the sandbox (node/run.py -> runs/runner.py) ------------
+RUN_SPEC_ENV = "SECUREHPC_RUN_SPEC"  # the read-only file with the run's RunSpec
+RUN_PROGRESS_FD_ENV = "SECUREHPC_RUN_PROGRESS_FD"  # the pipe on which the runner tells its progress and end
+
 # --- what the program in the sandbox may read about its session --------------------------------------------
 PROJECT_ENV = "SECUREHPC_PROJECT"
 ROLE_ENV = "SECUREHPC_ROLE"

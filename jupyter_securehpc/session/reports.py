@@ -201,3 +201,133 @@ def audit_report(events: list[dict]) -> dict:
 
 def activity_report() -> dict:
     return {}
+
+
+# --- headless runs: what ``securehpc-node run`` tells the hub about its run (runs/api.py takes it) ------------
+#
+# Posted to ``<run report URL>/<kind>`` with the run's own report secret. The runner in the sandbox tells the
+# launcher its progress and its end on a pipe, in the same shapes, parsed by the same functions: whatever the
+# sandbox writes, only these few numbers and names reach the hub (never cell outputs, which are project data).
+
+KIND_RUN_PROGRESS = "progress"
+KIND_RUN_END = "end"
+KIND_RUN_MESSAGE = "message"
+MAX_RUN_PROGRESS_BODY = 128
+MAX_RUN_END_BODY = 8 * 1024
+MAX_RUN_MESSAGE_BODY = 1024
+MAX_CELLS = 1_000_000
+# How a run can end, as the launcher says it: "refused" is the notebook's parameters cell refusing a name.
+RUN_OUTCOMES = ("succeeded", "failed", "refused")
+# Why a run failed before or outside a cell, by name (the hub words them; no free text from the sandbox).
+RUN_PROBLEMS = (
+    "notebook_missing",  # no such notebook in the workspace
+    "outside_workspace",  # the path leads out of the workspace (a symbolic link)
+    "not_a_notebook",  # the file is not a notebook papermill can read
+    "output_exists",  # runs/RUN_ID exists already: a run is never executed twice
+    "kernel",  # the kernel does not exist or did not start
+    "sandbox",  # the sandbox or the runner ended without saying why
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_EXCEPTION = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, as far as the sandbox's side knows it (Slurm's view is the hub's)."""
+
+    outcome: str
+    exit_code: int | None = None
+    cell: int | None = None  # the index of the cell that raised, on a notebook error
+    exception: str | None = None  # the exception's class name (never its message: that is project data)
+    problem: str | None = None  # one of RUN_PROBLEMS
+    unknown: tuple[str, ...] = ()  # refused parameter names ...
+    known: tuple[str, ...] = ()  # ... and those the notebook's parameters cell defines
+
+    def as_dict(self) -> dict:
+        data: dict[str, Any] = {"outcome": self.outcome}
+        for name in ("exit_code", "cell", "exception", "problem"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        if self.outcome == "refused":
+            data["unknown"], data["known"] = list(self.unknown), list(self.known)
+        return data
+
+
+def _int_field(data: dict, name: str, low: int, high: int) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ReportError(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def parse_run_progress(body: bytes) -> tuple[int, int]:
+    """(cells done, cells in the notebook) of ``{"cells_done": N, "cells_total": M}``."""
+    data = _json(body, MAX_RUN_PROGRESS_BODY)
+    if not isinstance(data, dict) or sorted(data) != ["cells_done", "cells_total"]:
+        raise ReportError('the report must be exactly {"cells_done": N, "cells_total": M}')
+    total = _int_field(data, "cells_total", 0, MAX_CELLS)
+    done = _int_field(data, "cells_done", 0, MAX_CELLS)
+    if done > total:
+        raise ReportError("cells_done must not exceed cells_total")
+    return done, total
+
+
+def _names(data: dict, key: str) -> tuple[str, ...]:
+    names = data.get(key)
+    if not isinstance(names, list) or len(names) > 100 or not all(isinstance(n, str) and _NAME.fullmatch(n)
+                                                                  for n in names):  # fmt: skip
+        raise ReportError(f"{key} must be a list of at most 100 parameter names")
+    return tuple(names)
+
+
+def parse_run_end(body: bytes) -> RunEnd:
+    """A run's end: its outcome and, by outcome, only the fields that say why (``RunEnd``)."""
+    data = _json(body, MAX_RUN_END_BODY)
+    if not isinstance(data, dict) or data.get("outcome") not in RUN_OUTCOMES:
+        raise ReportError(f"the report must be an object with an outcome of {', '.join(RUN_OUTCOMES)}")
+    outcome = data["outcome"]
+    allowed = {"succeeded": {"exit_code"}, "failed": {"exit_code", "cell", "exception", "problem"},
+               "refused": {"exit_code", "unknown", "known"}}[outcome]  # fmt: skip
+    unknown_fields = set(data) - allowed - {"outcome"}
+    if unknown_fields:
+        raise ReportError(f"a {outcome} report takes no {', '.join(sorted(unknown_fields))}")
+    exception, problem = data.get("exception"), data.get("problem")
+    if exception is not None and (not isinstance(exception, str) or not _EXCEPTION.fullmatch(exception)):
+        raise ReportError("exception must be an exception's class name")
+    if problem is not None and problem not in RUN_PROBLEMS:
+        raise ReportError(f"problem must be one of {', '.join(RUN_PROBLEMS)}")
+    refused = outcome == "refused"
+    return RunEnd(
+        outcome=outcome,
+        exit_code=_int_field(data, "exit_code", 0, 255),
+        cell=_int_field(data, "cell", 0, MAX_CELLS),
+        exception=exception,
+        problem=problem,
+        unknown=_names(data, "unknown") if refused else (),
+        known=_names(data, "known") if refused else (),
+    )
+
+
+def parse_run_message(body: bytes) -> str:
+    """One message of the launcher (``{"message": TEXT}``): printable, at most MAX_TEXT characters."""
+    data = _json(body, MAX_RUN_MESSAGE_BODY)
+    if not isinstance(data, dict) or list(data) != ["message"]:
+        raise ReportError('the report must be exactly {"message": TEXT}')
+    text = data["message"]
+    if not isinstance(text, str) or not text or len(text) > 500 or _CONTROL.search(text):
+        raise ReportError("the message must be 1 to 500 printable characters")
+    return text
+
+
+def run_progress_report(done: int, total: int) -> dict:
+    return {"cells_done": done, "cells_total": total}
+
+
+def run_end_report(end: RunEnd) -> dict:
+    return end.as_dict()
+
+
+def run_message_report(text: str) -> dict:
+    return {"message": text}

@@ -3,14 +3,18 @@
 The spawner constructs it, ``jobspec`` signs ``to_dict()``, the node launcher checks the signature and parses
 the same dict back with ``from_dict`` (untrusted: every field is checked, the policy by
 ``Policy.from_untrusted``), and ``session_file()`` is what the server extension reads in the sandbox. It holds
-no secret: the wrapped token travels separately.
+no secret: the wrapped token travels separately. A headless run is a session spec with a ``RunSpec`` (notebook,
+parameters, kernel), checked by the same parser on the node and, for a user's request, at the hub.
 """
 
 from __future__ import annotations
 
 import json
+import keyword
+import math
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..projects.policy import InvalidPolicy, Policy
 from ..projects.roles import Role
@@ -52,6 +56,8 @@ class SessionSpec:
     # The hub's KeyStoreConfig names (KEY_STORE_FIELDS).
     key_store: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    # A headless run (``securehpc-node run``): the notebook and its parameters. None: a session or ``exec``.
+    run: RunSpec | None = None
 
     def __post_init__(self) -> None:
         # Frozen: the checked references replace what was given (a DatasetRef is itself an (owner, dataset) pair).
@@ -88,6 +94,8 @@ class SessionSpec:
             "policy": self.policy.as_dict(),
             "key_store": dict(self.key_store),
             "extra": dict(self.extra),
+            # Only for runs: the spec of a session keeps the form that nodes of earlier releases read.
+            **({"run": self.run.to_dict()} if self.run is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -130,6 +138,7 @@ class SessionSpec:
             policy=_policy(data.get("policy") or {}),
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
+            run=RunSpec.from_dict(data["run"]) if data.get("run") is not None else None,
         )
 
 
@@ -165,3 +174,172 @@ def _field(data: dict, name: str, kind: type) -> object:
     if not isinstance(value, kind) or value == "":
         raise SpecError(f"session spec: {name!r} is missing or not a {kind.__name__}")
     return value
+
+
+# --- headless runs ------------------------------------------------------------------------------------------
+#
+# A run's notebook, parameters and kernel, as the hub signs them inside the session spec (``SessionSpec.run``)
+# and the node's runner reads them in the sandbox (``runs/runner.py``). The same checks parse a user's request
+# at the hub (``runs/request.py``): a request the hub accepts is a spec the node accepts.
+
+# Parameters are data, never code: JSON values (papermill writes them into its own parameters cell), bounded.
+MAX_PARAMETERS = 100
+MAX_PARAMETERS_BYTES = 32 * 1024
+MAX_PARAMETER_DEPTH = 10
+MAX_NOTEBOOK_PATH = 1024
+RUNS_FOLDER = "runs"  # in the workspace: runs/RUN_ID/ holds a run's executed notebook and its log
+RUN_LOG = "run.log"
+_RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_KERNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class RunRequestError(ValueError):
+    """A run's notebook, parameters or kernel cannot be accepted; the message names what and how to fix it."""
+
+
+def validate_notebook_path(value: object) -> str:
+    """A notebook path inside the workspace: relative, no ``..``, no hidden parts, ending in ``.ipynb``."""
+    if not isinstance(value, str) or not value:
+        raise RunRequestError("give the notebook as a path inside the project's workspace, e.g. analysis/sweep.ipynb")
+    shown = repr(value[:80])
+    if len(value) > MAX_NOTEBOOK_PATH or _CONTROL.search(value) or "\\" in value:
+        raise RunRequestError(
+            f"notebook path {shown} is not usable: at most {MAX_NOTEBOOK_PATH} characters, no control characters "
+            "or backslashes"
+        )
+    if value.startswith("/"):
+        raise RunRequestError(
+            f"notebook path {shown} is outside the project's workspace: give it relative to the workspace "
+            "(as JupyterLab's file browser shows it), e.g. analysis/sweep.ipynb"
+        )
+    parts = value.split("/")
+    if ".." in parts:
+        raise RunRequestError(f"notebook path {shown} contains '..': a run's notebook must be inside the workspace")
+    if any(part in ("", ".") for part in parts):
+        raise RunRequestError(f"notebook path {shown} has an empty or '.' part: write it as JupyterLab shows it")
+    if any(part.startswith(".") for part in parts):
+        raise RunRequestError(f"notebook path {shown} has a hidden part (starting with '.'): not in the workspace")
+    if not value.endswith(".ipynb"):
+        raise RunRequestError(f"notebook path {shown} is not a notebook (.ipynb)")
+    return value
+
+
+def validate_kernel(value: object) -> str | None:
+    """A kernel name as ``jupyter kernelspec list`` shows it, or None for the notebook's own kernel."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _KERNEL.fullmatch(value):
+        raise RunRequestError(
+            f"kernel {str(value)[:80]!r} is not a kernel name (letters, digits, '.', '_', '-', e.g. python3)"
+        )
+    return value
+
+
+def validate_run_id(value: object) -> str:
+    if not isinstance(value, str) or not _RUN_ID.fullmatch(value):
+        raise RunRequestError(f"{str(value)[:40]!r} is not a run id")
+    return value
+
+
+def _json_value(value: object, where: str, depth: int) -> None:
+    if depth > MAX_PARAMETER_DEPTH:
+        raise RunRequestError(f"parameter {where} is nested deeper than {MAX_PARAMETER_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        if abs(value) >= 2**63:
+            raise RunRequestError(f"parameter {where} is too large a number (at most 2**63 - 1 in size)")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RunRequestError(f"parameter {where} is not a JSON number (NaN and infinities are not JSON)")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _json_value(item, f"{where}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RunRequestError(f"parameter {where} has a key that is not a string: JSON objects have text keys")
+            _json_value(item, f"{where}[{key[:20]!r}]", depth + 1)
+        return
+    raise RunRequestError(
+        f"parameter {where} is a {type(value).__name__}, not a JSON value (a string, number, true/false, null, list "
+        "or object)"
+    )
+
+
+def validate_parameters(value: object) -> dict:
+    """Parameters as papermill takes them: Python identifiers mapped to JSON values, within the size limits.
+
+    Whether each name is in the notebook's ``parameters`` cell is checked where the notebook can be read: by the
+    runner in the sandbox, before any cell runs (the hub never holds a project's key)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RunRequestError("parameters must be a JSON object of NAME: VALUE")
+    if len(value) > MAX_PARAMETERS:
+        raise RunRequestError(f"{len(value)} parameters: at most {MAX_PARAMETERS}")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
+            raise RunRequestError(
+                f"parameter name {str(name)[:40]!r} is not a Python identifier (letters, digits and '_', not "
+                "starting with a digit, not a keyword, at most 64 characters)"
+            )
+        if name.startswith("__"):
+            raise RunRequestError(f"parameter name {name!r} starts with '__': such names are Python's own")
+        _json_value(item, repr(name), 1)
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        raise RunRequestError(f"the parameters take {size} bytes as JSON: at most {MAX_PARAMETERS_BYTES}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One headless run: which notebook of the workspace, with which parameters, in which kernel."""
+
+    run_id: str
+    notebook: str  # relative to the workspace (``/project`` in the sandbox)
+    parameters: dict = field(default_factory=dict)
+    kernel: str | None = None  # None: the notebook's own kernel
+
+    def __post_init__(self) -> None:
+        validate_run_id(self.run_id)
+        validate_notebook_path(self.notebook)
+        validate_parameters(self.parameters)
+        validate_kernel(self.kernel)
+
+    @property
+    def output_dir(self) -> str:
+        """Where the executed notebook and the run's log go, relative to the workspace."""
+        return f"{RUNS_FOLDER}/{self.run_id}"
+
+    @property
+    def output_notebook(self) -> str:
+        return f"{self.output_dir}/{PurePosixPath(self.notebook).name}"
+
+    @property
+    def log_file(self) -> str:
+        return f"{self.output_dir}/{RUN_LOG}"
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "notebook": self.notebook, "parameters": dict(self.parameters),
+                "kernel": self.kernel}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: object) -> RunSpec:
+        """The run in untrusted data (the signed spec on the node, the run file in the sandbox)."""
+        if not isinstance(data, dict) or set(data) - {"run_id", "notebook", "parameters", "kernel"}:
+            raise SpecError("run spec: must be an object of run_id, notebook, parameters and kernel")
+        try:
+            return cls(
+                run_id=data.get("run_id"),
+                notebook=data.get("notebook"),
+                parameters={} if data.get("parameters") is None else data["parameters"],
+                kernel=data.get("kernel"),
+            )
+        except RunRequestError as error:
+            raise SpecError(f"run spec: {error}") from None
