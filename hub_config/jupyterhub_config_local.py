@@ -5,7 +5,7 @@
 #     securehpc dev hub down          # the hub that `up` started
 #     jupyterhub -f hub_config/jupyterhub_config_local.py
 #
-# For a real cluster copy jupyterhub_config.py instead: this file trusts the local cluster's root token.
+# For a real cluster copy jupyterhub_config.py instead: this file reads the local cluster's state folder.
 import sys
 
 from jupyter_securehpc.devcluster import demo, hub
@@ -16,8 +16,9 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 layout = ClusterLayout.load_or_create(default_state_dir())  # $SECUREHPC_DEV_STATE or /var/lib/securehpc-dev
 if not hub.config_file(layout).exists():
     sys.exit(f"{hub.config_file(layout)} does not exist: run `securehpc dev up` first")
-# What the demo hub gets in its environment: the local OpenBao's root token (read from its 0600 file, never
-# written here), slurm.conf of the local cluster, the hub's public signing key for the jobs.
+# What the demo hub gets in its environment: its OpenBao token, which has the hub's policy only
+# (openbao-hub-policy.hcl; read from its 0600 file, never written here), slurm.conf of the local cluster, the
+# hub's public signing key for the jobs.
 demo.export_hub_env(layout)
 load_subconfig(str(hub.config_file(layout)))  # noqa: F821 - provided by JupyterHub
 

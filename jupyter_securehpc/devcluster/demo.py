@@ -6,6 +6,11 @@ a hub whose servers are secure Slurm jobs. Idempotent: what exists is kept.
 - ``cardio``: carol (data owner), bob (data scientist); ``sleep/psg`` is shared into it, read-only.
 
 The people are Unix accounts (jobs run as them) and accounts of the local OpenID provider (with MFA).
+
+OpenBao tokens as at a real site: the hub holds a token with ``hub_config/openbao-hub-policy.hcl`` only (it
+issues wrapped session tokens, it cannot read keys); the demo's projects are provisioned with a token of
+``hub_config/openbao-provisioner-policy.hcl`` (the admin's command line gets the same one through ``securehpc
+dev env``); the root token only writes those two policies and makes their tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import pwd
 import random
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from .. import jobspec
@@ -33,6 +37,22 @@ from .layout import ClusterLayout
 PROJECTS = {"sleep": ("alice", ["bob"]), "cardio": ("carol", ["bob"])}
 DATASET = DatasetRef("sleep", "psg")
 SHARED_WITH = "cardio"
+HUB_POLICY = "securehpc-hub"
+PROVISIONER_POLICY = "securehpc-provisioner"
+
+
+def people() -> list[str]:
+    """The demo's Unix accounts (``down`` names them: they stay, so that the stores keep their owners)."""
+    return sorted({name for owner, scientists in PROJECTS.values() for name in (owner, *scientists)})
+
+
+def unix_groups() -> list[str]:
+    return [f"securehpc-{name}" for name in PROJECTS]
+
+
+def sample_folder(layout: ClusterLayout) -> Path:
+    """The synthetic recordings as plain files, the demo's source of ``sleep/psg`` and of the README's import."""
+    return layout.state_dir / "incoming" / "psg"
 
 
 def ensure_unix_users(names: list[str], group: str) -> None:
@@ -51,7 +71,11 @@ def ensure_unix_users(names: list[str], group: str) -> None:
 
 
 def grant_workspace(workspace: Path, writer: str) -> None:
-    """Give the workspace's ciphertext to the member who writes in it in the demo.
+    """Give the workspace's ciphertext to the member who writes in it in the demo: once, right after the
+    project is created (its store holds gocryptfs' own files only), never again at a later ``up``.
+
+    Links are not followed (``lchown``, a walk that does not descend into linked folders): a link that the
+    workspace's owner placed there must never make root hand its target to them.
 
     Known limit: a workspace shared through a Unix group does not work in the sandbox yet. gocryptfs runs
     as root of the sandbox's user namespace, where supplementary groups are unmapped: group write access
@@ -59,8 +83,10 @@ def grant_workspace(workspace: Path, writer: str) -> None:
     So one member (the demo's scientist, bob) owns each workspace; other members' sessions can read it.
     """
     account = pwd.getpwnam(writer)
-    for path in [workspace, *workspace.rglob("*")]:
-        os.chown(path, account.pw_uid, account.pw_gid)
+    os.chown(workspace, account.pw_uid, account.pw_gid, follow_symlinks=False)
+    for folder, subfolders, files in os.walk(workspace, followlinks=False):
+        for name in [*subfolders, *files]:
+            os.chown(os.path.join(folder, name), account.pw_uid, account.pw_gid, follow_symlinks=False)
 
 
 def synthetic_psg(folder: Path, nights: int = 3, seconds: int = 600, rate: int = 50) -> None:
@@ -81,12 +107,27 @@ def synthetic_psg(folder: Path, nights: int = 3, seconds: int = 600, rate: int =
     (folder / "README.txt").write_text("Synthetic polysomnography for the jupyter-securehpc demo. No real data.\n")
 
 
+def _policies(layout: ClusterLayout) -> KeyStore:
+    """The demo's key store settings (the defaults, as the demo hub's), to render its OpenBao policies."""
+    return KeyStore(KeyStoreConfig(url=layout.openbao_addr, token=""))
+
+
+def provisioner_token(layout: ClusterLayout) -> str:
+    """The demo admin's provisioning token (``openbao-provisioner-policy.hcl``), made or checked now."""
+    return openbao.policy_token(layout, PROVISIONER_POLICY, _policies(layout).provisioner_policy())[0]
+
+
+def hub_token(layout: ClusterLayout) -> tuple[str, bool]:
+    """The hub's token (``openbao-hub-policy.hcl``), made or checked now; and whether it is new."""
+    return openbao.policy_token(layout, HUB_POLICY, _policies(layout).hub_policy())
+
+
 def service(layout: ClusterLayout) -> ProjectService:
     site = hub.default_site(layout)
     store_root = Path(site["SecureHPC.store_root"])
     store_root.mkdir(parents=True, exist_ok=True, mode=0o755)
     Path(site["SecureHPC.db_url"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    keys = KeyStore(KeyStoreConfig(url=layout.openbao_addr, token=openbao.root_token(layout)))
+    keys = KeyStore(KeyStoreConfig(url=layout.openbao_addr, token=provisioner_token(layout)))
     return ProjectService(
         open_database(site["SecureHPC.db_url"]),
         keys,
@@ -108,14 +149,16 @@ def ensure_projects(layout: ClusterLayout) -> None:
             projects.create_project(name, owner=owner)
             for scientist in scientists:
                 projects.add_member(name, scientist, "data_scientist")
-        grant_workspace(projects.layout.workspace(name), scientists[0])
+            grant_workspace(projects.layout.workspace(name), scientists[0])
         # The machine has few cores and one node: sessions must fit it, and several must fit at once.
         limits = [f"max_cpus={min(2, os.cpu_count() or 1)}", "max_memory_gb=4", "max_wall_time=8h", "exclusive=false"]
         projects.set_policy(name, limits)
+    sample = sample_folder(layout)
+    if not sample.is_dir():
+        sample.mkdir(parents=True, mode=0o755)
+        synthetic_psg(sample)
     if not has_dataset:
-        with tempfile.TemporaryDirectory() as source:
-            synthetic_psg(Path(source))
-            projects.import_dataset(*DATASET, Path(source))
+        projects.import_dataset(*DATASET, sample)
         projects.share_dataset(str(DATASET), SHARED_WITH)
         projects.accept_share(SHARED_WITH, str(DATASET))
     if existing:
@@ -153,9 +196,10 @@ def hub_settings(layout: ClusterLayout) -> dict:
 
 
 def hub_env(layout: ClusterLayout) -> dict[str, str]:
-    """The hub's secrets and Slurm settings, in its environment (never in its config file or argv)."""
+    """The hub's secrets and Slurm settings, in its environment (never in its config file or argv): its token
+    has the hub's policy only (made by ``up``: :func:`hub_token`)."""
     return {
-        "VAULT_TOKEN": openbao.root_token(layout),
+        "VAULT_TOKEN": openbao.token_file(layout, HUB_POLICY).read_text().strip(),
         "SLURM_CONF": str(layout.slurm_conf),
         HUB_PUBLIC_KEY_ENV: str(layout.state_dir / "site" / "hub-signing.pub"),
     }
@@ -169,4 +213,6 @@ def export_hub_env(layout: ClusterLayout) -> None:
 
 def up(layout: ClusterLayout) -> None:
     ensure_projects(layout)
+    if hub_token(layout)[1]:
+        hub.down(layout)  # a new token reaches the hub only through its environment, at its start
     hub.up(layout, hub_settings(layout), env=hub_env(layout))

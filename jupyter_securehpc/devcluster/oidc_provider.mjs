@@ -23,11 +23,16 @@
 // set no amr, so they are off). The form asks for a password and, optionally, a one-time code: with the right
 // code the session's amr is ["pwd", "otp"] (multi-factor), without it ["pwd"]. An account with `omit_amr` gets
 // no amr at all, to test a provider that does not say how the person signed in.
+//
+// Every sign-in shows the form (no single sign-on from an earlier sign-in of the same browser): otherwise a
+// sign-in that the hub refused (no one-time code, no second factor at all) would stick in the provider's
+// session, and every later "Sign in" would hand the hub the same refused login again without showing the
+// form, whatever the person does (the hub's logout ends only the hub's own cookie).
 import fs from 'node:fs';
 import http from 'node:http';
 import crypto from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const config = JSON.parse(fs.readFileSync(process.env.SECUREHPC_OIDC_CONFIG, 'utf8'));
 const accountsFile = process.env.SECUREHPC_OIDC_ACCOUNTS;
@@ -65,6 +70,21 @@ function sameSecret(given, expected) {
   return crypto.timingSafeEqual(a, b);
 }
 
+// The login prompt, plus one rule: an authorization request that did not come straight from the form (the
+// interaction's own result) asks for it, whatever session the browser still has.
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(
+  new interactionPolicy.Check(
+    'every_sign_in',
+    'this provider asks for the password (and one-time code) at every sign-in',
+    'login_required',
+    (ctx) => {
+      const { Check } = interactionPolicy;
+      return ctx.oidc.result?.login ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+    },
+  ),
+);
+
 const provider = new Provider(config.issuer, {
   clients: config.clients,
   cookies: { keys: config.cookie_keys },
@@ -88,6 +108,7 @@ const provider = new Provider(config.issuer, {
   // verifier that only the hub's state cookie holds.
   pkce: { required: () => true },
   interactions: {
+    policy,
     url(_ctx, interaction) {
       return `/interaction/${interaction.uid}`;
     },

@@ -92,6 +92,35 @@ def client(layout: ClusterLayout) -> hvac.Client:
     return hvac.Client(url=layout.openbao_addr, token=root_token(layout), timeout=10)
 
 
+def token_file(layout: ClusterLayout, name: str) -> Path:
+    """Where the token of ACL policy ``name`` is kept (0600, root): ``openbao/private/NAME.token``."""
+    return layout.openbao_init_file.parent / f"{name}.token"
+
+
+def policy_token(layout: ClusterLayout, name: str, policy: str) -> tuple[str, bool]:
+    """A token that holds the ACL policy ``name`` (written now as ``policy``) and nothing else but OpenBao's
+    ``default`` policy (its own lookup), and whether it was made just now: made with the root token, kept in
+    :func:`token_file`, made again when it no longer works (revoked, or within a day of OpenBao's maximum TTL).
+    Never printed."""
+    root = client(layout)
+    root.sys.create_or_update_policy(name=name, policy=policy)
+    path = token_file(layout, name)
+    if path.exists():
+        token = path.read_text().strip()
+        try:
+            info = hvac.Client(url=layout.openbao_addr, token=token, timeout=10).auth.token.lookup_self()["data"]
+            if name in info.get("policies", []) and (info.get("ttl") or 0) > 24 * 3600:
+                return token, False
+        except hvac.exceptions.VaultError:
+            pass  # gone or expired: make a new one
+    created = root.auth.token.create_orphan(
+        policies=[name], ttl="768h", renewable=True, display_name=name, meta={"made_by": "securehpc dev up"}
+    )
+    token = created["auth"]["client_token"]
+    atomic_write(path, token + "\n", mode=0o600)
+    return token, True
+
+
 def _init_and_unseal(layout: ClusterLayout, deadline_seconds: float = 60) -> None:
     """Initialise (once) and unseal; retried, because a freshly started server on a busy machine can take
     longer than a request's timeout to answer its first calls."""
