@@ -188,6 +188,10 @@ class AuditLog:
         """Check the whole chain (and the anchor, if given)."""
         return verify(self.path, anchor=anchor)
 
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every event, oldest first (for searching the log; see ``events``)."""
+        return events(self.path)
+
 
 def secret_key_problem(name: str) -> str | None:
     """Say why a details key name looks like a secret, or None when it does not.
@@ -222,6 +226,26 @@ def verify(path: Path, anchor: tuple[int, str] | None = None) -> VerifyResult:
     with os.fdopen(fd, "rb") as handle:
         size = _size_between_appends(fd)
         return _verify_lines(_iter_lines(handle, size), wanted)
+
+
+def events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every event of the log, oldest first, each line checked on its own; a missing log has none.
+
+    For reading and searching (the portal's audit viewer): raises ``AuditLogDamaged`` at the first line that is
+    not a valid event rather than show it. Whether the lines still form one chain is ``verify``'s question.
+    """
+    path = Path(path)
+    try:
+        fd = _open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as handle:
+        size = _size_between_appends(fd)
+        for number, raw in enumerate(_iter_lines(handle, size), start=1):
+            event, problem = _parse_line(raw)
+            if problem is not None:
+                raise AuditLogDamaged(path, number, problem)
+            yield event
 
 
 def head(path: Path) -> tuple[int, str]:

@@ -24,7 +24,7 @@ import requests
 
 from ..spawner.roles import operator_role
 from ..util.files import atomic_write
-from . import oidc
+from . import oidc, portal
 from .daemon import Daemon, wait_until
 from .layout import ClusterLayout
 from .packages import node_bin
@@ -141,6 +141,7 @@ def render_config(layout: ClusterLayout, settings: dict[str, Any], *, stock_batc
         f"     'services': [{INSPECTOR!r}]}},",
         f"    {operator_role(groups=[oidc.HUB_ADMINS_GROUP])!r},",
         "]",
+        *portal.config_lines(layout, values, admin_groups=[oidc.HUB_ADMINS_GROUP]),
         "",
     ]
     return "\n".join(lines)
@@ -188,7 +189,8 @@ def up(
     text = render_config(layout, settings or {}, stock_batchspawner=stock_batchspawner)
     server = daemon(layout, env)
     path = config_file(layout)
-    if not path.exists() or path.read_text() != text:
+    new_portal_token = portal.make_token(layout, settings or {})
+    if not path.exists() or path.read_text() != text or new_portal_token:
         atomic_write(path, text, mode=0o600)
         down(layout)
     if server.pid() is None:

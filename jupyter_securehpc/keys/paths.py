@@ -225,3 +225,30 @@ def render_provisioner_policy(paths: KeyPaths, policy_prefix: str) -> str:
         "write and delete the projects' ACL policies and session token roles. No key reads, no tokens.",
     ]
     return _render_rules(header, rules)
+
+
+def render_portal_policy(paths: KeyPaths, policy_prefix: str) -> str:
+    """The ACL policy of the project portal's token (the JupyterHub service, ``jupyter_securehpc.portal``).
+
+    What the portal's operations need and nothing more: creating a project stores its new workspace key
+    (``create`` only: OpenBao refuses to overwrite a key that exists, whatever the request says) and writes
+    the project's policy and token role; accepting or revoking a share rewrites the receiving project's
+    policy. It reads no key, deletes no key, policy or role (a project creation that fails after its key was
+    stored leaves that key behind: see the README), enables no secrets engine and makes no token. Like the
+    provisioning token it can write any rule into a ``<policy_prefix>*`` policy: keep it with the hub's user.
+    """
+    mount, projects = paths.mount, paths.projects_dir()
+    rules = [
+        # ensure_mount: the KV engine must be there (the admin command line enables it).
+        (f"sys/mounts/{mount}", ["read"], {}),
+        # create_project_key writes with cas=0; without "update" an existing key cannot be replaced at all.
+        (f"{mount}/data/{projects}/*", ["create"], {}),
+        # write_project_policy: the policy and the token role go together.
+        (f"sys/policy/{policy_prefix}*", ["create", "update"], {}),
+        (f"auth/token/roles/{policy_prefix}*", ["create", "update"], {}),
+    ]
+    header = [
+        "jupyter-securehpc project portal (the JupyterHub service): create project keys (never replace one),",
+        "write the projects' ACL policies and session token roles. No key reads, no deletes, no tokens.",
+    ]
+    return _render_rules(header, rules)

@@ -85,6 +85,7 @@ from .paths import (
     policy_name,
     project_role,
     render_hub_policy,
+    render_portal_policy,
     render_project_policy,
     render_provisioner_policy,
     role_name,
@@ -454,6 +455,10 @@ class KeyStore:
     def provisioner_policy(self) -> str:
         """The ACL policy of the admin command line's provisioning token (see :func:`render_provisioner_policy`)."""
         return render_provisioner_policy(self.paths, self.config.policy_prefix)
+
+    def portal_policy(self) -> str:
+        """The ACL policy of the project portal's token (see :func:`render_portal_policy`)."""
+        return render_portal_policy(self.paths, self.config.policy_prefix)
 
     # -- sessions: the hub side ---------------------------------------------------------------------------
     def wrap_session(

@@ -26,6 +26,7 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"expected a whole number from {low} to {high}")
         return value
 
+    parse.bounds = (low, high)  # type: ignore[attr-defined]  # for describe()
     return parse
 
 
@@ -47,6 +48,9 @@ def _minutes(text: str) -> int:
     if not 1 <= minutes <= 30 * 1440:
         raise ValueError("expected 1 minute to 30 days")
     return minutes
+
+
+_minutes.bounds = (1, 30 * 1440)  # type: ignore[attr-defined]
 
 
 def _partition(text: str) -> str:
@@ -168,3 +172,66 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "release_reviewers": _int_in(1, 10),
     "max_concurrent_runs": _int_in(0, 1000),
 }
+
+
+# What each setting means, for people choosing a value (the portal's policy editor, the API's description).
+HELP: dict[str, str] = {
+    "partition": "Slurm partition the project's sessions and runs are submitted to.",
+    "max_gpus": "Most GPUs one session may ask for (0: CPU only).",
+    "max_cpus": "Most CPU cores one session may ask for.",
+    "max_memory_gb": "Most memory one session may ask for, in GB (staged datasets count against it).",
+    "max_wall_time": "Longest a session may run, in minutes (or a number with m, h or d: 90, 8h, 2d).",
+    "exclusive": "Whether sessions get whole nodes to themselves (no other job beside them).",
+    "terminals": "Whether data owners and scientists may open terminals in their sessions.",
+    "download_roles": "Roles that may download files from their sessions (none: nobody).",
+    "upload_roles": "Roles that may upload files into the workspace (none: nobody).",
+    "text_content_roles": "Roles that may open data files (.csv, .txt, ...) as text in the browser.",
+    "key_ttl": "Seconds a session's single-use key token stays valid before the node must use it.",
+    "release_reviewers": "Data owners who must approve a release request before files leave the project.",
+    "max_concurrent_runs": "Headless runs one person may have queued or running at once (0: no runs).",
+}
+
+
+def describe() -> dict[str, dict]:
+    """Every setting: its kind (integer, boolean, roles, partition, minutes), allowed range, default and help."""
+    defaults = Policy().as_dict()
+    kinds = {_bool: "boolean", _roles: "roles", _partition: "partition", _minutes: "minutes"}
+    out = {}
+    for key, parser in PARSERS.items():
+        info: dict = {"kind": kinds.get(parser, "integer"), "default": defaults[key], "help": HELP.get(key, "")}
+        if hasattr(parser, "bounds"):
+            info["minimum"], info["maximum"] = parser.bounds
+        out[key] = info
+    return out
+
+
+def assignments_from_json(data: object) -> list[str]:
+    """A JSON object of settings (``{"max_gpus": 2, "terminals": false, "upload_roles": ["data_owner"]}``) as
+    the ``KEY=VALUE`` assignments ``Policy.with_settings`` takes: InvalidPolicy names a key of the wrong type;
+    ``with_settings`` then checks the values as it does for the command line."""
+    if not isinstance(data, dict) or not data:
+        raise InvalidPolicy(f"give an object of settings to change; keys: {', '.join(PARSERS)}")
+    kinds = describe()
+    out = []
+    for key, value in data.items():
+        if key not in kinds:
+            raise InvalidPolicy(f"unknown policy key {key!r}: use one of {', '.join(PARSERS)}")
+        kind = kinds[key]["kind"]
+        if kind == "boolean" and isinstance(value, bool):
+            text = "true" if value else "false"
+        elif kind in ("integer", "minutes") and isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        elif kind == "minutes" and isinstance(value, str):
+            text = value
+        elif kind == "partition" and isinstance(value, str):
+            text = value
+        elif kind == "roles" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if any(v.strip() in ("", "none") or "," in v for v in value):
+                raise InvalidPolicy(f"{key} must list role names (an empty list for none), got {value!r}")
+            text = ",".join(value) or "none"
+        else:
+            expected = {"boolean": "true or false", "integer": "a whole number", "roles": "a list of role names",
+                        "partition": "a partition name", "minutes": "minutes, or text like 8h"}[kind]  # fmt: skip
+            raise InvalidPolicy(f"{key} must be {expected}, got {value!r}")
+        out.append(f"{key}={text}")
+    return out

@@ -8,20 +8,22 @@ back, new keys and store folders deleted.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
 import secrets
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from ..audit import AuditLog
+from ..audit import AuditError, AuditLog
 from ..keys import KeyStore, WrappedSession
 from ..stores.gocryptfs import init_store
 from ..stores.importer import SourceError, check_source, import_folder, incoming_dir, remove_stale_incoming
@@ -34,14 +36,38 @@ from .roles import Role
 log = logging.getLogger(__name__)
 
 _USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,254}")
+SHARE_STATES = ("pending", "accepted", "revoked")
+# Events per page of ``read_audit``.
+MAX_AUDIT_PAGE = 500
 
 
 class Refused(PermissionError):
     """The acting user may not do this; the message says who, what and why."""
 
 
+class NotMember(Refused):
+    """Refused because the acting user is not a member of the project (front ends answer as for an unknown
+    project, so that a project's existence does not leak)."""
+
+
 class BadInput(ValueError):
     """The request names something that does not exist or is not valid; nothing was changed."""
+
+
+class NotFound(BadInput):
+    """The request names a project, dataset, member or share that does not exist; nothing was changed.
+
+    ``kind`` is ``"project"`` (with its ``name``) when the project itself is unknown."""
+
+    def __init__(self, message: str, *, kind: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+
+
+class Conflict(BadInput):
+    """The request is valid but clashes with what exists (a taken name, a share in another state, the last
+    data owner); nothing was changed."""
 
 
 def validate_username(value: str) -> str:
@@ -83,16 +109,31 @@ class SessionGrant:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: the admin running the command, or a user the admin acts as (``--as``)."""
+    """Who acts: the admin running the command, a user the admin acts as (``--as``), or a person signed in to
+    a front end (:meth:`signed_in`)."""
 
-    admin: str
+    admin: str | None
     as_user: str | None = None
+    # The front end the request came through (``portal``), recorded in every event; None: the command line.
+    via: str | None = None
+
+    @classmethod
+    def signed_in(cls, username: str, *, is_admin: bool, via: str) -> Actor:
+        """A person acting for themselves through a front end: a hub admin, or with their own rights only."""
+        return cls(admin=username, via=via) if is_admin else cls(admin=None, as_user=username, via=via)
 
     @property
     def subject(self) -> Subject:
         if self.as_user is not None:
             return Subject(self.as_user, is_admin=False)
+        if self.admin is None:
+            raise ValueError("an Actor needs an admin or a user to act as")
         return Subject(self.admin, is_admin=True)
+
+    @property
+    def on_behalf_of(self) -> str | None:
+        """The admin behind ``--as USER`` (None when a person acts for themselves)."""
+        return self.admin if self.as_user is not None else None
 
 
 class ProjectService:
@@ -118,9 +159,11 @@ class ProjectService:
             yield session
 
     def _event(self, action: Action | str, obj: str, outcome: str, project: str | None, reason: str, **details) -> None:
+        if self.actor.via is not None:
+            details["via"] = self.actor.via
         self.audit.append(
             actor=self.actor.subject.username,
-            on_behalf_of=self.actor.admin if self.actor.as_user is not None else None,
+            on_behalf_of=self.actor.on_behalf_of,
             action=action.value if isinstance(action, Action) else action,
             obj=obj,
             outcome=outcome,
@@ -138,13 +181,16 @@ class ProjectService:
         decision = decide(self.actor.subject, action, role, self._policy(project) if project else None)
         if not decision:
             self._event(action, obj, "denied", project.name if project else None, decision.reason)
-            raise Refused(f"{self.actor.subject.username} may not {action.value} on {obj}: {decision.reason}")
+            refusal = NotMember if project is not None and role is None and not self.actor.subject.is_admin else Refused
+            raise refusal(f"{self.actor.subject.username} may not {action.value} on {obj}: {decision.reason}")
 
     def _project(self, session: Session, name: str, action: Action) -> Project:
         project = session.scalar(select(Project).where(Project.name_key == name_key(name)))
         if project is None or project.name != name:
             # Exact names only: a look-alike must not act on another project.
-            error = BadInput(f"project {name!r} does not exist (see `securehpc project list`)")
+            error = NotFound(
+                f"project {name!r} does not exist (see `securehpc project list`)", kind="project", name=name
+            )
             raise self._bad_input(action, f"project:{name}", None, error)
         return project
 
@@ -185,13 +231,13 @@ class ProjectService:
                 raise self._bad_input(Action.PROJECT_CREATE, obj, None, error) from None
             existing = session.scalar(select(Project).where(Project.name_key == name_key(name)))
             if existing is not None:
-                error = BadInput(
+                error = Conflict(
                     f"project {name!r} collides with existing project {existing.name!r}: choose another name"
                 )
                 raise self._bad_input(Action.PROJECT_CREATE, obj, None, error)
             project_dir = self.layout.project_dir(name)
             if project_dir.exists():
-                error = BadInput(
+                error = Conflict(
                     f"{project_dir} exists but no project {name!r} is registered (another database, or an "
                     "interrupted create?): check it, and remove it if it is not needed"
                 )
@@ -319,7 +365,7 @@ class ProjectService:
             self._authorize(session, Action.MEMBER_REMOVE, project, obj)
             member = session.scalar(select(Member).where(Member.project_id == project.id, Member.username == username))
             if member is None:
-                error = BadInput(f"{username!r} is not a member of project {project_name!r}")
+                error = NotFound(f"{username!r} is not a member of project {project_name!r}")
                 raise self._bad_input(Action.MEMBER_REMOVE, obj, project_name, error)
             if member.role == Role.DATA_OWNER.value:
                 self._refuse_last_owner(session, project, username, Action.MEMBER_REMOVE, obj)
@@ -332,7 +378,7 @@ class ProjectService:
             select(Member.username).where(Member.project_id == project.id, Member.role == Role.DATA_OWNER.value)
         ).all()
         if owners == [username]:
-            error = BadInput(f"{username!r} is the last data owner of {project.name!r}: add another data owner first")
+            error = Conflict(f"{username!r} is the last data owner of {project.name!r}: add another data owner first")
             raise self._bad_input(action, obj, project.name, error)
 
     # --- policy --------------------------------------------------------------------------------
@@ -345,20 +391,31 @@ class ProjectService:
         return policy
 
     def set_policy(self, project_name: str, assignments: list[str]) -> dict:
+        """Apply ``KEY=VALUE`` settings (hub admins); the event records the policy before and after."""
+        return self.change_policy(project_name, assignments)["policy"]
+
+    def change_policy(self, project_name: str, assignments: list[str], *, dry_run: bool = False) -> dict:
+        """``{"policy": after, "previous": before, "changed": [keys]}``; ``dry_run``: decide and validate only
+        (a preview: nothing is written, and only a refusal or bad input is recorded)."""
         obj = f"policy:{project_name}"
         with self._transaction() as session:
             project = self._project(session, project_name, Action.POLICY_SET)
             self._authorize(session, Action.POLICY_SET, project, obj)
+            before = self._policy(project)
             try:
-                policy = self._policy(project).with_settings(assignments)
+                policy = before.with_settings(assignments)
             except InvalidPolicy as error:
                 raise self._bad_input(Action.POLICY_SET, obj, project_name, error) from None
-            project.policy = policy.as_dict()
-        changed = sorted({a.partition("=")[0].strip() for a in assignments})
-        self._event(
-            Action.POLICY_SET, obj, "allowed", project_name, "hub admin", changed=changed, policy=policy.as_dict()
-        )
-        return policy.as_dict()
+            if not dry_run:
+                project.policy = policy.as_dict()
+        after, previous = policy.as_dict(), before.as_dict()
+        changed = sorted(key for key in after if after[key] != previous[key])
+        if not dry_run:
+            self._event(
+                Action.POLICY_SET, obj, "allowed", project_name, "hub admin",
+                changed=changed, policy=after, previous=previous,
+            )  # fmt: skip
+        return {"policy": after, "previous": previous, "changed": changed}
 
     # --- datasets ------------------------------------------------------------------------------
     def import_dataset(self, project_name: str, dataset: str, source: Path) -> dict:
@@ -375,7 +432,7 @@ class ProjectService:
                 select(Dataset).where(Dataset.project_id == project.id, Dataset.name_key == name_key(dataset))
             )
             if existing is not None:
-                error = BadInput(
+                error = Conflict(
                     f"dataset {dataset!r} collides with {project_name}/{existing.name}: choose another name"
                 )
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error)
@@ -385,7 +442,7 @@ class ProjectService:
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error) from None
             target = self.layout.dataset(project_name, dataset)
             if target.exists():
-                error = BadInput(f"{target} exists but no dataset {dataset!r} is registered: check it and remove it")
+                error = Conflict(f"{target} exists but no dataset {dataset!r} is registered: check it and remove it")
                 raise self._bad_input(Action.DATASET_IMPORT, obj, project_name, error)
             remove_stale_incoming(target.parent)
             try:
@@ -424,9 +481,10 @@ class ProjectService:
             project = self._project(session, project_name, Action.DATASET_LIST)
             self._authorize(session, Action.DATASET_LIST, project, f"datasets:{project_name}")
             own = [
-                {"dataset": d.name, "files": d.file_count, "bytes": d.size_bytes, "manifest_sha256": d.manifest_sha256}
+                {"dataset": d.name, "files": d.file_count, "bytes": d.size_bytes, "manifest_sha256": d.manifest_sha256,
+                 "imported_at": _time(d.created_at), "imported_by": d.created_by}
                 for d in sorted(project.datasets, key=lambda d: d.name)
-            ]
+            ]  # fmt: skip
             offers = session.execute(
                 select(Project.name, Dataset.name, Share.state)
                 .join(Dataset, Dataset.project_id == Project.id)
@@ -438,6 +496,37 @@ class ProjectService:
         self._event(Action.DATASET_LIST, f"datasets:{project_name}", "allowed", project_name, "member or admin")
         return {"project": project_name, "datasets": own, "shared_in": shared_in}
 
+    def list_shares(self, project_name: str, state: str | None = None) -> dict:
+        """Shares of the project's datasets with other projects (``offered``) and of other projects' datasets
+        with it (``received``), each with its state and who offered and decided when; ``state`` filters."""
+        if state is not None and state not in SHARE_STATES:
+            raise BadInput(f"share state {state!r} is not one of {', '.join(SHARE_STATES)}")
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.DATASET_LIST)
+            self._authorize(session, Action.DATASET_LIST, project, f"shares:{project_name}")
+            owner = aliased(Project)
+            query = (
+                select(Share, Dataset.name, owner.name, Project.name)
+                .join(Dataset, Share.dataset_id == Dataset.id)
+                .join(owner, Dataset.project_id == owner.id)
+                .join(Project, Share.target_project_id == Project.id)
+                .order_by(owner.name, Dataset.name, Project.name)
+            )
+            if state is not None:
+                query = query.where(Share.state == state)
+            offered = session.execute(query.where(owner.id == project.id)).all()
+            received = session.execute(query.where(Project.id == project.id)).all()
+
+            def row(share: Share, dataset: str, source: str, target: str) -> dict:
+                return {"dataset": str(DatasetRef(source, dataset)), "with": target, "state": share.state,
+                        "offered_by": share.offered_by, "offered_at": _time(share.offered_at),
+                        "decided_by": share.decided_by, "decided_at": _time(share.decided_at)}  # fmt: skip
+
+            result = {"project": project_name, "offered": [row(*r) for r in offered],
+                      "received": [row(*r) for r in received]}  # fmt: skip
+        self._event(Action.DATASET_LIST, f"shares:{project_name}", "allowed", project_name, "member or admin")
+        return result
+
     def _dataset(self, session: Session, ref: str, action: Action) -> tuple[Project, Dataset]:
         try:
             project_name, dataset_name = split_dataset_ref(ref)
@@ -448,7 +537,7 @@ class ProjectService:
             select(Dataset).where(Dataset.project_id == project.id, Dataset.name_key == name_key(dataset_name))
         )
         if dataset is None or dataset.name != dataset_name:
-            error = BadInput(f"dataset {ref!r} does not exist (see `securehpc dataset list {project_name}`)")
+            error = NotFound(f"dataset {ref!r} does not exist (see `securehpc dataset list {project_name}`)")
             raise self._bad_input(action, f"dataset:{ref}", project_name, error)
         return project, dataset
 
@@ -466,7 +555,7 @@ class ProjectService:
                 select(Share).where(Share.dataset_id == dataset.id, Share.target_project_id == target.id)
             )
             if share is not None and share.state != "revoked":
-                error = BadInput(f"{ref} is already shared with {other} ({share.state})")
+                error = Conflict(f"{ref} is already shared with {other} ({share.state})")
                 raise self._bad_input(Action.DATASET_SHARE, obj, project.name, error)
             if share is None:
                 share = Share(
@@ -492,7 +581,8 @@ class ProjectService:
             )
             if share is None or share.state != "pending":
                 state = share.state if share else "not offered"
-                error = BadInput(f"{ref} has no pending offer to {other} ({state}): its data owner must share it first")
+                kind = NotFound if share is None else Conflict
+                error = kind(f"{ref} has no pending offer to {other} ({state}): its data owner must share it first")
                 raise self._bad_input(Action.DATASET_ACCEPT, obj, other, error)
             share.state, share.decided_by, share.decided_at = "accepted", self.actor.subject.username, utcnow()
             session.flush()
@@ -517,7 +607,7 @@ class ProjectService:
                 select(Share).where(Share.dataset_id == dataset.id, Share.target_project_id == target.id)
             )
             if share is None or share.state == "revoked":
-                error = BadInput(f"{ref} is not shared with {other}")
+                error = NotFound(f"{ref} is not shared with {other}")
                 raise self._bad_input(Action.DATASET_REVOKE, obj, project.name, error)
             previous = share.state
             share.state, share.decided_by, share.decided_at = "revoked", self.actor.subject.username, utcnow()
@@ -625,6 +715,111 @@ class ProjectService:
                     startable[project.name] = policy
             return startable
 
+    def list_sessions(self, project_name: str, running: Callable[[set[str]], list[dict]]) -> list[dict]:
+        """The project's running sessions (members and hub admins may see them).
+
+        ``running(members)`` asks the hub for the servers named after the project of those users (the
+        database knows the members, the hub the servers); this decides and records the read.
+        """
+        obj = f"sessions:{project_name}"
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.SESSION_LIST)
+            self._authorize(session, Action.SESSION_LIST, project, obj)
+            members = {member.username for member in project.members}
+        result = running(members)
+        self._event(Action.SESSION_LIST, obj, "allowed", project_name, "member or admin", count=len(result))
+        return result
+
+    def stop_session(self, project_name: str, user: str, stop: Callable[[], dict]) -> dict:
+        """Stop ``user``'s session in the project (data owners and hub admins); ``stop()`` asks the hub to stop
+        the server and returns what it stopped (raises NotFound when there is none)."""
+        obj = f"session:{project_name}/{user}"
+        with self.sessions() as session:
+            project = self._project(session, project_name, Action.SESSION_STOP)
+            self._authorize(session, Action.SESSION_STOP, project, obj)
+        try:
+            validate_username(user)
+            stopped = stop()
+        except BadInput as error:
+            self._event(Action.SESSION_STOP, obj, "failed", project_name, str(error))
+            raise
+        except Exception as error:
+            self._event(Action.SESSION_STOP, obj, "failed", project_name, _short(error))
+            raise
+        self._event(Action.SESSION_STOP, obj, "allowed", project_name, "data owner or admin", user=user, **stopped)
+        return {"project": project_name, "user": user, **stopped}
+
+    # --- the audit log -------------------------------------------------------------------------
+    def read_audit(
+        self,
+        *,
+        project: str | None = None,
+        user: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> dict:
+        """Events of the audit log, newest first, filtered; ``limit`` per page, ``before`` the ``seq`` to
+        continue below (the answer's ``next``). Hub admins read everything; a data owner reads the events of
+        their own project (``project`` is then required). A refusal is recorded; reading is not."""
+        if project is None:
+            decision = decide(self.actor.subject, Action.AUDIT_READ, None)
+            if not decision:
+                reason = f"{decision.reason} (a data owner reads the events of their project: name it)"
+                self._event(Action.AUDIT_READ, "audit-log", "denied", None, reason)
+                raise Refused(f"{self.actor.subject.username} may not read the whole audit log: {reason}")
+        else:
+            with self.sessions() as session:
+                found = self._project(session, project, Action.PROJECT_AUDIT_READ)
+                self._authorize(session, Action.PROJECT_AUDIT_READ, found, f"audit:{project}")
+        if not 1 <= limit <= MAX_AUDIT_PAGE:
+            raise BadInput(f"limit {limit} is outside 1..{MAX_AUDIT_PAGE}")
+
+        def wanted(event: dict) -> bool:
+            time = dt.datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+            people = {event["actor"], event["on_behalf_of"], event["details"].get("user")}
+            return (
+                (before is None or event["seq"] < before)
+                and (project is None or event["project"] == project)
+                and (user is None or user in people)
+                and (action is None or event["action"] == action)
+                and (outcome is None or event["outcome"] == outcome)
+                and (since is None or time >= since)
+                and (until is None or time < until)
+            )
+
+        page: deque[dict] = deque(maxlen=limit + 1)
+        for event in self.audit.events():
+            if wanted(event):
+                page.append(event)
+        more = len(page) > limit
+        events = list(reversed(page))[:limit]
+        return {"events": events, "next": events[-1]["seq"] if more else None}
+
+    def verify_audit(self) -> dict:
+        """``audit verify`` and the current head (hub admins): whether the chain holds, and its last link."""
+        decision = decide(self.actor.subject, Action.AUDIT_READ, None)
+        if not decision:
+            self._event(Action.AUDIT_READ, "audit-log", "denied", None, decision.reason)
+            raise Refused(f"{self.actor.subject.username} may not verify the audit log: {decision.reason}")
+        result = self.audit.verify()
+        try:
+            seq, digest = self.audit.head()
+            head = {"seq": seq, "hash": digest}
+        except AuditError:
+            head = None  # missing or damaged at its end: ``problem`` says which
+        return {"ok": result.ok, "events": result.lines, "first_bad_line": result.first_bad_line,
+                "problem": result.problem, "head": head}  # fmt: skip
+
+    def record_refusal(self, action: str, obj: str, reason: str, project: str | None = None) -> Refused:
+        """Record a refusal a front end made before any operation (a token without the portal's scope, a form
+        without its XSRF token) and return the Refused to raise."""
+        self._event(action, obj, "denied", project, reason)
+        return Refused(f"{self.actor.subject.username} may not {action} on {obj}: {reason}")
+
     # --- memberships, for the group sync (sync.py) -------------------------------------------
     def _require_admin(self, action: str, obj: str, what: str) -> None:
         if not self.actor.subject.is_admin:
@@ -649,6 +844,11 @@ class ProjectService:
         with self.sessions() as session:
             found = session.scalars(select(Project.name).where(Project.name_key.in_([name_key(n) for n in wanted])))
             return set(found) & wanted
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    """A database time (naive UTC) as ISO 8601 with ``Z``, as the CLI prints it."""
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
 
 
 def _short(error: BaseException) -> str:
