@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..node import prereqs
-from . import hub, munge, oidc, openbao, packages, slurm
+from . import commands, hub, munge, oidc, openbao, packages, slurm
 from .layout import ClusterLayout
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,41 @@ class LocalCluster:
     def __init__(self, layout: ClusterLayout) -> None:
         self.layout = layout
 
+    @property
+    def fuse_mode_file(self) -> Path:
+        """Where ``up`` noted the mode /dev/fuse had before it changed it (``down`` names it)."""
+        return self.layout.state_dir / "fuse-mode-before-up"
+
     def prepare_host(self) -> None:
         """Make this machine look like a secure compute node: FUSE usable by job users."""
         if prereqs.check_fuse() is not None and os.geteuid() == 0:
             # Real nodes ship /dev/fuse as 0666 through udev; machines without udev have 0600.
+            before = prereqs.FUSE_DEVICE.stat().st_mode & 0o7777
+            if not self.fuse_mode_file.exists():
+                self.fuse_mode_file.write_text(f"{before:04o}\n")
             prereqs.FUSE_DEVICE.chmod(0o666)
             log.info("made %s mode 0666, as on a compute node", prereqs.FUSE_DEVICE)
+
+    def fuse_left_changed(self) -> str | None:
+        """What ``down`` says about /dev/fuse when ``up`` changed its mode and it still has ours; None otherwise.
+
+        ``down`` does not change it back: another cluster on this machine (a test run) may need it still."""
+        try:
+            before = int(self.fuse_mode_file.read_text().strip(), 8)
+            now = prereqs.FUSE_DEVICE.stat().st_mode & 0o7777
+        except (OSError, ValueError):
+            return None
+        if now == before:
+            return None
+        return (
+            f"{prereqs.FUSE_DEVICE} stays mode {now:04o} (it was {before:04o} before `up`; other clusters on this "
+            f"machine may use it): chmod {before:04o} {prereqs.FUSE_DEVICE} to undo"
+        )
+
+    @property
+    def _up(self) -> str:
+        """The command that fixes a stopped service: ``securehpc dev up`` as it runs when pasted."""
+        return commands.dev("up", self.layout.state_dir)
 
     def up(self, *, install: bool = True) -> None:
         if install:
@@ -74,11 +104,9 @@ class LocalCluster:
     def _munge_status(self) -> ServiceStatus:
         pid = munge.daemon(self.layout).pid()
         if pid is None:
-            return ServiceStatus("munge", False, "munged is not running", "securehpc dev up")
+            return ServiceStatus("munge", False, "munged is not running", self._up)
         if not munge.works(self.layout):
-            return ServiceStatus(
-                "munge", False, f"munged (pid {pid}) does not decode its own credentials", "securehpc dev up"
-            )
+            return ServiceStatus("munge", False, f"munged (pid {pid}) does not decode its own credentials", self._up)
         return ServiceStatus("munge", True, f"pid {pid}, socket {self.layout.munge_socket}")
 
     def _slurm_status(self) -> list[ServiceStatus]:
@@ -86,7 +114,7 @@ class LocalCluster:
         ctld_pid, slurmd_pid = ctld.pid(), slurmd.pid()
         statuses = []
         if ctld_pid is None:
-            statuses.append(ServiceStatus("slurmctld", False, "slurmctld is not running", "securehpc dev up"))
+            statuses.append(ServiceStatus("slurmctld", False, "slurmctld is not running", self._up))
         elif not slurm.controller_answers(self.layout):
             statuses.append(
                 ServiceStatus(
@@ -94,14 +122,14 @@ class LocalCluster:
                     False,
                     f"slurmctld (pid {ctld_pid}) does not answer `scontrol ping` "
                     f"(is munge running?): {ctld.log_tail(1)}",
-                    "securehpc dev up",
+                    self._up,
                 )
             )
         else:
             statuses.append(ServiceStatus("slurmctld", True, f"pid {ctld_pid}, port {self.layout.slurmctld_port}"))
         state = slurm.node_state(self.layout) if ctld_pid is not None else None
         if slurmd_pid is None:
-            statuses.append(ServiceStatus("slurmd", False, "slurmd is not running", "securehpc dev up"))
+            statuses.append(ServiceStatus("slurmd", False, "slurmd is not running", self._up))
         elif state not in slurm.USABLE_STATES:
             statuses.append(
                 ServiceStatus(
@@ -109,7 +137,7 @@ class LocalCluster:
                     False,
                     f"slurmd (pid {slurmd_pid}) runs but node {self.layout.node_name} is {state or 'unknown'}",
                     f"SLURM_CONF={self.layout.slurm_conf} scontrol update "
-                    f"nodename={self.layout.node_name} state=resume; or securehpc dev up",
+                    f"nodename={self.layout.node_name} state=resume; or {self._up}",
                 )
             )
         else:
@@ -125,25 +153,21 @@ class LocalCluster:
     def _openbao_status(self) -> ServiceStatus:
         pid = openbao.daemon(self.layout).pid()
         if pid is None:
-            return ServiceStatus("openbao", False, "the OpenBao server is not running", "securehpc dev up")
+            return ServiceStatus("openbao", False, "the OpenBao server is not running", self._up)
         state = openbao.health(self.layout)
         if state is None:
-            return ServiceStatus(
-                "openbao", False, f"pid {pid} does not answer on {self.layout.openbao_addr}", "securehpc dev up"
-            )
+            return ServiceStatus("openbao", False, f"pid {pid} does not answer on {self.layout.openbao_addr}", self._up)
         if not state["initialized"] or state["sealed"]:
             what = "sealed" if state["initialized"] else "not initialised"
-            return ServiceStatus("openbao", False, f"pid {pid} is {what}", "securehpc dev up (unseals it)")
+            return ServiceStatus("openbao", False, f"pid {pid} is {what}", f"{self._up} (unseals it)")
         return ServiceStatus("openbao", True, f"pid {pid}, {self.layout.openbao_addr}, unsealed")
 
     def _oidc_status(self) -> ServiceStatus:
         pid = oidc.daemon(self.layout).pid()
         if pid is None:
-            return ServiceStatus("oidc", False, "the OpenID Connect provider is not running", "securehpc dev up")
+            return ServiceStatus("oidc", False, "the OpenID Connect provider is not running", self._up)
         if oidc.discovery(self.layout) is None:
-            return ServiceStatus(
-                "oidc", False, f"pid {pid} does not answer on {self.layout.oidc_issuer}", "securehpc dev up"
-            )
+            return ServiceStatus("oidc", False, f"pid {pid} does not answer on {self.layout.oidc_issuer}", self._up)
         return ServiceStatus("oidc", True, f"pid {pid}, issuer {self.layout.oidc_issuer}")
 
     def _node_status(self) -> ServiceStatus:
@@ -157,5 +181,7 @@ class LocalCluster:
         missing_node = packages.missing_node_packages()
         if missing or missing_node:
             names = missing + [f"npm:{name}" for name in missing_node]
-            return ServiceStatus("packages", False, f"missing: {', '.join(names)}", "securehpc dev install")
+            return ServiceStatus(
+                "packages", False, f"missing: {', '.join(names)}", commands.dev("install", self.layout.state_dir)
+            )
         return ServiceStatus("packages", True, "Debian and Node packages installed")

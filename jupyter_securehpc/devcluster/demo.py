@@ -50,6 +50,13 @@ def unix_groups() -> list[str]:
     return [f"securehpc-{name}" for name in PROJECTS]
 
 
+def job_output_dir(layout: ClusterLayout) -> Path:
+    """Where the demo's jobs write their output (the launcher's messages): in the state folder, not /tmp, so
+    that the demo leaves nothing outside it. Sticky and world-writable like /tmp: Slurm creates each file as
+    the job's user, mode 0600."""
+    return layout.state_dir / "jobs"
+
+
 def sample_folder(layout: ClusterLayout) -> Path:
     """The synthetic recordings as plain files, the demo's source of ``sleep/psg`` and of the README's import."""
     return layout.state_dir / "incoming" / "psg"
@@ -181,12 +188,16 @@ def signing_key(layout: ClusterLayout) -> Path:
 
 def hub_settings(layout: ClusterLayout) -> dict:
     node = Path(sys.executable).with_name("securehpc-node")
+    jobs = job_output_dir(layout)
+    jobs.mkdir(exist_ok=True)
+    jobs.chmod(0o1777)
     return {
         "JupyterHub.spawner_class": "securehpc",
         "JupyterHub.allow_named_servers": True,
         "JupyterHub.cleanup_servers": False,
         "SecureSlurmSpawner.signing_key_file": str(signing_key(layout)),
         "SecureSlurmSpawner.node_command": str(node),
+        "SecureSlurmSpawner.job_output": f"{jobs}/securehpc-%u-%j-{{nonce}}.log",
         "SecureSlurmSpawner.start_timeout": 300,
         "SecureSlurmSpawner.http_timeout": 120,
         "SecureSlurmSpawner.startup_poll_interval": 0.2,

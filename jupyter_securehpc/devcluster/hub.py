@@ -24,7 +24,7 @@ import requests
 
 from ..spawner.roles import operator_role
 from ..util.files import atomic_write
-from . import oidc, portal
+from . import commands, oidc, portal
 from .daemon import Daemon, wait_until
 from .layout import ClusterLayout
 from .packages import node_bin
@@ -248,7 +248,7 @@ def hub_users(layout: ClusterLayout) -> dict[str, dict]:
 def status_line(layout: ClusterLayout) -> tuple[bool, str]:
     pid = daemon(layout).pid()
     if pid is None:
-        return False, "not running (start it with `securehpc dev hub up`)"
+        return False, f"not running (start it with `{commands.dev('hub up', layout.state_dir)}`)"
     if not health(layout):
         return False, f"pid {pid} does not answer on {layout.hub_url}"
     proxy = proxy_pid(layout)

@@ -29,6 +29,17 @@ DEFAULT_PORTS = {
 LATER_PORTS = ("oidc_port", "hub_port", "hub_api_port", "proxy_api_port")
 
 
+def ports_from(base: int) -> dict[str, int]:
+    """``base``, ``base + 1``, ... for the services in the order of DEFAULT_PORTS (``securehpc dev --port-base``):
+    a second cluster on the same machine, beside the demo's fixed ports."""
+    last = base + len(DEFAULT_PORTS) - 1
+    if base < 1024 or last > 65535:
+        raise ValueError(
+            f"port base {base} gives ports {base}-{last}: choose a base from 1024 to {65536 - len(DEFAULT_PORTS)}"
+        )
+    return {name: base + offset for offset, name in enumerate(DEFAULT_PORTS)}
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -58,25 +69,38 @@ class ClusterLayout:
     proxy_api_port: int = DEFAULT_PORTS["proxy_api_port"]
 
     @classmethod
-    def load_or_create(cls, state_dir: Path | str, *, random_ports: bool = False) -> ClusterLayout:
+    def load_or_create(
+        cls, state_dir: Path | str, *, random_ports: bool = False, port_base: int | None = None
+    ) -> ClusterLayout:
         """Read the layout saved in ``state_dir``, or create and save one.
 
         ``random_ports`` picks free ports instead of the defaults (used by the tests so that they can run
-        beside a demo cluster).
+        beside a demo cluster); ``port_base`` takes consecutive ports from there (:func:`ports_from`). Both
+        matter only when the folder is new: its saved ports are kept, and a ``port_base`` that disagrees
+        with them is refused (ValueError).
         """
         state_dir = Path(state_dir).absolute()
+        wanted = ports_from(port_base) if port_base is not None else None
         saved = state_dir / "cluster.json"
         if saved.exists():
             data = json.loads(saved.read_text())
             missing = [name for name in LATER_PORTS if name not in data]
             for name in missing:
-                data[name] = free_port() if random_ports else DEFAULT_PORTS[name]
+                data[name] = free_port() if random_ports else (wanted or DEFAULT_PORTS)[name]
             layout = cls(**{**data, "state_dir": state_dir})
+            if wanted and {name: getattr(layout, name) for name in wanted} != wanted:
+                raise ValueError(
+                    f"the local cluster in {state_dir} already uses ports from {layout.slurmctld_port}, not from "
+                    f"{port_base}: leave out --port-base, or choose another --state-dir"
+                )
             if missing:
                 # Saved at once, so that the next load finds the same ports.
                 layout._save()
             return layout
-        ports = {name: free_port() for name in DEFAULT_PORTS} if random_ports else dict(DEFAULT_PORTS)
+        if wanted:
+            ports = wanted
+        else:
+            ports = {name: free_port() for name in DEFAULT_PORTS} if random_ports else dict(DEFAULT_PORTS)
         layout = cls(state_dir=state_dir, **ports)
         # 0755: munge's socket and the Slurm configuration below must be reachable by job users.
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -129,15 +129,37 @@ def _settings(args: argparse.Namespace) -> tuple[SecureHPC, object]:
     return SecureHPC(config=config), config
 
 
-def service(args: argparse.Namespace) -> ProjectService:
+class KeysWhenNeeded:
+    """The key store, opened at its first use: verbs that never ask OpenBao (listing, showing, members,
+    policies) work without its URL or token; the others fail there with the key store's own message."""
+
+    def __init__(self, config: object) -> None:
+        self._config = config
+        self._store: KeyStore | None = None
+
+    def __getattr__(self, name: str) -> object:
+        if self._store is None:
+            self._store = KeyStore(KeyStoreConfig(config=self._config))
+        return getattr(self._store, name)
+
+
+def service(args: argparse.Namespace, *, new_site: bool = False) -> ProjectService:
+    """The projects database of the configured site. Only ``new_site`` (``project create``) makes its folders
+    and a new SQLite file; every other verb refuses a site that does not exist, and creates nothing."""
     settings, config = _settings(args)
-    Path(settings.store_root).mkdir(parents=True, exist_ok=True, mode=0o755)
-    if settings.db_url.startswith("sqlite:///"):
-        Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = KeyStore(KeyStoreConfig(config=config))
+    sqlite_file = Path(settings.db_url.removeprefix("sqlite:///")) if settings.db_url.startswith("sqlite:///") else None
+    if new_site:
+        Path(settings.store_root).mkdir(parents=True, exist_ok=True, mode=0o755)
+        if sqlite_file is not None:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    elif sqlite_file is not None and not sqlite_file.exists():
+        raise FileNotFoundError(
+            f"no projects database at {sqlite_file}: point c.SecureHPC.db_url (or $SECUREHPC_DB) at this site's "
+            "database (the demo's: source <(securehpc dev env)), or make a new one with `securehpc project create`"
+        )
     return ProjectService(
         sessions=open_database(settings.db_url),
-        keys=keys,
+        keys=KeysWhenNeeded(config),
         audit=AuditLog(Path(settings.audit_log)),
         store_root=Path(settings.store_root),
         actor=Actor(admin=admin_name(), as_user=args.as_user),
@@ -154,7 +176,7 @@ def emit(args: argparse.Namespace, data: object, text: str) -> int:
 
 
 def _project_create(args: argparse.Namespace) -> int:
-    result = service(args).create_project(args.name, args.owner)
+    result = service(args, new_site=True).create_project(args.name, args.owner)
     return emit(args, result, f"created project {args.name} (data owner: {args.owner})")
 
 
@@ -254,7 +276,14 @@ def _audit_guard(args: argparse.Namespace) -> SecureHPC:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    result = verify(Path(_audit_guard(args).audit_log))
+    path = Path(_audit_guard(args).audit_log)
+    if not path.exists():
+        # Not "damaged": most often the wrong path. Said plainly, with both readings; still a failure.
+        raise FileNotFoundError(
+            f"no audit log at {path}: point c.SecureHPC.audit_log (or $SECUREHPC_AUDIT_LOG) at this site's log "
+            "(the demo's: source <(securehpc dev env)); if this is the right path, the log was deleted"
+        )
+    result = verify(path)
     data = {"ok": result.ok, "lines": result.lines, "first_bad_line": result.first_bad_line, "problem": result.problem}
     text = f"audit log OK: {result.lines} events" if result.ok else f"audit log DAMAGED: {result.problem}"
     emit(args, data, text)

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jupyter_securehpc.devcluster import munge, oidc, openbao, slurm
+import pytest
+
+from jupyter_securehpc.devcluster import commands, munge, oidc, openbao, slurm
 from jupyter_securehpc.devcluster.cluster import LocalCluster
 
 SERVICES = ("munge", "slurmctld", "slurmd", "openbao", "oidc")
@@ -77,7 +79,11 @@ def test_status_names_a_stopped_service_and_the_fix(local_cluster):
     report = {service["name"]: service for service in json.loads(result.stdout)}
     assert report["munge"]["running"] is False
     assert report["munge"]["detail"] == "munged is not running"
-    assert report["munge"]["fix"] == "securehpc dev up"
+    # The fix as it runs when pasted: this environment's securehpc (not on PATH here) and this cluster's folder.
+    assert report["munge"]["fix"] == commands.dev("up", local_cluster.layout.state_dir)
+    fix = subprocess.run(["bash", "-c", report["munge"]["fix"].replace(" up", " status --json")],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert fix.returncode == 3 and json.loads(fix.stdout)[0]["name"] == "munge", fix.stderr
     assert report["openbao"]["running"] is True
 
     local_cluster.up(install=False)
@@ -91,7 +97,8 @@ def test_env_prints_client_settings_without_secrets(local_cluster):
     assert f"export SLURM_CONF={local_cluster.layout.slurm_conf}" in result.stdout
     assert f"export VAULT_ADDR={local_cluster.layout.openbao_addr}" in result.stdout
     assert openbao.root_token(local_cluster.layout) not in result.stdout
-    assert "TOKEN" not in result.stdout
+    # No demo here yet: no admin token to read (the demo's env: test_demo.py), and none printed.
+    assert "VAULT_TOKEN" not in result.stdout.replace("# no admin token yet", "")
 
 
 def test_root_token_is_readable_by_root_only(local_cluster):
@@ -99,3 +106,33 @@ def test_root_token_is_readable_by_root_only(local_cluster):
     assert init.stat().st_mode & 0o777 == 0o600
     assert init.parent.stat().st_mode & 0o777 == 0o700
     assert local_cluster.layout.munge_key.stat().st_mode & 0o777 == 0o400
+
+
+def test_a_port_base_gives_a_new_state_folder_consecutive_ports_and_they_are_kept(tmp_path):
+    from jupyter_securehpc.devcluster.layout import DEFAULT_PORTS, ClusterLayout
+
+    layout = ClusterLayout.load_or_create(tmp_path, port_base=26800)
+    assert [getattr(layout, name) for name in DEFAULT_PORTS] == list(range(26800, 26808))
+    assert (layout.openbao_addr, layout.hub_url) == ("http://127.0.0.1:26802", "http://127.0.0.1:26805")
+    assert ClusterLayout.load_or_create(tmp_path) == layout  # saved: later commands need no option
+    assert ClusterLayout.load_or_create(tmp_path, port_base=26800) == layout
+    with pytest.raises(ValueError, match="already uses ports from 26800, not from 27000"):
+        ClusterLayout.load_or_create(tmp_path, port_base=27000)
+
+
+def test_the_port_options_through_the_cli(tmp_path):
+    state = str(tmp_path / "state")
+    result = securehpc("dev", "--state-dir", state, "--port-base", "26800", "env")
+    assert result.returncode == 0, result.stderr
+    assert "export VAULT_ADDR=http://127.0.0.1:26802" in result.stdout
+    again = securehpc("dev", "--state-dir", state, "--port-base", "27000", "env")
+    assert again.returncode == 1
+    assert "already uses ports from 26800" in again.stderr and "--state-dir" in again.stderr
+    low = securehpc("dev", "--state-dir", str(tmp_path / "other"), "--port-base", "80", "env")
+    assert low.returncode == 1 and "choose a base from 1024 to 65528" in low.stderr
+    both = securehpc("dev", "--state-dir", state, "--port-base", "26800", "--random-ports", "env")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    randomly = securehpc("dev", "--state-dir", str(tmp_path / "random"), "--random-ports", "env")
+    assert randomly.returncode == 0, randomly.stderr
+    port = int(randomly.stdout.split("VAULT_ADDR=http://127.0.0.1:")[1].split()[0])
+    assert port != 18200
