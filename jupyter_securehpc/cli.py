@@ -22,6 +22,7 @@ from .keys import KeyStoreError
 from .projects import cli as projects_cli
 from .projects.db import SchemaError
 from .projects.service import BadInput, Refused
+from .runs import cli as runs_cli
 from .stores.gocryptfs import StoreError
 from .vocabulary import InvalidName
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = OPTIONAL_VERBS[name][0] if name in OPTIONAL_VERBS else f"from {entry.value.split(':')[0]}"
         sub.add_parser(name, help=help_text, add_help=False).set_defaults(plugin=name)
     projects_cli.register(sub)
+    runs_cli.register(sub)
     reference = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     reference.set_defaults(handler=lambda args: print(config_reference.reference()))
     projects_cli.add_global_defaults(parser)

@@ -2,7 +2,8 @@
 
 - ``check``: what this node lacks to run secure sessions, and the fix;
 - ``exec --spec FILE -- PROGRAM ARGS...``: run a program in the project sandbox (headless runs, tests);
-- ``serve --spec FILE [--ip IP] [--port N]``: the user's Jupyter server in the sandbox, for the spawner.
+- ``serve --spec FILE [--ip IP] [--port N]``: the user's Jupyter server in the sandbox, for the spawner;
+- ``run --spec FILE``: a headless run's notebook executed by papermill in the sandbox (the spec names it).
 
 The wrapped single-use token comes from ``$SECUREHPC_WRAPPED_TOKEN`` (removed from the environment before
 anything else starts) or, with ``--token-stdin``, from the first line of standard input. Never pass it as
@@ -21,6 +22,7 @@ from ..session.env import SESSION_SPEC_ENV
 from .errors import EX_USAGE, LaunchError
 from .launcher import exec_program
 from .prereqs import node_problems
+from .run import run as run_headless
 from .serve import serve
 from .spec import SpecError, load_spec
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--ip", default="127.0.0.1", help="address the hub's proxy connects to (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=0, help="TCP port for the proxy (default: any free port)")
     srv.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM (default: jupyterhub-singleuser)")
+    headless = sub.add_parser("run", help="execute a headless run's notebook with papermill in the sandbox")
+    headless.add_argument("--spec", type=Path, help=f"the run's signed spec (JSON); default ${SESSION_SPEC_ENV}")
+    headless.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="securehpc-node: %(message)s")
 
@@ -52,13 +57,16 @@ def main(argv: list[str] | None = None) -> int:
             print("node ready: bubblewrap, gocryptfs, FUSE and user namespaces all work")
         return 1 if problems else 0
 
-    program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    program = getattr(args, "program", [])
+    program = program[1:] if program[:1] == ["--"] else program
     if args.command == "exec" and not program:
         parser.error("exec needs a program: securehpc-node exec --spec FILE -- PROGRAM ARGS...")
     try:
         spec = load_spec(args.spec)
         if args.command == "serve":
             return asyncio.run(serve(spec, program, ip=args.ip, port=args.port, token_from_stdin=args.token_stdin))
+        if args.command == "run":
+            return asyncio.run(run_headless(spec, token_from_stdin=args.token_stdin))
         return exec_program(spec, program, token_from_stdin=args.token_stdin)
     except SpecError as error:
         print(f"securehpc-node: {error}", file=sys.stderr)

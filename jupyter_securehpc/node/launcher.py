@@ -141,6 +141,7 @@ def sandbox_command(
     hub_dir: Path | None = None,
     uid: int | None = None,
     session_data: bytes | None = None,
+    run_data: bytes | None = None,
     program_fds: Sequence[int] = (),
     status_fd: int | None = None,
     ready_fd: int | None = None,
@@ -151,11 +152,13 @@ def sandbox_command(
     ``uid`` is the user the command will run as (default: this process's user). ``program_fds`` reach the
     program itself (the server's listening socket, its audit pipe); ``status_fd`` gets a line once the
     stores are mounted; the prefetch waits for ``ready_fd`` to end. The caller owns those three kinds.
+    ``session_data`` and ``run_data`` become the read-only files ``SESSION_FILE`` and ``RUN_FILE`` inside.
     """
     mounts, keys = session.mounts, session.keys
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
     session_fd = _data_pipe(session_data) if session_data is not None else None
+    run_fd = _data_pipe(run_data) if run_data is not None else None
     me = pwd.getpwuid(os.getuid() if uid is None else uid)
     config = {
         "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],
@@ -172,8 +175,8 @@ def sandbox_command(
     # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
     # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.
     config_fd = _data_pipe(json.dumps(config).encode())
-    argv = outer_command(mounts, config_fd, hub_dir=hub_dir, session_fd=session_fd)
-    return argv, [*fds, config_fd, *([session_fd] if session_fd is not None else [])]
+    argv = outer_command(mounts, config_fd, hub_dir=hub_dir, session_fd=session_fd, run_fd=run_fd)
+    return argv, [*fds, config_fd, *(fd for fd in (session_fd, run_fd) if fd is not None)]
 
 
 def run_program(session: PreparedSession, program: list[str]) -> int:

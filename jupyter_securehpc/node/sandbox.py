@@ -124,6 +124,8 @@ def mounts_for(spec: SessionSpec) -> list[Mount]:
 SESSION_DIR = "/securehpc"
 # The server extension's policy (serverext/session.py).
 SESSION_FILE = f"{SESSION_DIR}/session.json"
+# A headless run's RunSpec, for its runner (runs/runner.py).
+RUN_FILE = f"{SESSION_DIR}/run.json"
 # A read-only view of the launcher's folder that holds the hub-API socket (node/hubrelay.py listens there).
 HUB_DIR = f"{SESSION_DIR}/hub"
 HUB_SOCKET = "hub-api.sock"
@@ -137,7 +139,11 @@ JUPYTER_DATA_DIR = f"{SESSION_DIR}/jupyter/data"
 
 
 def outer_argv(
-    mounts: list[Mount], extra_ro: list[Path] = (), hub_dir: Path | None = None, session_fd: int | None = None
+    mounts: list[Mount],
+    extra_ro: list[Path] = (),
+    hub_dir: Path | None = None,
+    session_fd: int | None = None,
+    run_fd: int | None = None,
 ) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     argv += ["--uid", "0", "--gid", "0", "--cap-add", "ALL"]
@@ -159,6 +165,9 @@ def outer_argv(
     if session_fd is not None:
         # The server extension's policy: a read-only copy that nothing in the sandbox can change.
         argv += ["--ro-bind-data", str(session_fd), SESSION_FILE]
+    if run_fd is not None:
+        # A run's notebook, parameters and kernel, as the hub signed them: read-only too.
+        argv += ["--ro-bind-data", str(run_fd), RUN_FILE]
     for mount in mounts:
         argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_cipher), mount.cipher]
         argv += ["--dir", mount.target]
@@ -170,11 +179,16 @@ def outer_argv(
 
 
 def outer_command(
-    mounts: list[Mount], config_fd: int, *, hub_dir: Path | None = None, session_fd: int | None = None
+    mounts: list[Mount],
+    config_fd: int,
+    *,
+    hub_dir: Path | None = None,
+    session_fd: int | None = None,
+    run_fd: int | None = None,
 ) -> list[str]:
     """The outer sandbox running ``node/mount_then_run.py``, its instructions on the pipe ``config_fd``."""
     return [
-        *outer_argv(mounts, hub_dir=hub_dir, session_fd=session_fd),
+        *outer_argv(mounts, hub_dir=hub_dir, session_fd=session_fd, run_fd=run_fd),
         "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"),
         "--setenv", SANDBOX_CONFIG_FD_ENV, str(config_fd),
         sys.executable, "-m", "jupyter_securehpc.node.mount_then_run",

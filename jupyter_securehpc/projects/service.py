@@ -32,6 +32,7 @@ from .authz import Action, Subject, decide
 from .model import Dataset, Member, Project, Share, utcnow
 from .policy import InvalidPolicy, Policy
 from .roles import Role
+from .runs import RunService
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ class Actor:
         return self.admin if self.as_user is not None else None
 
 
-class ProjectService:
+class ProjectService(RunService):
+    """The one door to the projects database (runs: ``RunService``, projects/runs.py)."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],

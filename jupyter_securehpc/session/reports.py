@@ -227,8 +227,12 @@ RUN_PROBLEMS = (
     "kernel",  # the kernel does not exist or did not start
     "sandbox",  # the sandbox or the runner ended without saying why
 )
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _EXCEPTION = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
+
+
+def _is_name(value: object) -> bool:
+    """A parameter name as ``spec.validate_parameters`` takes it: a Python identifier of at most 64 characters."""
+    return isinstance(value, str) and value.isidentifier() and len(value) <= 64
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,7 @@ def parse_run_progress(body: bytes) -> tuple[int, int]:
 
 def _names(data: dict, key: str) -> tuple[str, ...]:
     names = data.get(key)
-    if not isinstance(names, list) or len(names) > 100 or not all(isinstance(n, str) and _NAME.fullmatch(n)
-                                                                  for n in names):  # fmt: skip
+    if not isinstance(names, list) or len(names) > 100 or not all(_is_name(name) for name in names):
         raise ReportError(f"{key} must be a list of at most 100 parameter names")
     return tuple(names)
 

@@ -388,5 +388,7 @@ def install_routes() -> None:
         for route in default_handlers
         if route[0] not in REMOVED
     ]
+    from ..runs.api import ROUTES as RUN_ROUTES  # headless runs: the people's endpoints and the jobs' reports
+
     present = {route[0] for route in default_handlers}
-    default_handlers.extend(route for route in ROUTES if route[0] not in present)
+    default_handlers.extend(route for route in [*ROUTES, *RUN_ROUTES] if route[0] not in present)

@@ -8,6 +8,7 @@ wrapped token is not in the script: it reaches the job through sbatch's environm
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -33,14 +34,41 @@ def job_tag(user: str, project: str, server_id: str) -> str:
     return f"{TAG_PREFIX}:{user}:{project}:{server_id}"
 
 
-def render(request: SessionRequest, policy: Policy, *, tag: str, signed_spec: str, settings: JobSettings) -> str:
+NONCE = "{nonce}"
+_JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
+
+
+def check_job_output(value: str, setting: str) -> str:
+    """``value`` if it is a usable job output pattern (``setting`` names the option in the message)."""
+    rest = value.replace(NONCE, "", 1)
+    if value.count(NONCE) != 1 or not _JOB_OUTPUT.fullmatch(rest) or "/../" in rest + "/":
+        raise ValueError(
+            f"{setting}: {value!r} must be an absolute path on the node, without spaces or "
+            f"'..', with exactly one {NONCE} (filled with random hex at each start, so that no job's output "
+            f"replaces another's), e.g. '/tmp/securehpc-%u-%j-{NONCE}.log'"
+        )
+    return value
+
+
+def render(
+    request: SessionRequest,
+    policy: Policy,
+    *,
+    tag: str,
+    signed_spec: str,
+    settings: JobSettings,
+    mode: str = "serve",
+) -> str:
+    """The batch script of a session (``mode="serve"``) or of a headless run (``mode="run"``)."""
+    if mode not in ("serve", "run"):
+        raise ValueError(f"unknown job mode {mode!r}")
     if "\n" in signed_spec or SPEC_END in signed_spec:
         raise ValueError("the job spec must be one line of JSON")
     if "{" in settings.output or "}" in settings.output:
         raise ValueError(f"the job output {settings.output!r} still has a placeholder: fill its {{nonce}} first")
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={shlex.quote('securehpc-' + request.project)}",
+        f"#SBATCH --job-name={shlex.quote(('securehpc-run-' if mode == 'run' else 'securehpc-') + request.project)}",
         f"#SBATCH --comment={shlex.quote(tag)}",
         "#SBATCH --no-requeue",
         f"#SBATCH --partition={shlex.quote(policy.partition)}",
@@ -63,7 +91,10 @@ def render(request: SessionRequest, policy: Policy, *, tag: str, signed_spec: st
         SPEC_END,
         # Not exec: the trap removes the spec file when the launcher ends. The launcher reports its port to
         # the hub itself, on the node's address that the proxy reaches.
-        f'{shlex.quote(settings.node_command)} serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"',
+        f'{shlex.quote(settings.node_command)} serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"'
+        if mode == "serve"
+        # A headless run: papermill in the sandbox; the spec names the notebook and its parameters.
+        else f'{shlex.quote(settings.node_command)} run --spec "$spec"',
         "",
     ]
     return "\n".join(lines)

@@ -43,8 +43,7 @@ from .reports import SessionEvent, new_report_secret
 api.install_routes()
 
 _SBATCH_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9_.:,/%@+-]+)?")
-NONCE = "{nonce}"
-_JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
+NONCE = script.NONCE
 # The job's output is created by Slurm with this umask (slurm.py): the launcher's messages are the user's only.
 JOB_UMASK = slurm.JOB_UMASK
 
@@ -147,15 +146,7 @@ class SecureSlurmSpawner(SlurmSpawner):
 
     @validate("job_output")
     def _check_job_output(self, proposal: dict) -> str:
-        value = proposal["value"]
-        rest = value.replace(NONCE, "", 1)
-        if value.count(NONCE) != 1 or not _JOB_OUTPUT.fullmatch(rest) or "/../" in rest + "/":
-            raise ValueError(
-                f"SecureSlurmSpawner.job_output: {value!r} must be an absolute path on the node, without spaces or "
-                f"'..', with exactly one {NONCE} (filled with random hex at each start, so that no job's output "
-                f"replaces another's), e.g. '/tmp/securehpc-%u-%j-{NONCE}.log'"
-            )
-        return value
+        return script.check_job_output(proposal["value"], "SecureSlurmSpawner.job_output")
 
     @default("default_url")
     def _default_url_default(self) -> str:

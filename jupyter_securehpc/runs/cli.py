@@ -1,0 +1,169 @@
+"""``securehpc run submit|list|show|cancel|logs``: headless runs from a terminal, with a JupyterHub API token.
+
+For project members at their terminal (a login node, a laptop), not only for admins on the hub host: every verb
+goes through the hub's REST API (``$JUPYTERHUB_URL`` or ``--hub-url``; the token ``$JUPYTERHUB_API_TOKEN`` or
+``--token-file``). Refusals are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .client import RunError, RunRefused, RunsClient, parameter_value, request
+
+BAR = 30
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--hub-url", metavar="URL", help="the hub (default: $JUPYTERHUB_URL)")
+    connection.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="a file with your API token (default: $JUPYTERHUB_API_TOKEN)"
+    )
+    connection.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    runs = subparsers.add_parser(
+        "run", help="headless notebook runs through the hub (papermill in the project's sandbox)"
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler, help_text: str) -> argparse.ArgumentParser:  # noqa: ANN001
+        parser = runs.add_parser(name, help=help_text, parents=[connection])
+        parser.set_defaults(handler=lambda args: _guarded(handler, args))
+        return parser
+
+    p = verb("submit", _submit, "run a notebook of the project's workspace with parameters")
+    p.add_argument("project")
+    p.add_argument("notebook", help="its path in the workspace, as JupyterLab shows it (e.g. analysis/sweep.ipynb)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a parameter, its value as JSON (0.1, true, \"text\", [1, 2])")  # fmt: skip
+    p.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[], metavar=("NAME", "TEXT"),
+                   help="a parameter whose value is the text as given")  # fmt: skip
+    p.add_argument("-f", "--parameters-file", type=Path, metavar="FILE", help="parameters from a YAML or JSON file")
+    p.add_argument("--kernel", help="the kernel (default: the notebook's own)")
+    p.add_argument("--gpus", help="GPUs (default 0)")
+    p.add_argument("--cpus", help="CPUs (default 1)")
+    p.add_argument("--memory-gb", help="memory in GB (default: the CPUs' share of the project's maximum)")
+    p.add_argument("--time", help="wall time: minutes, or 90m, 2h, 1d (default: the project's maximum)")
+    p.add_argument("--wait", action="store_true", help="follow the run to its end; exit 1 unless it succeeded")
+    verb("list", _list, "the project's runs").add_argument("project")
+    verb("show", _show, "one run: state, progress, how it ended").add_argument("run_id")
+    verb("cancel", _cancel, "cancel a queued or running run").add_argument("run_id")
+    verb("logs", _logs, "the node launcher's messages about a run (never the notebook's output)").add_argument("run_id")
+
+
+def _guarded(handler, args: argparse.Namespace) -> int:  # noqa: ANN001
+    try:
+        return handler(args)
+    except RunRefused as error:
+        print(f"securehpc: refused: {error}", file=sys.stderr)
+        return 1
+    except RunError as error:
+        print(f"securehpc: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _client(args: argparse.Namespace) -> RunsClient:
+    return RunsClient(args.hub_url, token_file=args.token_file)
+
+
+def _parameters(args: argparse.Namespace) -> dict:
+    parameters: dict = {}
+    if args.parameters_file is not None:
+        try:
+            loaded = yaml.safe_load(args.parameters_file.read_text())
+        except OSError as error:
+            raise RunRefused(f"cannot read {args.parameters_file}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise RunRefused(f"{args.parameters_file} is not YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise RunRefused(f"{args.parameters_file} must hold NAME: VALUE pairs")
+        parameters.update(loaded)
+    for name, text in args.parameter:
+        parameters[name] = parameter_value(name, text)
+    for name, text in args.raw_parameter:
+        parameters[name] = text
+    return parameters
+
+
+def _bar(run: dict) -> str:
+    done, total = run.get("cells_done"), run.get("cells_total")
+    if not total:
+        return run["state"]
+    filled = BAR * done // total
+    return f"{run['state']} [{'#' * filled}{'.' * (BAR - filled)}] {done}/{total} cells"
+
+
+def _describe(run: dict) -> str:
+    lines = [
+        f"run {run['run_id']} of {run['user']} in {run['project']}: {run['notebook']}",
+        f"  state: {_bar(run)}" + (f" (Slurm job {run['job_id']})" if run.get("job_id") else ""),
+    ]
+    if run.get("reason"):
+        lines.append(f"  {run['reason']}")
+    if run["state"] in ("succeeded", "failed", "timed out", "cancelled") and run.get("executed_notebook"):
+        lines.append(f"  outputs in the workspace: {run['executed_notebook']}, {run['log']}")
+    return "\n".join(lines)
+
+
+def _print(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
+
+
+def _follow(client: RunsClient, run: dict, args: argparse.Namespace) -> dict:
+    tty = sys.stderr.isatty() and not getattr(args, "json", False)
+
+    def show(current: dict) -> None:
+        if tty:
+            print(f"\r{_bar(current):<70}", end="", file=sys.stderr, flush=True)
+        elif not getattr(args, "json", False):
+            print(f"{run['run_id']}: {_bar(current)}", file=sys.stderr, flush=True)
+
+    ended = client.wait(run["run_id"], on_change=show)
+    if tty:
+        print(file=sys.stderr)
+    return ended
+
+
+def _submit(args: argparse.Namespace) -> int:
+    body = request(
+        args.project, args.notebook, _parameters(args), kernel_name=args.kernel, gpus=args.gpus, cpus=args.cpus,
+        memory_gb=args.memory_gb, time=args.time,
+    )  # fmt: skip
+    client = _client(args)
+    run = client.submit(body)
+    if not args.wait:
+        _print(args, run, f"run {run['run_id']} {run['state']} (Slurm job {run['job_id']}): "
+                          f"`securehpc run show {run['run_id']}`")  # fmt: skip
+        return 0
+    ended = _follow(client, run, args)
+    _print(args, ended, _describe(ended))
+    return 0 if ended["state"] == "succeeded" else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    runs = _client(args).list(args.project)
+    rows = [f"{r['run_id']}  {r['user']:<16} {_bar(r):<50} {r['notebook']}" for r in runs]
+    _print(args, runs, "\n".join(rows) if rows else f"no runs in {args.project} yet")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    run = _client(args).show(args.run_id)
+    _print(args, run, _describe(run))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    run = _client(args).cancel(args.run_id)
+    _print(args, run, f"run {run['run_id']} {run['state']}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    messages = _client(args).logs(args.run_id)
+    _print(args, messages, "\n".join(messages) if messages else "no messages from the node yet")
+    return 0
