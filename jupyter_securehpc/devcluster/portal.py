@@ -65,6 +65,8 @@ def make_token(layout: ClusterLayout, settings: dict[str, Any]) -> bool:
     name = f"securehpc-portal-{digest[:12]}"
     root.sys.create_or_update_policy(name=name, policy=keys.portal_policy())
     path, accessor = token_file(layout), _accessor_file(layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
     if path.exists():
         try:
             info = hvac.Client(url=layout.openbao_addr, token=path.read_text().strip(), timeout=10)
@@ -103,5 +105,6 @@ def config_lines(layout: ClusterLayout, values: dict[str, Any], admin_groups: li
         "# The project portal (jupyter_securehpc/portal, devcluster/portal.py).",
         f"c.JupyterHub.services.append({entry!r})",
         f"c.JupyterHub.custom_scopes = {hubconfig.custom_scopes()!r}",
+        f"c.JupyterHub.template_paths = {hubconfig.template_paths()!r}",
         f"c.JupyterHub.load_roles += {hubconfig.roles(admin_groups=admin_groups)!r}",
     ]

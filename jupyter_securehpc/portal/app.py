@@ -11,6 +11,7 @@ form), the OAuth callback, and the pages (``pages/__init__.py``: ``routes()``, p
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -19,8 +20,8 @@ from urllib.parse import urlsplit
 
 import jinja2
 from jupyterhub._data import DATA_FILES_PATH
-from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import ioloop, web
+from tornado.log import access_log
 from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
@@ -32,6 +33,7 @@ from ..projects.service import Actor, ProjectService
 from . import API_PREFIX, SERVICE_NAME, pages
 from .api import ROUTES as API_ROUTES
 from .auth import make_hub_auth
+from .base import OAuthCallbackHandler, SignInHandler, UnknownRouteHandler
 from .hub import HubClient
 
 HERE = Path(__file__).parent
@@ -135,8 +137,10 @@ class PortalApp(Application):
             templates.append(str(hub_templates))
         routes = [
             *api_routes(prefix),
-            (prefix.rstrip("/") + "/oauth_callback", HubOAuthCallbackHandler),
+            (prefix.rstrip("/") + "/oauth_callback", OAuthCallbackHandler),
+            (prefix.rstrip("/") + "/sign-in", SignInHandler),
             *[(prefix.rstrip("/") + route_pattern(path), handler) for path, handler in pages.routes()],
+            (prefix.rstrip("/") + "/" + API_PREFIX + "/.*", UnknownRouteHandler),
         ]
         return web.Application(
             routes,
@@ -153,6 +157,7 @@ class PortalApp(Application):
             jinja2_env=jinja2.Environment(
                 loader=jinja2.FileSystemLoader(templates), autoescape=True, undefined=jinja2.StrictUndefined
             ),
+            log_function=log_request,
             static_path=str(HERE / "static"),
             static_url_prefix=prefix.rstrip("/") + "/static/",
         )
@@ -165,7 +170,18 @@ class PortalApp(Application):
         ioloop.IOLoop.current().start()
 
 
+def log_request(handler: web.RequestHandler) -> None:
+    """One access log line per request, without the query string (OAuth codes and states travel there)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    user = getattr(handler, "caller", None)
+    who = f" ({user.name})" if user is not None else ""
+    millis = 1000 * handler.request.request_time()
+    access_log.log(level, "%d %s %s%s %.1fms", status, handler.request.method, handler.request.path, who, millis)
+
+
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s securehpc-portal] %(message)s")
     app = PortalApp.instance()
     app.initialize(argv)
     app.start()

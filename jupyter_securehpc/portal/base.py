@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from jupyterhub._xsrf_utils import _needs_check_xsrf
-from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 
 from ..projects.service import Actor, ProjectService
@@ -45,6 +45,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     @hub_auth.setter
     def hub_auth(self, value: HubOAuth) -> None:  # HubAuthenticated assigns it; the application's is kept
         pass
+
+    def _request_summary(self) -> str:
+        # Without the query string: OAuth codes and states travel there.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", CSP)
@@ -206,3 +210,44 @@ class PageHandler(BaseHandler):
             **context,
         }
         self.finish(template.render(**context))
+
+
+class SignInHandler(PageHandler):
+    """``<prefix>sign-in?next=PATH``: sign in through the hub (if not yet), then go to ``next`` (a path of the
+    portal; default: its start page). Also sets the ``_xsrf`` cookie that scripts in the browser send back."""
+
+    def get(self) -> None:
+        prefix = self.settings["service_prefix"]
+        target = self.get_argument("next", prefix)
+        if not target.startswith(prefix) or "//" in target or "\\" in target:
+            target = prefix  # never an open redirect
+        self.redirect(target)
+
+
+class UnknownRouteHandler(APIHandler):
+    """Any other path under ``api/v1``: a JSON 404, after the caller is known (no route list for strangers)."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise ApiError(404, f"no such API path: {self.request.path} (see the API's openapi.json)")
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """``<prefix>oauth_callback``: JupyterHub's, with the application's HubOAuth (which holds the sign-in's
+    state and PKCE verifier) and no query string in the log."""
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, value: HubOAuth) -> None:
+        pass
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"

@@ -54,7 +54,6 @@ def service(
         argv.append(f"--{name}={value}")
     return {
         "name": SERVICE_NAME,
-        "display_name": "Projects",
         "url": url,
         "command": argv,
         "environment": dict(environment or {}),

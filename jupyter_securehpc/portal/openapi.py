@@ -22,7 +22,8 @@ NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 ROLE = {"type": "string", "enum": ROLES}
 
 
-def _object(properties: dict, required: list[str] | None = None, *, extra: bool = False) -> dict:
+def _object(properties: dict, required: list[str] | None = None, *, extra: bool = True) -> dict:
+    """An object schema; answers may gain fields in later versions (``extra``), request bodies may not."""
     return {
         "type": "object",
         "properties": properties,
@@ -110,7 +111,7 @@ def schemas() -> dict:
         "ProjectList": _object(
             {"projects": {"type": "array", "items": _object({"name": NAME, "role": {"type": ["string", "null"]}})}}
         ),
-        "NewProject": _object({"name": NAME, "owner": USER}),
+        "NewProject": _object({"name": NAME, "owner": USER}, extra=False),
         "CreatedProject": _object({"project": NAME, "owner": USER}),
         "Project": _object(
             {
@@ -129,7 +130,7 @@ def schemas() -> dict:
         ),
         "Member": _object({"user": USER, "role": ROLE}),
         "Members": _object({"project": NAME, "members": {"type": "array", "items": _ref("Member")}}),
-        "RoleChange": _object({"role": ROLE}),
+        "RoleChange": _object({"role": ROLE}, extra=False),
         "MemberChanged": _object(
             {"project": NAME, "user": USER, "role": ROLE, "previous_role": {"type": ["string", "null"]}}
         ),
@@ -164,7 +165,7 @@ def schemas() -> dict:
                 "received": {"type": "array", "items": _ref("Share")},
             }
         ),
-        "Offer": _object({"dataset": NAME, "with": NAME}),
+        "Offer": _object({"dataset": NAME, "with": NAME}, extra=False),
         "ShareState": _object(
             {"dataset": {"type": "string"}, "with": NAME, "state": {"type": "string"}, "previous": {"type": "string"}},
             ["dataset", "with", "state"],

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from ...projects.policy import InvalidPolicy, assignments_from_json, describe
+from ...projects.policy import InvalidPolicy, Policy, assignments_from_json, describe
 from ..base import APIHandler
 from ..errors import ApiError
 from . import common
 
 
 def _assignments(handler: APIHandler) -> list[str]:
+    """The body as ``KEY=VALUE`` assignments, each value checked by policy.py's own parsers (400 otherwise)."""
     try:
-        return assignments_from_json(handler.read_json())
+        assignments = assignments_from_json(handler.read_json())
+        Policy().with_settings(assignments)  # the values alone, before anyone's rights are asked
     except InvalidPolicy as error:
         raise ApiError(400, str(error)) from None
+    return assignments
 
 
 class PolicyHandler(APIHandler):
