@@ -6,12 +6,14 @@
     c.JupyterHub.services = [hubconfig.service(url="http://127.0.0.1:10101",
                                                key_token_file="/etc/securehpc/portal-openbao-token")]
     c.JupyterHub.custom_scopes = hubconfig.custom_scopes()
+    c.JupyterHub.template_paths = hubconfig.template_paths()
     c.JupyterHub.load_roles = [*hubconfig.roles(admin_groups=["securehpc-operators"]), ...]
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from . import ACCESS_SCOPE, ADMIN_SCOPE, SERVICE_NAME
 
@@ -63,6 +65,12 @@ def service(
         "oauth_client_allowed_scopes": [ADMIN_SCOPE],
         "info": {"description": "Projects, members, datasets, shares, policies, sessions and the audit log"},
     }
+
+
+def template_paths() -> list[str]:
+    """``c.JupyterHub.template_paths``: the hub's home page with a link to the portal (``templates/hub/``: it
+    extends JupyterHub's own home.html, for people who may open the portal)."""
+    return [str(Path(__file__).parent / "templates" / "hub")]
 
 
 def custom_scopes() -> dict[str, dict[str, str]]:
