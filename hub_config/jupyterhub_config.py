@@ -11,6 +11,7 @@ import os
 # let anyone act as a user: API tokens created for another user (admins included), sharing a server, and
 # activity timestamps sent by a server (see jupyter_securehpc/spawner/api.py).
 import jupyter_securehpc.spawner.api
+from jupyter_securehpc.portal import hubconfig as portal
 from jupyter_securehpc.spawner.roles import operator_role
 
 jupyter_securehpc.spawner.api.install_routes()
@@ -81,6 +82,25 @@ c.SecureHPCAuthenticator.admin_groups = set()
 # groups, roles, services, hub info, metrics. Not: tokens, access:servers, shares, admin:users,
 # admin:auth_state, admin:servers, admin:groups, proxy, shutdown.
 c.JupyterHub.load_roles = [operator_role(groups=["securehpc-operators"])]
+
+# --- the project portal: a JupyterHub service at /services/securehpc/ (jupyter_securehpc/portal) -----------
+# People sign in with the hub (no second login); scripts send an API token with the scope
+# access:services!service=securehpc. It runs as the hub's user (it appends to the same audit log and
+# database), listens on loopback, and reaches the hub's API with its own token (roles below).
+c.JupyterHub.services = [
+    portal.service(
+        url="http://127.0.0.1:10101",
+        # Its own OpenBao token, in a file only the hub's user can read (mode 0600), with the policy in
+        # hub_config/openbao-portal-policy.hcl: it creates project keys (never replaces one) and writes the
+        # projects' OpenBao policies (project creation, shares); it reads no key, deletes nothing, makes no token.
+        key_token_file="/etc/securehpc/portal-openbao-token",  # noqa: S106 - a path, not the token
+    )
+]
+# Hub admins of the portal (create projects, set policies, read the audit log) hold a custom scope; here the
+# operators. Every user may open the portal (the `user` role gets its access scope); the service's own token
+# may list users' servers, read their Slurm job and node, and stop them (portal/hubconfig.py says why each).
+c.JupyterHub.custom_scopes = portal.custom_scopes()
+c.JupyterHub.load_roles += portal.roles(admin_groups=["securehpc-operators"])
 
 # --- sessions and tokens ---------------------------------------------------------------------------------
 # API tokens made through the REST API (the `securehpc` CLI, scripts) live at most one day; asking for

@@ -12,4 +12,3 @@ path "sys/policy/securehpc-project-*" {
 path "auth/token/roles/securehpc-project-*" {
   capabilities = ["create", "update"]
 }
-

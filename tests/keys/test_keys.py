@@ -701,7 +701,7 @@ def test_role_names_are_one_to_one_and_usable_in_openbao():
         role_name("securehpc-project-", "a/b")
 
 
-def test_both_openbao_policy_examples_are_current():
+def test_the_openbao_policy_examples_are_current():
     store = KeyStore(KeyStoreConfig(url="http://127.0.0.1:1", token=""))
     hub_config = Path(__file__).parents[2] / "hub_config"
     assert (hub_config / "openbao-hub-policy.hcl").read_text() == store.hub_policy()
@@ -716,6 +716,16 @@ def test_both_openbao_policy_examples_are_current():
     assert "sys/policy" not in store.hub_policy() and "securehpc/data" not in store.hub_policy()
     provisioner = store.provisioner_policy()
     assert "auth/token/create" not in provisioner and '"read"]' not in provisioner.split("securehpc/data")[1]
+    # The portal's: creates keys (never "update": a key that exists cannot be replaced), writes project
+    # policies and roles; no reads of keys, no deletes, no tokens.
+    assert (hub_config / "openbao-portal-policy.hcl").read_text() == store.portal_policy()
+    rules = dict(re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', store.portal_policy()))
+    assert rules == {
+        "sys/mounts/securehpc": '"read"',
+        "securehpc/data/projects/*": '"create"',
+        "sys/policy/securehpc-project-*": '"create", "update"',
+        "auth/token/roles/securehpc-project-*": '"create", "update"',
+    }
 
 
 # --- a token that is not this job's: refused before it is used ----------------------------------------------

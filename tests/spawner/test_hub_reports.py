@@ -35,6 +35,7 @@ from jupyter_securehpc.devcluster import hub, openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.spawner.roles import OPERATOR_ROLE
 from jupyter_securehpc.util.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +123,8 @@ def site(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
         "SecureSlurmSpawner.startup_poll_interval": 0.2,
         "JupyterHub.log_level": "DEBUG",
     }
-    roles = [{**role, "users": [OPERATOR]} for role in shipped.JupyterHub.load_roles]
+    # The shipped operator role (the portal's roles in the same list are tested in tests/portal/).
+    roles = [{**role, "users": [OPERATOR]} for role in shipped.JupyterHub.load_roles if role["name"] == OPERATOR_ROLE]
     names = [role["name"] for role in roles]
     extra = [
         "",
