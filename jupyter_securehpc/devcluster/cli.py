@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..session.env import AUDIT_LOG_ENV, DB_ENV, DEV_STATE_ENV, STORE_ROOT_ENV
-from . import commands, demo, hub, oidc, openbao
+from . import commands, demo, hub, oidc, openbao, portal
 from .cluster import LocalCluster, ServiceStatus
 from .layout import ClusterLayout, default_state_dir
 from .packages import install_all, require_python_extra
@@ -136,6 +136,11 @@ def _print_demo_guide(args: argparse.Namespace, layout: ClusterLayout) -> None:
         "  - a download: the file browser has none; the URL /files/... answers 403, and it is an audit event\n"
         f"  - the admin commands, as root in a shell: {commands.source_env(args.state_dir)}\n"
         "    then: securehpc project list; securehpc project show sleep; securehpc audit tail -n 20 (README)"
+    )
+    print(
+        f"The project portal: {portal.url(layout)} (members, datasets, shares, policies, sessions, the audit log;\n"
+        f"  alice and carol manage their projects there, root-admin sets policies; its API: {portal.url(layout)}"
+        "api/v1/openapi.json)"
     )
     print(f"Status: {_again(args, 'status')}")
 
