@@ -412,7 +412,7 @@ class ProjectService(RunService):
             if not dry_run:
                 project.policy = policy.as_dict()
         after, previous = policy.as_dict(), before.as_dict()
-        changed = sorted(key for key in after if after[key] != previous[key])
+        changed = sorted({a.partition("=")[0].strip() for a in assignments})  # the settings given, as typed
         if not dry_run:
             self._event(
                 Action.POLICY_SET, obj, "allowed", project_name, "hub admin",
