@@ -4,8 +4,9 @@ The editable install of ``scripts/local.sh`` never shows what the wheel lacks or
 from a copy of this checkout (nothing is written into it) and installed into a new environment (dependencies
 from pip's cache and indexes). Checked there: no OpenBao, an admin command that neither needs nor loads the
 local cluster, a stock ``jupyter server`` that starts (no configuration file enables the secure extension),
-every data file of the package in the wheel, and ``securehpc dev`` once the ``[dev]`` extra is installed.
-75 s to 3 minutes here (most of it installing the dependencies; longer while other suites run).
+every data file of the package in the wheel, and ``securehpc dev`` once the ``[dev]`` extra is installed:
+``up`` (as root) in a state folder of its own on free ports, beside the demo, then ``status`` and ``down``.
+2 to 4 minutes here (most of it installing the dependencies; longer while other suites run).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -23,7 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from serverext_helpers import Server, free_port, stop_process, wait_ready
+
+from jupyter_securehpc.devcluster.cluster import LocalCluster
+from jupyter_securehpc.devcluster.layout import DEFAULT_PORTS, ClusterLayout
 
 # Building and installing take minutes on a small machine, inside the first test's time.
 pytestmark = pytest.mark.timeout(900)
@@ -171,9 +178,15 @@ def test_jupyterlab_finds_the_prebuilt_extension(env: Environment) -> None:
     assert re.search(r"jupyter-securehpc-labextension v\S+ .*enabled.*OK", text), text
 
 
-def test_dev_extra_brings_the_local_cluster(env: Environment) -> None:
-    """Last: it adds the [dev] extra to the environment."""
+@pytest.fixture(scope="module")
+def dev_extra(env: Environment) -> Environment:
+    """The environment with the [dev] extra added: use it only in the tests after those of the plain wheel."""
     pip(env.path / "bin" / "python", "install", "--no-compile", f"{env.wheel}[dev]")
+    return env
+
+
+def test_dev_extra_brings_the_local_cluster(dev_extra: Environment) -> None:
+    env = dev_extra
     result = env.run(env.bin("securehpc"), "dev", "--help")
     assert result.returncode == 0, result.stderr
     assert "up" in result.stdout and "status" in result.stdout
@@ -189,3 +202,102 @@ def test_dev_extra_brings_the_local_cluster(env: Environment) -> None:
     lines = where.stdout.splitlines()
     assert lines[0] == "True True", where.stderr
     assert lines[1].startswith(str(env.path))
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its parent to collect it has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_naming(text: str) -> list[str]:
+    """Live processes whose command line names ``text`` (the state folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if text.encode() in argv and running(int(entry.name)):
+            found.append(f"{entry.name}: {' '.join(argv.decode(errors='replace').split(chr(0)))}")
+    return found
+
+
+@pytest.fixture
+def dev_state() -> Iterator[Path]:
+    """A new state folder for ``securehpc dev`` (not the demo's); whatever still runs from it at the end is
+    stopped by its recorded pid (the checkout's LocalCluster.down: the same pid records and checks)."""
+    if os.geteuid() != 0:
+        pytest.fail("`securehpc dev up` starts Slurm and munge and creates the demo's users: run it as root")
+    # Not under pytest's tmp_path (0700): job users must reach munge's socket and slurm.conf.
+    state = Path(tempfile.mkdtemp(prefix="securehpc-wheel-dev-"))
+    state.chmod(0o755)
+    try:
+        yield state
+    finally:
+        if (state / "cluster.json").exists():
+            LocalCluster(ClusterLayout.load_or_create(state)).down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_dev_up_from_the_wheel_beside_the_demo(dev_extra: Environment, dev_state: Path) -> None:
+    """`securehpc dev up` of the installed wheel (Node programs beside the package, not in a checkout) in its
+    own state folder and on free ports, so that it runs beside the demo; then status, a check of each service
+    without logging in, and `down`, after which nothing of it runs or listens."""
+    env = dev_extra
+    dev = [env.bin("securehpc"), "dev", "--state-dir", str(dev_state)]
+    up = env.run(*dev, "--random-ports", "up", timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    layout = ClusterLayout.load_or_create(dev_state)
+    ports = {name: getattr(layout, name) for name in DEFAULT_PORTS}
+    # The project portal behind the hub has a port of its own (the demo's: 18002).
+    portal = layout.hub_dir / "portal.port"
+    portal_port = int(portal.read_text()) if portal.exists() else None
+    assert set(ports.values()).isdisjoint({*DEFAULT_PORTS.values(), 18002}), ports
+    assert portal_port != 18002
+    daemons = {path.name.removesuffix(".pid.json"): json.loads(path.read_text())["pid"]
+               for path in layout.run_dir.glob("*.pid.json")}  # fmt: skip
+    assert {"munged", "slurmctld", "slurmd", "openbao", "oidc-provider", "jupyterhub"} <= set(daemons)
+    proxy = int((layout.hub_dir / "proxy.pid").read_text())
+    pids = [*daemons.values(), proxy]
+    assert all(map(running, pids)), daemons
+    # The hub's proxy is the one npm installed beside the wheel's package.
+    assert str(env.path) in Path(f"/proc/{proxy}/cmdline").read_text()
+    assert f"securehpc dev --state-dir {dev_state} down" in up.stdout  # the way to stop this one
+
+    status = env.run(*dev, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    services = {service["name"]: service["running"] for service in json.loads(status.stdout)}
+    assert services == dict.fromkeys(
+        ("munge", "slurmctld", "slurmd", "openbao", "oidc", "node", "packages", "jupyterhub"), True
+    )
+    # Without logging in: the hub answers through its proxy, OpenBao is unsealed, the provider publishes its
+    # configuration, and Slurm has its node idle.
+    assert requests.get(f"{layout.hub_url}/hub/health", timeout=10).status_code == 200
+    assert requests.get(f"{layout.hub_url}/hub/api/", timeout=10).json()["version"]
+    health = requests.get(f"{layout.openbao_addr}/v1/sys/health", timeout=10).json()
+    assert (health["initialized"], health["sealed"]) == (True, False)
+    assert requests.get(f"{layout.oidc_issuer}/.well-known/openid-configuration", timeout=10).json()["issuer"]
+    assert f"export SLURM_CONF={layout.slurm_conf}" in env.run(*dev, "env").stdout
+    sinfo = subprocess.run(
+        ["sinfo", "--noheader", "--format=%P %N %t"],
+        env=clean_env(SLURM_CONF=str(layout.slurm_conf)), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    node = layout.node_name
+    assert sorted(sinfo.stdout.splitlines()) == [f"cpu* {node} idle", f"gpu {node} idle"], sinfo.stderr
+
+    down = env.run(*dev, "down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [pid for pid in pids if running(pid)]
+    assert not [port for port in [*ports.values(), portal_port] if port and listening(port)]
+    assert processes_naming(str(dev_state)) == []
+    assert not list(layout.run_dir.glob("*.pid.json"))
+    assert env.run(*dev, "status").returncode == 3
