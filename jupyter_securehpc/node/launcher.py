@@ -23,7 +23,7 @@ from pathlib import Path
 from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
 from ..session.env import WRAPPED_TOKEN_ENV as TOKEN_ENV
 from ..session.spec import SessionSpec
-from ..stores.gocryptfs import key_to_password
+from ..stores.gocryptfs import key_to_password, pipe_with
 from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .prefetch import memory_budget
 from .prereqs import node_problems
@@ -97,18 +97,8 @@ def unwrap_keys(spec: SessionSpec, token: str, mounts: Sequence[Mount]) -> dict[
     return by_target
 
 
-def _data_pipe(data: bytes) -> int:
-    """A pipe's read end that yields ``data``, then EOF (up to the pipe's 64 KiB, plenty for keys and specs)."""
-    read_end, write_end = os.pipe()
-    try:
-        os.write(write_end, data)
-    finally:
-        os.close(write_end)
-    return read_end
-
-
 def _key_pipe(key: bytes) -> int:
-    return _data_pipe(key_to_password(key))
+    return pipe_with(key_to_password(key))
 
 
 @dataclass
@@ -157,8 +147,8 @@ def sandbox_command(
     mounts, keys = session.mounts, session.keys
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
-    session_fd = _data_pipe(session_data) if session_data is not None else None
-    run_fd = _data_pipe(run_data) if run_data is not None else None
+    session_fd = pipe_with(session_data) if session_data is not None else None
+    run_fd = pipe_with(run_data) if run_data is not None else None
     me = pwd.getpwuid(os.getuid() if uid is None else uid)
     config = {
         "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],
@@ -174,7 +164,7 @@ def sandbox_command(
     }
     # The instructions travel on a pipe too: the program's environment holds the server's hub API token,
     # and a bwrap argument would show it to every user of the node in /proc/PID/cmdline.
-    config_fd = _data_pipe(json.dumps(config).encode())
+    config_fd = pipe_with(json.dumps(config).encode())
     argv = outer_command(mounts, config_fd, hub_dir=hub_dir, session_fd=session_fd, run_fd=run_fd)
     return argv, [*fds, config_fd, *(fd for fd in (session_fd, run_fd) if fd is not None)]
 
