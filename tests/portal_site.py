@@ -44,8 +44,10 @@ class _AnyPage(BaseHTTPRequestHandler):
         pass
 
 
-def site(local_cluster, unix_user, slurm_env):
-    """A module fixture's body: yields the site's facts, stops the hub, jobs and files after."""
+def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
+    """A module fixture's body: yields the site's facts, stops the hub, jobs and files after.
+
+    ``hub_settings``: the hub's settings that a test module changes (``{"JupyterHub.spawner_class": ...}``)."""
     layout = local_cluster.layout
     root = Path(tempfile.mkdtemp(prefix="securehpc-portal-"))
     root.chmod(0o755)
@@ -81,6 +83,7 @@ def site(local_cluster, unix_user, slurm_env):
         "JupyterHub.cleanup_servers": True,
         "JupyterHub.authenticator_class": "dummy",
         "Authenticator.allowed_users": set(people),
+        **(hub_settings or {}),
     }
     admin_role = next(r for r in hubconfig.roles() if r["name"] == hubconfig.ADMIN_ROLE)
     extra = [
