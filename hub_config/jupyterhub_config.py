@@ -100,6 +100,8 @@ c.JupyterHub.services = [
 # operators. Every user may open the portal (the `user` role gets its access scope); the service's own token
 # may list users' servers, read their Slurm job and node, and stop them (portal/hubconfig.py says why each).
 c.JupyterHub.custom_scopes = portal.custom_scopes()
+# The hub's home page gets a link to the portal (for the people who may open it); the rest is JupyterHub's own.
+c.JupyterHub.template_paths = portal.template_paths()
 c.JupyterHub.load_roles += portal.roles(admin_groups=["securehpc-operators"])
 
 # --- sessions and tokens ---------------------------------------------------------------------------------
