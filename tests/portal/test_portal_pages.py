@@ -296,6 +296,9 @@ def test_a_project_one_is_not_in_answers_404_like_one_that_does_not_exist(site, 
                for e in events(site)[before:])  # fmt: skip
     for path in ("projects/alpha/audit", "projects/beta"):
         assert open_page(site, tab, path).status == 404
+    assert open_page(site, tab, "no/such/page").status == 404
+    expect(tab.locator("#error-message")).to_have_text(f"There is no page at {PORTAL}no/such/page.")
+    assert api(site, "GET", "/no/such/path", OUTSIDER).json()["error"] == "not_found"  # the API's stay JSON
 
 
 def test_the_admin_pages_answer_403_to_others_and_record_it(site, people):
@@ -384,6 +387,27 @@ def test_the_policy_editor_shows_bad_values_beside_their_field(site, people):
     expect(tab.locator("#setting-partition")).to_have_value("gpu;rm")
     expect(tab.locator("#setting-max_wall_time")).to_have_value("forever")
     assert api(site, "GET", "/projects/beta/policy", ADMIN).json()["policy"]["partition"] == "gpu"
+
+
+def test_a_policy_changed_after_the_preview_is_previewed_again(site, people):
+    tab = people(ADMIN)
+    open_page(site, tab, "admin/projects/beta/policy")
+    tab.fill("#setting-max_gpus", "2")
+    tab.click("#preview-button")
+    expect(tab.locator("tr.change")).to_have_count(1)
+    # Back to the editor: the typed value is still there.
+    tab.click("#edit-button")
+    expect(tab.locator("#setting-max_gpus")).to_have_value("2")
+    tab.click("#preview-button")
+    # Another admin (here the API) changes the policy in between.
+    assert api(site, "PATCH", "/projects/beta/policy", ADMIN, json={"max_cpus": 3}).status_code == 200
+    tab.click("#save-button")
+    expect(tab.locator("#preview-warning")).to_contain_text("The policy changed after your preview")
+    assert api(site, "GET", "/projects/beta/policy", ADMIN).json()["policy"]["max_gpus"] == 1
+    tab.click("#save-button")
+    expect(tab.locator("#notice")).to_have_text("The policy of beta is saved: max_gpus 1 -> 2.")
+    policy = api(site, "GET", "/projects/beta/policy", ADMIN).json()["policy"]
+    assert (policy["max_gpus"], policy["max_cpus"]) == (2, 3)
 
 
 def test_admin_creates_a_project_and_pages_through_the_verified_audit_log(site, people):

@@ -11,6 +11,7 @@ viewer). Every form posts to a path of its own, with the hub's XSRF token.
 from __future__ import annotations
 
 from .admin import AdminPage, AuditPage, CreateProjectPage, PolicyPage
+from .common import NotFoundPage
 from .mine import MyProjectsPage
 from .project import (
     AcceptPage,
@@ -39,6 +40,8 @@ ROUTES: list[tuple[str, type]] = [
     ("/admin/projects", CreateProjectPage),
     ("/admin/projects/{project}/policy", PolicyPage),
     ("/admin/audit", AuditPage),
+    # Anything else but the API's paths (which answer JSON): a 404 page, once the person is signed in.
+    ("/(?!api/).*", NotFoundPage),
 ]
 
 

@@ -194,6 +194,15 @@ class Page(PageHandler):
             await self.refuse("portal.admin", what, "only the portal's hub admins may open the admin pages")
 
 
+class NotFoundPage(Page):
+    """Any other path of the portal's pages."""
+
+    def get(self) -> None:
+        raise ApiError(404, f"There is no page at {self.request.path}.")
+
+    post = get
+
+
 def when(value: str | None) -> str:
     """``2026-01-31T12:00:00Z`` (or with fractions) as ``2026-01-31 12:00 UTC``; empty for none."""
     if not value:
