@@ -154,10 +154,10 @@ def outer_argv(
         elif path.is_dir():
             argv += ["--ro-bind", str(path), str(path)]
     argv += ["--proc", "/proc", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse", *gpu_devices()]
-    argv += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
+    for folder in PRIVATE_TMPFS:
+        argv += ["--tmpfs", folder]
     # After the tmpfs folders: the Python environment may live under one of them (a checkout in /tmp).
-    for path in [*readonly_paths(), *extra_ro]:
-        argv += ["--ro-bind", str(path), str(path)]
+    argv += readonly_binds([*readonly_paths(), *extra_ro])
     argv += ["--dir", WORKSPACE, "--dir", DATASETS, "--dir", JUPYTER_CONFIG_DIR, "--dir", JUPYTER_DATA_DIR]
     if hub_dir is not None:
         # The way to the hub: the launcher's folder with the hub-API relay's socket, read-only.
@@ -176,6 +176,31 @@ def outer_argv(
     # /home, /run and /var are tmpfs mounts of their own and stay writable.
     argv += ["--remount-ro", "/", "--chdir", "/"]
     return argv
+
+
+# The sandbox's own writable folders, each a private tmpfs.
+PRIVATE_TMPFS = ("/tmp", "/home", "/run", "/var")  # noqa: S108
+
+
+def readonly_binds(paths: list[Path]) -> list[str]:
+    """bwrap arguments that bind ``paths`` read-only at the same place, also deep under a private tmpfs.
+
+    For a checkout in ``/tmp/ci/main``, bwrap would create ``/tmp/ci`` on the writable /tmp, owned by the
+    sandbox's user, who could then rename it (a folder moves with the mounts below it) and put a folder of
+    its own at the environment's path: files it planted would be served as the environment's static files.
+    So the first folder below such a tmpfs gets a tmpfs of its own, read-only once the binds are in: a mount
+    point cannot be renamed, and nothing in a read-only file system can.
+    """
+    shields: list[str] = []
+    for path in paths:
+        for root in PRIVATE_TMPFS:
+            below = path.relative_to(root).parts if path.is_relative_to(root) else ()
+            if len(below) > 1 and f"{root}/{below[0]}" not in shields:
+                shields.append(f"{root}/{below[0]}")
+    argv = [arg for shield in shields for arg in ("--tmpfs", shield)]
+    for path in sorted(paths, key=lambda path: len(path.parts)):
+        argv += ["--ro-bind", str(path), str(path)]
+    return argv + [arg for shield in shields for arg in ("--remount-ro", shield)]
 
 
 def outer_command(
@@ -268,8 +293,7 @@ def store_argv(cipher_dir: Path, *, binds: dict[str, Path], writable: bool) -> l
         "--bind" if writable else "--ro-bind", str(cipher_dir), "/mnt/cipher",
     ]  # fmt: skip
     # The Python environment again, in case it lives under /tmp (hidden by the private tmpfs above).
-    for path in readonly_paths():
-        argv += ["--ro-bind", str(path), str(path)]
+    argv += readonly_binds(readonly_paths())
     for inside, outside in binds.items():
         argv += ["--ro-bind", str(outside), inside]
     return argv

@@ -21,6 +21,7 @@ reaching another project: other projects' stores are not mounted in it.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from urllib.parse import unquote
 
@@ -101,8 +102,29 @@ def writable_place(path: str) -> str | None:
 
 
 def _may_rename(folder: str, entry: str) -> bool:
+    # A mount point cannot be renamed (EBUSY), whoever owns its folder: the sandbox shields an environment
+    # that lives under its private /tmp or /home with such a mount (node/sandbox.py, readonly_binds).
+    if _is_mount_point(entry):
+        return False
     info = os.stat(folder)
     if not info.st_mode & stat.S_ISVTX:
         return True
     me = os.geteuid()
     return me in (0, info.st_uid, os.lstat(entry).st_uid)
+
+
+def _is_mount_point(path: str) -> bool:
+    if os.path.ismount(path):
+        return True
+    # A bind mount of a folder of the same file system has its parent's device: only the mount table tells.
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as table:
+            points = {_unescape(line.split(" ")[4]) for line in table}
+    except OSError:
+        return False
+    return path in points
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash in a mount point as octal escapes (\040 ...).
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
