@@ -75,11 +75,23 @@ SERVER_EXTENSION_ARGS = (
 )
 
 
+# Saving a notebook signs it (nbformat's NotebookNotary): its secret and signature database would live in
+# Jupyter's data folder, which is read-only in the sandbox, and every save failed. Both stay private to the
+# session: the secret in the sandbox's own /tmp, the signatures in memory (a notebook is trusted in the session
+# that ran it, not later: its outputs' HTML and JavaScript are not shown as trusted when it is reopened).
+NOTARY_ARGS = (
+    "--NotebookNotary.db_file=:memory:",
+    # In the sandbox's private /tmp (a tmpfs of its own).
+    "--NotebookNotary.secret_file=/tmp/jupyter-notebook-secret",
+)
+
+
 def default_program() -> list[str]:
     return [
         "jupyterhub-singleuser",
         f"--ServerApp.sock={SERVER_SOCKET_NAME}",
         f"--ServerApp.root_dir={WORKSPACE}",
+        *NOTARY_ARGS,
         *SERVER_EXTENSION_ARGS,
     ]
 

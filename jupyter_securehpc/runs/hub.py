@@ -70,7 +70,7 @@ def _spawner_setting(config: object, name: str) -> object:
     section = config.get("SecureSlurmSpawner", {}) if hasattr(config, "get") else {}
     if name in section:
         return section[name]
-    return SecureSlurmSpawner.class_traits()[name].default_value
+    return SecureSlurmSpawner.class_traits()[name].default()
 
 
 class SecureRuns(Configurable):
@@ -158,7 +158,7 @@ class RunManager:
             if grant is not None:
                 self._revoke(grant)
             ended = await asyncio.to_thread(self.as_hub().run_not_submitted, record.run_id, reason)
-            raise RunNotSubmitted(f"run {record.run_id} was not submitted: {ended.reason}") from None
+            raise RunNotSubmitted(f"run {record.run_id}: {ended.reason}") from None
         finally:
             self._submitting.discard(record.run_id)
         log.info("submitted run %s of %s in %s as job %s", record.run_id, user, record.project, job_id)
