@@ -6,7 +6,7 @@ and other (the user is a data scientist). Started once per test module, stopped 
 
 from __future__ import annotations
 
-import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import hubclient
 import requests
-from sites import make_source
+from sites import UnixAccount, account_prefix, make_source, remove_accounts
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.devcluster import hub, openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
+from jupyter_securehpc.principals import LocalAccounts
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
 
@@ -41,9 +42,24 @@ def site(local_cluster, unix_user, slurm_env):
         )
     )
     (root / "stores").mkdir(mode=0o755)
+    # Real principals, named with this site's own prefix (parallel runs use the same project names).
+    accounts = LocalAccounts(account_prefix(prefix))
     service = ProjectService(
-        open_database(db_url), keys, AuditLog(root / "audit.jsonl"), root / "stores", Actor(admin="test-admin")
-    )
+        open_database(db_url), keys, AuditLog(root / "audit.jsonl"), root / "stores", Actor(admin="test-admin"),
+        accounts=accounts,
+    )  # fmt: skip
+    made: list[dict] = []  # the principals and groups, listed before the site's folder goes
+    try:
+        yield from _site(layout, root, prefix, db_url, service, unix_user, slurm_env, made)
+    finally:
+        if not made and (root / "securehpc.sqlite").exists():
+            made = service.list_accounts()
+        remove_accounts(made)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _site(layout, root: Path, prefix: str, db_url: str, service: ProjectService, unix_user, slurm_env,
+          made: list[dict]):  # fmt: skip
     user = unix_user.name
     for project, owner in (("sleep", "olivia"), ("mri", "carol"), ("other", "olivia")):
         service.create_project(project, owner=owner)
@@ -55,10 +71,12 @@ def site(local_cluster, unix_user, slurm_env):
     service.import_dataset("mri", "scans", root / "src")
     service.share_dataset("mri/scans", "sleep")
     service.accept_share("sleep", "mri/scans")
-    for project in ("sleep", "other"):  # the site grants members write access to their workspace store
-        workspace = root / "stores" / "projects" / project / "workspace"
-        for path in [workspace, *workspace.rglob("*")]:
-            os.chown(path, unix_user.uid, unix_user.gid)
+    # The user's sessions run as the user's principal in each project (the workspaces belong to their groups).
+    principals = {}
+    for row in service.list_accounts():
+        if row["user"] == user:
+            entry = pwd.getpwnam(row["principal"])
+            principals[row["project"]] = UnixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
     jobspec.generate_key(root / "hub-signing.pem")
 
     saved_accounts = layout.oidc_accounts_file.read_text()
@@ -73,6 +91,7 @@ def site(local_cluster, unix_user, slurm_env):
         "SecureHPC.store_root": str(root / "stores"),
         "KeyStoreConfig.prefix": prefix,
         "KeyStoreConfig.policy_prefix": f"{prefix}-p-",
+        "ProjectAccounts.prefix": account_prefix(prefix),
         "JupyterHub.spawner_class": "securehpc",
         "JupyterHub.allow_named_servers": True,
         "JupyterHub.cleanup_servers": False,
@@ -96,14 +115,23 @@ def site(local_cluster, unix_user, slurm_env):
     state = {"layout": layout, "root": root, "slurm_env": slurm_env, "settings": settings}
     hub.up(layout, settings, env=hub_env(state))
     try:
-        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes, "admin_account": admin_account}
+        yield {**state, "user": unix_user, "account": account, "hashes": source_hashes, "admin_account": admin_account,
+               "principals": principals, "service": service}  # fmt: skip
     finally:
         hub.down(layout)
-        subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
+        made.extend(service.list_accounts())
+        for principal in principals.values():
+            subprocess.run(["scancel", f"--user={principal.name}"], env=slurm_env, check=False, timeout=30)
         layout.oidc_accounts_file.write_text(saved_accounts)
         shutil.rmtree(root, ignore_errors=True)
-        for output in Path("/tmp").glob(f"securehpc-{user}-*.log"):  # the jobs' launcher output
+        for output in job_outputs({"principals": principals}):  # the jobs' launcher output
             output.unlink()
+
+
+def job_outputs(e2e, project: str | None = None) -> list[Path]:
+    """The launcher outputs (/tmp/securehpc-PRINCIPAL-JOB-RANDOM.log) of the user's jobs, in ``project`` or all."""
+    names = [p.name for name, p in e2e["principals"].items() if project in (None, name)]
+    return [path for name in names for path in Path("/tmp").glob(f"securehpc-{name}-*.log")]
 
 
 def hub_env(e2e) -> dict[str, str]:
@@ -133,7 +161,7 @@ def diagnostics(e2e) -> str:
     """The hub's log and the jobs' launcher output, for a failure message."""
     hub_log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace").splitlines()
     hub_log = [line for line in hub_log if "JupyterHub" in line or "Error" in line][-60:]
-    outputs = Path("/tmp").glob(f"securehpc-{e2e['user'].name}-*.log")
+    outputs = job_outputs(e2e)
     jobs = [f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in outputs]
     slurm = subprocess.run(["scontrol", "show", "job"], env=e2e["slurm_env"], capture_output=True, text=True,
                            timeout=30, check=False).stdout  # fmt: skip

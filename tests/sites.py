@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from jupyter_securehpc.devcluster import openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
+from jupyter_securehpc.principals import LocalAccounts
 
 CLI = str(Path(sys.executable).with_name("securehpc"))
 
@@ -57,6 +59,20 @@ class Site:
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
 
+    def principal(self, project: str, user: str) -> UnixAccount:
+        """The Unix account ``user``'s sessions in ``project`` run as (made by the site's provisioner)."""
+        for row in self.json("account", "list", project):
+            if row["user"] == user:
+                entry = pwd.getpwnam(row["principal"])
+                return UnixAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        raise KeyError(f"{user} has no principal in {project}")
+
+    def remove_accounts(self) -> None:
+        """Remove every principal and project group the site made (teardown; the product only locks them)."""
+        listing = self.run("--json", "account", "list")
+        if listing.returncode == 0:  # no site (a failed setup): nothing was made
+            remove_accounts(json.loads(listing.stdout))
+
     def state(self) -> dict:
         """Everything an operation must leave unchanged when it is refused."""
         projects = self.json("project", "list")
@@ -67,11 +83,15 @@ class Site:
         }
 
 
-def make_site(root: Path, layout, *, vault_addr: str | None = None) -> Site:
+def make_site(root: Path, layout, *, vault_addr: str | None = None, accounts: str = "none") -> Site:
+    """A site in ``root``. ``accounts``: ``ProjectAccounts.provisioner``; "local" makes real principals and
+    groups (named with the site's own prefix; remove them with ``Site.remove_accounts``), "none" only records
+    them (tests that start no session)."""
     prefix = f"t{secrets.token_hex(4)}"
     config = root / "securehpc_config.py"
     config.write_text(
         f"c.KeyStoreConfig.prefix = {prefix!r}\nc.KeyStoreConfig.policy_prefix = {prefix + '-project-'!r}\n"
+        f"c.ProjectAccounts.prefix = {account_prefix(prefix)!r}\nc.ProjectAccounts.provisioner = {accounts!r}\n"
     )
     env = {
         **os.environ,
@@ -83,6 +103,31 @@ def make_site(root: Path, layout, *, vault_addr: str | None = None) -> Site:
     }
     env.pop("SUDO_USER", None)
     return Site(root, env, config, prefix)
+
+
+@dataclass(frozen=True)
+class UnixAccount:
+    name: str
+    uid: int
+    gid: int
+
+    def run_as(self) -> dict:
+        """Keyword arguments for subprocess that run a command as this account (its group only), as Slurm would."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def account_prefix(site_prefix: str) -> str:
+    """A ProjectAccounts.prefix of its own for a test site (parallel runs use the same project names)."""
+    return f"{site_prefix[:5]}-"
+
+
+def remove_accounts(rows: list[dict]) -> None:
+    """Remove the principals and groups of ``account list`` rows (teardown)."""
+    local = LocalAccounts()
+    for row in rows:
+        local.delete_principal(row["principal"])
+    for group in {row["group"] for row in rows if row["group"]}:
+        local.delete_group(group)
 
 
 def make_source(folder: Path, canary: str) -> dict[str, str]:

@@ -613,6 +613,7 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
         if self._projects is None:
             # Imported here: a hub that does not sync project roles never needs the key store's client.
             from ..keys import KeyStore, KeyStoreConfig
+            from ..principals import ProjectAccounts
             from ..projects.db import open_database
             from ..projects.service import Actor, ProjectService
 
@@ -622,6 +623,8 @@ class SecureHPCAuthenticator(GenericOAuthenticator):
                 audit=self._audit,
                 store_root=Path(self._settings.store_root),
                 actor=Actor(admin=SYNC_ACTOR),
+                # A membership the provider's groups make gets its principal at once, as with `member add`.
+                accounts=ProjectAccounts(config=self.config).make_provisioner(),
             )
         return self._projects
 

@@ -5,7 +5,9 @@ a hub whose servers are secure Slurm jobs. Idempotent: what exists is kept.
   recordings (EEG, ECG and breathing signals with a hypnogram; no real person's data);
 - ``cardio``: carol (data owner), bob (data scientist); ``sleep/psg`` is shared into it, read-only.
 
-The people are Unix accounts (jobs run as them) and accounts of the local OpenID provider (with MFA).
+The people are accounts of the local OpenID provider (with MFA) and Unix accounts (a person's own shell on the
+node, which cannot reach their sessions); their sessions run as their principals, one per person and project
+(``shpc-<project>_<person>_<hash>``, in the project's group ``shpc-<project>_<hash>``), made with the projects.
 
 OpenBao tokens as at a real site: the hub holds a token with ``hub_config/openbao-hub-policy.hcl`` only (it
 issues wrapped session tokens, it cannot read keys); the demo's projects are provisioned with a token of
@@ -20,6 +22,7 @@ import math
 import os
 import pwd
 import random
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 from .. import jobspec
 from ..audit import AuditLog
 from ..keys import KeyStore, KeyStoreConfig
+from ..principals import DEFAULT_PREFIX, LocalAccounts, group_name, principal_name
 from ..projects.db import open_database
 from ..projects.service import Actor, ProjectService
 from ..session.env import HUB_PUBLIC_KEY_ENV
@@ -41,13 +45,28 @@ HUB_POLICY = "securehpc-hub"
 PROVISIONER_POLICY = "securehpc-provisioner"
 
 
-def people() -> list[str]:
-    """The demo's Unix accounts (``down`` names them: they stay, so that the stores keep their owners)."""
+def persons() -> list[str]:
     return sorted({name for owner, scientists in PROJECTS.values() for name in (owner, *scientists)})
 
 
+def principals() -> list[str]:
+    """Each person's principal in each of their projects: the accounts the demo's sessions run as."""
+    return sorted(
+        principal_name(DEFAULT_PREFIX, project, person)
+        for project, (owner, scientists) in PROJECTS.items()
+        for person in (owner, *scientists)
+    )
+
+
+def people() -> list[str]:
+    """The demo's Unix accounts, the people's and their principals' (``down`` names them: they stay, so that the
+    stores keep their owners)."""
+    return sorted({*persons(), *principals()})
+
+
 def unix_groups() -> list[str]:
-    return [f"securehpc-{name}" for name in PROJECTS]
+    """The projects' groups (their principals' primary group; each owns its project's workspace)."""
+    return [group_name(DEFAULT_PREFIX, name) for name in PROJECTS]
 
 
 def job_output_dir(layout: ClusterLayout) -> Path:
@@ -62,38 +81,39 @@ def sample_folder(layout: ClusterLayout) -> Path:
     return layout.state_dir / "incoming" / "psg"
 
 
-def ensure_unix_users(names: list[str], group: str) -> None:
-    """Accounts for the demo people (no home, no login shell) and a group per project."""
+def ensure_unix_users(names: list[str]) -> None:
+    """Accounts for the demo people (no home, no login shell): what their own shell on the node would be."""
     for name in names:
         try:
             pwd.getpwnam(name)
         except KeyError:
             subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
                            check=True, timeout=30)  # fmt: skip
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        subprocess.run(["groupadd", group], check=True, timeout=30)
-    subprocess.run(["gpasswd", "--members", ",".join(names), group], check=True, timeout=30, capture_output=True)
 
 
-def grant_workspace(workspace: Path, writer: str) -> None:
-    """Give the workspace's ciphertext to the member who writes in it in the demo: once, right after the
-    project is created (its store holds gocryptfs' own files only), never again at a later ``up``.
-
-    Links are not followed (``lchown``, a walk that does not descend into linked folders): a link that the
-    workspace's owner placed there must never make root hand its target to them.
-
-    Known limit: a workspace shared through a Unix group does not work in the sandbox yet. gocryptfs runs
-    as root of the sandbox's user namespace, where supplementary groups are unmapped: group write access
-    does not reach through, and a setgid folder makes every file creation fail (its group is unmapped).
-    So one member (the demo's scientist, bob) owns each workspace; other members' sessions can read it.
-    """
-    account = pwd.getpwnam(writer)
-    os.chown(workspace, account.pw_uid, account.pw_gid, follow_symlinks=False)
+def regroup_workspace(workspace: Path, writer: str, group: str) -> None:
+    """A demo workspace from before principals (its files belong to the person who wrote them): give them to
+    the writer's principal and the project's group, group-writable, so that every member's session can work
+    with them. Links are not followed (``lchown``, no descent into linked folders)."""
+    gid = grp.getgrnam(group).gr_gid
+    if all(os.stat(entry, follow_symlinks=False).st_gid == gid for entry in workspace.iterdir()):
+        return
+    uid = pwd.getpwnam(writer).pw_uid
     for folder, subfolders, files in os.walk(workspace, followlinks=False):
         for name in [*subfolders, *files]:
-            os.chown(os.path.join(folder, name), account.pw_uid, account.pw_gid, follow_symlinks=False)
+            try:  # by descriptor, never by a path that a link could have replaced meanwhile
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a link: left as it is
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                    os.fchown(fd, uid, gid)
+                    # The project's group may read and write (folders: setgid, what is made in them is the group's).
+                    group_bits = 0o2070 if stat.S_ISDIR(mode) else 0o060
+                    os.fchmod(fd, (mode & 0o7777 & ~0o007) | group_bits)
+            finally:
+                os.close(fd)
 
 
 def synthetic_psg(folder: Path, nights: int = 3, seconds: int = 600, rate: int = 50) -> None:
@@ -141,6 +161,8 @@ def service(layout: ClusterLayout) -> ProjectService:
         AuditLog(Path(site["SecureHPC.audit_log"])),
         store_root,
         Actor(admin="securehpc-demo"),
+        # Each member's principal and each project's group, made on this machine with useradd and groupadd.
+        accounts=LocalAccounts(DEFAULT_PREFIX),
     )
 
 
@@ -151,12 +173,12 @@ def ensure_projects(layout: ClusterLayout) -> None:
         entry["dataset"] for entry in projects.list_datasets(DATASET.owner)["datasets"]
     }
     for name, (owner, scientists) in PROJECTS.items():
-        ensure_unix_users([owner, *scientists], f"securehpc-{name}")
+        ensure_unix_users([owner, *scientists])
         if name not in existing:
+            # The project's group owns its workspace; each member gets a principal (create_project, add_member).
             projects.create_project(name, owner=owner)
             for scientist in scientists:
                 projects.add_member(name, scientist, "data_scientist")
-            grant_workspace(projects.layout.workspace(name), scientists[0])
         # The machine has few cores and one node: sessions must fit it, and several must fit at once.
         limits = [f"max_cpus={min(2, os.cpu_count() or 1)}", "max_memory_gb=4", "max_wall_time=8h", "exclusive=false"]
         projects.set_policy(name, limits)
@@ -169,8 +191,13 @@ def ensure_projects(layout: ClusterLayout) -> None:
         projects.share_dataset(str(DATASET), SHARED_WITH)
         projects.accept_share(SHARED_WITH, str(DATASET))
     if existing:
-        # A demo set up by a version before token roles: give its projects their roles (idempotent).
+        # A demo set up by an earlier version: token roles, principals and workspace groups (idempotent).
         projects.sync_keys()
+        projects.sync_accounts()
+        for name, (_owner, scientists) in PROJECTS.items():
+            if name in existing:
+                writer = principal_name(DEFAULT_PREFIX, name, scientists[0])
+                regroup_workspace(projects.layout.workspace(name), writer, group_name(DEFAULT_PREFIX, name))
 
 
 def signing_key(layout: ClusterLayout) -> Path:

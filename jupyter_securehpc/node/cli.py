@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
-from ..session.env import SESSION_SPEC_ENV
+from ..session.env import SESSION_SPEC_ENV, STORE_ROOT_ENV
 from .errors import EX_USAGE, LaunchError
 from .launcher import exec_program
-from .prereqs import node_problems
+from .prereqs import node_advice, node_problems, store_problems
 from .run import run as run_headless
 from .serve import serve
 from .spec import SpecError, load_spec
@@ -32,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="securehpc-node", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="report what this node lacks to run secure sessions, and the fix")
+    check = sub.add_parser("check", help="report what this node lacks to run secure sessions, and the fix")
+    check.add_argument(
+        "--store-root",
+        type=Path,
+        default=Path(os.environ[STORE_ROOT_ENV]) if os.environ.get(STORE_ROOT_ENV) else None,
+        help=f"also check the store root's and the workspaces' ownership (default: ${STORE_ROOT_ENV}, if set)",
+    )
     run = sub.add_parser("exec", help="run PROGRAM inside the project sandbox")
     run.add_argument("--spec", type=Path, help=f"session spec (JSON); default ${SESSION_SPEC_ENV}")
     run.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
@@ -50,11 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="securehpc-node: %(message)s")
 
     if args.command == "check":
-        problems = node_problems()
+        problems = node_problems() + (store_problems(args.store_root) if args.store_root else [])
         for problem in problems:
             print(f"NOT READY: {problem}", file=sys.stderr)
+        for advice in node_advice():
+            print(f"ADVICE: {advice}")
         if not problems:
-            print("node ready: bubblewrap, gocryptfs, FUSE and user namespaces all work")
+            ready = "node ready: bubblewrap, gocryptfs, FUSE and user namespaces all work"
+            print(f"{ready}; the store root's ownership is right" if args.store_root else ready)
         return 1 if problems else 0
 
     program = getattr(args, "program", [])

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..keys import KeyStore, KeyStoreConfig, KeyStoreError
+from ..principals.accounts import NOLOGIN_SHELLS
 from ..session.env import WRAPPED_TOKEN_ENV as TOKEN_ENV
 from ..session.spec import SessionSpec
 from ..stores.gocryptfs import key_to_password, pipe_with
 from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .prefetch import memory_budget
-from .prereqs import node_problems
+from .prereqs import node_problems, store_problems
 from .sandbox import Mount, mounts_for, outer_command, program_env
 
 log = logging.getLogger(__name__)
@@ -43,20 +44,44 @@ def take_token(from_stdin: bool) -> str:
     return token
 
 
-def check_ready(spec: SessionSpec) -> list[Mount]:
-    """Everything that needs no key: the node, the user, the stores. Raises LaunchError."""
+def check_principal(spec: SessionSpec) -> str:
+    """The job's account, if it is the spec's principal (never root, never the person's own login); else
+    LaunchError before anything else happens."""
     if os.getuid() == 0:
         raise LaunchError(
-            "refusing to run a session as root: sessions run as their user (submit the job with that user's uid)",
+            "refusing to run a session as root: sessions run as the project principal (sbatch --uid, as the "
+            "spawner submits them)",
             EX_NOPERM,
         )
-    problems = node_problems()
+    if not spec.principal or spec.principal == spec.user:
+        raise LaunchError(
+            f"the session spec names no project principal for {spec.user} in {spec.project}: sessions never "
+            "run as a person's own account (update the hub)",
+            EX_NOPERM,
+        )
+    account = pwd.getpwuid(os.getuid())
+    if account.pw_name != spec.principal:
+        raise LaunchError(
+            f"this session runs as {spec.principal} ({spec.user}'s principal in {spec.project}), but the job runs "
+            f"as {account.pw_name}",
+            EX_NOPERM,
+        )
+    if account.pw_shell not in NOLOGIN_SHELLS:
+        raise LaunchError(
+            f"the principal {account.pw_name} has the login shell {account.pw_shell}: nobody may log in as a "
+            f"principal, fix it with `usermod --shell /usr/sbin/nologin {account.pw_name}`",
+            EX_NOPERM,
+        )
+    return account.pw_name
+
+
+def check_ready(spec: SessionSpec) -> list[Mount]:
+    """Everything that needs no key: the account, the node, the stores. Raises LaunchError."""
+    me = check_principal(spec)
+    problems = node_problems() + store_problems(spec.store_root, spec.project)
     if problems:
         details = "\n".join(f"  - {problem}" for problem in problems)
         raise LaunchError(f"this node cannot run secure sessions:\n{details}", EX_UNAVAILABLE)
-    me = pwd.getpwuid(os.getuid()).pw_name
-    if me != spec.user:
-        raise LaunchError(f"this session is for user {spec.user}, but the job runs as {me}", EX_NOPERM)
     mounts = mounts_for(spec)
     for mount in mounts:
         config = mount.host_cipher / "gocryptfs.conf"
@@ -68,8 +93,8 @@ def check_ready(spec: SessionSpec) -> list[Mount]:
             )
         if not mount.read_only and not os.access(mount.host_cipher, os.W_OK | os.X_OK):
             raise LaunchError(
-                f"{me} may not write to the workspace store {mount.host_cipher}: give the project's members "
-                "write access to it (see the admin guide)",
+                f"{me} may not write to the workspace store {mount.host_cipher}: it must belong to the project's "
+                "group, mode 2770 (`securehpc account sync`; see the admin guide)",
                 EX_UNAVAILABLE,
             )
     return mounts

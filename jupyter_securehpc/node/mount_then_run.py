@@ -17,15 +17,16 @@ from pathlib import Path
 
 from ..session.env import SANDBOX_CONFIG_FD_ENV
 from ..stores import cipherfiles
-from ..stores.gocryptfs import StoreError, mount_store, pipe_with
+from ..stores.gocryptfs import StoreError, pipe_with, serve_store
 from .errors import EX_SOFTWARE
 from .prefetch import start_in_background
-from .sandbox import inner_argv
+from .sandbox import gocryptfs_argv, inner_argv
 from .staging import Decrypter, stage
 
 MOUNT_FAILED = EX_SOFTWARE
 # The outer sandbox's private folder for mounts that the program never sees.
 PRIVATE = "/run/securehpc"
+SESSION_UMASK = 0o007
 
 
 def read_key(fd: int) -> bytearray:
@@ -35,25 +36,32 @@ def read_key(fd: int) -> bytearray:
     return key
 
 
-def mount(index: int, store: dict) -> None:
+def mount(index: int, store: dict, runner: list[str]) -> None:
     """Mount one store at its place; a staged dataset is mounted aside, copied into memory at its place
-    (decrypted from its ciphertext where the format allows), and the mount dropped."""
+    (decrypted from its ciphertext where the format allows), and the mount dropped. gocryptfs runs through
+    ``runner`` (``sandbox.gocryptfs_argv``: the principal's uid, no capabilities)."""
     cipher, target = Path(store["cipher"]), Path(store["target"])
-    options = {"read_only": store["read_only"], "options": store.get("options", ())}
+    options = {
+        "read_only": store["read_only"],
+        "options": store.get("options", ()),
+        "runner": runner,
+        "messages": Path(f"{PRIVATE}/gocryptfs{index}.log"),
+    }
+    Path(PRIVATE).mkdir(parents=True, exist_ok=True)
     if not store.get("stage_bytes"):
-        mount_store(cipher, target, store["fd"], **options)
+        serve_store(cipher, target, store["fd"], **options)
         return
     plain = Path(f"{PRIVATE}/plain{index}")
     plain.mkdir(parents=True, exist_ok=True)
     if not cipherfiles.supported(cipherfiles.read_config(cipher)):
-        mount_store(cipher, plain, store["fd"], **options)
+        serve_store(cipher, plain, store["fd"], **options)
         stage(plain, target, store["stage_bytes"])
         return
     key, ctlsock = read_key(store["fd"]), Path(f"{PRIVATE}/control{index}")
     try:
         key_fd = pipe_with(bytes(key))
         try:
-            mount_store(cipher, plain, key_fd, ctlsock=ctlsock, **options)
+            serve_store(cipher, plain, key_fd, ctlsock=ctlsock, **options)
         finally:
             os.close(key_fd)
         decrypter = Decrypter(cipher, key, ctlsock)
@@ -66,9 +74,13 @@ def main() -> None:
     config_fd = int(os.environ.pop(SANDBOX_CONFIG_FD_ENV))
     with os.fdopen(config_fd, "rb") as pipe:
         config = json.loads(pipe.read())
+    # What the session creates in the workspace is the project's: the other members' principals (the project's
+    # group) may read and change it, nobody else (the workspace's ciphertext folder is 2770, root:group).
+    os.umask(SESSION_UMASK)
+    runner = gocryptfs_argv(config["uid"], config["gid"])
     for index, store in enumerate(config["mounts"]):
         try:
-            mount(index, store)
+            mount(index, store, runner)
         except (StoreError, OSError) as error:
             print(f"securehpc-node: {error}", file=sys.stderr)
             sys.exit(MOUNT_FAILED)

@@ -3,6 +3,13 @@
 Every check returns ``None`` when the node is fine, or a :class:`Problem` naming what is wrong and the
 command an admin runs to fix it. The launcher refuses to start (before any key is unwrapped) while a
 problem remains; ``securehpc-node check`` and ``securehpc dev status`` print the same findings.
+
+- ``node_problems``: tools, FUSE, user namespaces, swap;
+- ``store_problems``: the store root, ``projects/`` and each project folder are root's and closed to writes,
+  each workspace is its project group's alone (2770), so that no principal or person can put another folder
+  in a project's place;
+- ``node_advice`` (printed, never blocking): what narrows what the node's other users see, ``hidepid`` on
+  ``/proc``, ``pam_slurm_adopt`` where people may SSH in, a private ``/tmp`` per job.
 """
 
 from __future__ import annotations
@@ -146,4 +153,127 @@ def node_problems() -> list[Problem]:
         check_user_namespaces(),
         check_swap(),
     ]
+    return [problem for problem in checks if problem is not None]
+
+
+# --- the store root: only root may change what a project's folders are -------------------------------------
+
+WORKSPACE_MODE = 0o2770
+
+
+def _owned_by_root_and_closed(path: Path, what: str) -> Problem | None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return Problem(f"{what} {path} does not exist", "mount the shared storage at the same path as on the hub")
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return Problem(f"{what} {path} is not a folder (a link?)", f"make {path} a folder of root's")
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        return Problem(
+            f"{what} {path} is owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):04o}: whoever may "
+            "write it could put another folder in a project's place",
+            f"chown root {path} && chmod go-w {path}",
+        )
+    return None
+
+
+def check_workspace(workspace: Path) -> Problem | None:
+    """A project's workspace: root's, its project's group's (2770, no other access), its config read-only."""
+    try:
+        info = workspace.lstat()
+    except FileNotFoundError:
+        return None  # reported as a missing store by the launcher, with the session's context
+    fix = "securehpc account sync (on the hub host: gives each workspace to its project's group)"
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_gid == 0:
+        return Problem(f"workspace {workspace} is not a folder owned by root and a project group", fix)
+    if stat.S_IMODE(info.st_mode) != WORKSPACE_MODE:
+        return Problem(
+            f"workspace {workspace} has mode {stat.S_IMODE(info.st_mode):04o}, not {WORKSPACE_MODE:04o} (the "
+            "project's principals read and write it together, setgid; nobody else may list it)",
+            fix,
+        )
+    try:
+        config = (workspace / "gocryptfs.conf").lstat()
+    except OSError:
+        return None
+    if config.st_mode & 0o222 or config.st_uid != 0:
+        return Problem(f"{workspace}/gocryptfs.conf is writable or not root's: a member could replace it", fix)
+    return None
+
+
+def store_problems(store_root: Path, project: str | None = None) -> list[Problem]:
+    """The store root, ``projects/`` and each project's folder are root's and closed to writes; each workspace
+    is its project's group's (``project``: that project only, as a session checks it)."""
+    problems = [_owned_by_root_and_closed(store_root, "store root")]
+    projects = store_root / "projects"
+    if problems[0] is None and projects.exists():
+        problems.append(_owned_by_root_and_closed(projects, "projects folder"))
+        names = [project] if project is not None else sorted(p.name for p in projects.iterdir())
+        for name in names:
+            folder = projects / name
+            if folder.exists():
+                problems.append(_owned_by_root_and_closed(folder, "project folder"))
+                problems.append(check_workspace(folder / "workspace"))
+    return [problem for problem in problems if problem is not None]
+
+
+# --- advice: settings that narrow what the node's other users see (they do not stop a session) --------------
+
+
+def check_hidepid(mounts: Path = Path("/proc/mounts")) -> Problem | None:
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[1] == "/proc" and fields[2] == "proc":
+            options = fields[3].split(",")
+            if any(option in ("hidepid=2", "hidepid=invisible") for option in options):
+                return None
+    return Problem(
+        "every user of this node sees the sessions' processes and their command lines (no secret is in them; "
+        "the principals' processes are out of their reach)",
+        "mount -o remount,hidepid=invisible /proc (and in /etc/fstab: proc /proc proc defaults,hidepid=invisible 0 0)",
+    )
+
+
+def check_ssh_adopt(pam_sshd: Path = Path("/etc/pam.d/sshd")) -> Problem | None:
+    """Where people may SSH to the node, pam_slurm_adopt lets in only those with a job here: a person never has
+    one on a node that runs principals' sessions."""
+    try:
+        text = pam_sshd.read_text()
+    except OSError:
+        return None  # no SSH server
+    if "pam_slurm_adopt" in text:
+        return None
+    return Problem(
+        f"people may SSH to this node ({pam_sshd} has no pam_slurm_adopt)",
+        f"add 'account required pam_slurm_adopt.so' to {pam_sshd} and PrologFlags=Contain to slurm.conf",
+    )
+
+
+def check_job_tmp(slurm_config: str | None) -> Problem | None:
+    if slurm_config is None or "job_container/tmpfs" in slurm_config:
+        return None
+    return Problem(
+        "jobs share the node's /tmp: what a killed launcher leaves there (its private folder, 0700) outlives the job",
+        "JobContainerType=job_container/tmpfs in slurm.conf, with a job_container.conf (Slurm's documentation)",
+    )
+
+
+def slurm_config() -> str | None:
+    """``scontrol show config`` of this node's Slurm, or None without one."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        result = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def node_advice() -> list[Problem]:
+    """What narrows what other users of the node see, in the order an admin should consider it; not required."""
+    checks = [check_hidepid(), check_ssh_adopt(), check_job_tmp(slurm_config())]
     return [problem for problem in checks if problem is not None]

@@ -10,6 +10,12 @@ namespace, while the user's program must run without any capability:
 2. The inner sandbox (started by ``mount_then_run.py``): a nested user namespace mapping the real uid, every
    capability dropped, user namespaces disabled, the ciphertext folders hidden; it runs the program.
 
+gocryptfs itself runs beside the inner sandbox in a nested user namespace of its own, as the real uid without
+capabilities, on a FUSE descriptor the outer layer mounted (``gocryptfs_argv``).
+
+The real uid is the project principal's (``principals/``): the job runs under it, never under the person's own
+login account, so nothing the person starts on the node can enter these namespaces or read their ``/proc``.
+
 Nothing of another project is bound in, so no path inside leads to it.
 
 The store sandbox (``store_argv``) mounts one store for the admin command's import and verification
@@ -247,6 +253,20 @@ def inner_argv(uid: int, gid: int, program: list[str]) -> list[str]:
         "--chdir", WORKSPACE,
         "--",
         *program,
+    ]  # fmt: skip
+
+
+def gocryptfs_argv(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs gocryptfs in the outer sandbox as the principal's uid in a nested user
+    namespace: not root, so with no capability (``stores/gocryptfs.serve_store`` says why). It keeps the
+    outer sandbox's view of the files and shares its pid namespace (it dies with the sandbox)."""
+    return [
+        "bwrap",
+        "--unshare-user", "--uid", str(uid), "--gid", str(gid),
+        "--cap-drop", "ALL",
+        "--bind", "/", "/",
+        "--dev-bind", "/dev", "/dev",
+        "--",
     ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..audit import AuditLog, tail, verify
 from ..config import SecureHPC, load_config
 from ..keys import KeyStore, KeyStoreConfig
+from ..principals import ProjectAccounts
 from .db import open_database
 from .service import Actor, ProjectService, Refused
 
@@ -98,6 +99,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="PROJECT/DATASET")
     p.add_argument("--from", dest="other", required=True, metavar="OTHER")
 
+    account = subparsers.add_parser(
+        "account", help="the project accounts (principals) sessions run as (admins only)"
+    ).add_subparsers(dest="verb", required=True, metavar="VERB")
+    verb(
+        account,
+        "sync",
+        _account_sync,
+        "make every member's principal and project group, lock those of people who left, give workspaces to "
+        "their group (idempotent)",
+    )
+    p = verb(account, "list", _account_list, "the principals a site's directory must hold")
+    p.add_argument("project", nargs="?", default=None)
+
     key = subparsers.add_parser("key", help="session keys (for admins and tests)").add_subparsers(
         dest="verb", required=True, metavar="VERB"
     )
@@ -163,6 +177,7 @@ def service(args: argparse.Namespace, *, new_site: bool = False) -> ProjectServi
         audit=AuditLog(Path(settings.audit_log)),
         store_root=Path(settings.store_root),
         actor=Actor(admin=admin_name(), as_user=args.as_user),
+        accounts=ProjectAccounts(config=config).make_provisioner(),
     )
 
 
@@ -245,6 +260,21 @@ def _dataset_accept(args: argparse.Namespace) -> int:
 def _dataset_revoke(args: argparse.Namespace) -> int:
     result = service(args).revoke_share(args.dataset, args.other)
     return emit(args, result, f"revoked {args.dataset} from {args.other}")
+
+
+def _account_sync(args: argparse.Namespace) -> int:
+    result = service(args).sync_accounts()
+    text = (
+        f"{len(result['principals'])} principals in place, {len(result['locked'])} locked, "
+        f"{len(result['workspaces'])} workspaces given to their project's group"
+    )
+    return emit(args, result, text)
+
+
+def _account_list(args: argparse.Namespace) -> int:
+    rows = service(args).list_accounts(args.project)
+    lines = [f"{r['principal']}\t{r['group']}\t{r['project']}\t{r['user']}\t{r['state']}" for r in rows]
+    return emit(args, rows, "\n".join(lines) or "(no principals)")
 
 
 def _key_sync(args: argparse.Namespace) -> int:

@@ -16,11 +16,13 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -75,8 +77,32 @@ def _v2_runs(connection: Connection) -> None:
     Index("ix_runs_run_id", runs.c.run_id, unique=True).create(connection, checkfirst=True)
 
 
+def _v3_principals(connection: Connection) -> None:
+    """One principal per person per project: the table of principals and each project's Unix group (None for
+    existing projects until ``securehpc account sync`` names it). A database created fresh has both already."""
+    metadata = MetaData()
+    projects = Table("projects", metadata, Column("id", Integer, primary_key=True), Column("unix_group", String(32)))
+    principals = Table(
+        "principals",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+        Column("username", String(255), nullable=False),
+        Column("name", String(32), nullable=False, unique=True),
+        Column("state", String(16), nullable=False),
+        Column("created_at", DateTime(), nullable=False),
+        Column("created_by", String(255), nullable=False),
+        Column("locked_at", DateTime(), nullable=True),
+        UniqueConstraint("project_id", "username"),
+    )
+    principals.create(connection, checkfirst=True)
+    if "unix_group" not in {column["name"] for column in inspect(connection).get_columns("projects")}:
+        connection.exec_driver_sql("ALTER TABLE projects ADD COLUMN unix_group VARCHAR(32)")
+        Index("ix_projects_unix_group", projects.c.unix_group, unique=True).create(connection)
+
+
 # version -> step that upgrades version-1 to it. Append; never edit a released step.
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_runs}
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_runs, 3: _v3_principals}
 
 
 class SchemaError(RuntimeError):

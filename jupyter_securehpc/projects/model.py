@@ -37,9 +37,13 @@ class Project(Base):
     created_by: Mapped[str] = mapped_column(String(255))
     # Policy settings as a JSON object (see policy.Policy); missing keys take the defaults.
     policy: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The Unix group of the project's principals (principals/names.py), recorded when the project is created;
+    # None for projects from before principals, until `securehpc account sync`.
+    unix_group: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
 
     members: Mapped[list[Member]] = relationship(back_populates="project", cascade="all, delete-orphan")
     datasets: Mapped[list[Dataset]] = relationship(back_populates="project", cascade="all, delete-orphan")
+    principals: Mapped[list[Principal]] = relationship(back_populates="project", cascade="all, delete-orphan")
 
 
 class Member(Base):
@@ -53,6 +57,27 @@ class Member(Base):
     added_by: Mapped[str] = mapped_column(String(255))
 
     project: Mapped[Project] = relationship(back_populates="members")
+
+
+class Principal(Base):
+    """The Unix account that sessions and headless runs of one person in one project run as.
+
+    Named once, when the person joins (principals/names.py), and kept when they leave (``state`` "locked"),
+    so that a name is never given to another pair and a returning member gets their account, and files, back.
+    """
+
+    __tablename__ = "principals"
+    __table_args__ = (UniqueConstraint("project_id", "username"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    username: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active, locked
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    locked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+    project: Mapped[Project] = relationship(back_populates="principals")
 
 
 class Dataset(Base):

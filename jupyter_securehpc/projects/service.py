@@ -25,9 +25,11 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..audit import AuditError, AuditLog
 from ..keys import KeyStore, WrappedSession
+from ..principals import AccountProvisioner, InvalidAccountName, RecordOnly
 from ..stores.gocryptfs import init_store
 from ..stores.importer import SourceError, check_source, import_folder, incoming_dir, remove_stale_incoming
 from ..vocabulary import DatasetRef, InvalidName, StoreLayout, name_key, validate_name
+from . import accounts as principals
 from .authz import Action, Subject, decide
 from .model import Dataset, Member, Project, Share, utcnow
 from .policy import InvalidPolicy, Policy
@@ -101,6 +103,10 @@ class SessionGrant:
     # Single use, response-wrapped: unwraps once, on the node, to a token that reads exactly these keys.
     wrapped: WrappedSession
     ttl: int
+    # The Unix account the session or run runs as (never the person's own: one principal per person per
+    # project, from the database), and the project's group, its primary group.
+    principal: str
+    group: str
 
     @property
     def mounted_datasets(self) -> tuple[DatasetRef, ...]:
@@ -147,6 +153,7 @@ class ProjectService(RunService):
         audit: AuditLog,
         store_root: Path,
         actor: Actor,
+        accounts: AccountProvisioner | None = None,
     ) -> None:
         self.sessions = sessions
         self.keys = keys
@@ -154,6 +161,9 @@ class ProjectService(RunService):
         self.store_root = Path(store_root)
         self.layout = StoreLayout(self.store_root)
         self.actor = actor
+        # What makes the principals' accounts (ProjectAccounts.make_provisioner()); by default they are only
+        # recorded, and sessions refuse to start until the site's directory (or `account sync`) makes them.
+        self.accounts = accounts if accounts is not None else RecordOnly()
 
     # --- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -259,6 +269,8 @@ class ProjectService(RunService):
                     )
                 )
                 session.flush()
+                # The owner's principal and the project's group, before the workspace: the group owns it.
+                principal = self._ensure_principal(session, project, owner)
                 # Build the project's folder aside and store the key last: an interruption leaves only an
                 # unregistered folder of ciphertext whose key was never stored.
                 remove_stale_incoming(project_dir.parent)
@@ -267,6 +279,10 @@ class ProjectService(RunService):
                     (incoming / "datasets").mkdir(mode=0o755)
                     key = secrets.token_bytes(32)
                     init_store(incoming / "workspace", key)
+                    # The project's principals work in it together; nobody else may list it. A group the
+                    # directory does not show yet: nobody but root until `account sync` gives it to the group.
+                    if not principals.share_workspace(incoming / "workspace", project.unix_group):
+                        (incoming / "workspace").chmod(0o700)
                     self.keys.create_project_key(name, key)
                     undo.append(lambda: self.keys.delete_project_key(name))
                     self.keys.write_project_policy(name, [])
@@ -277,8 +293,11 @@ class ProjectService(RunService):
                 _run_undo(undo)
                 self._event(Action.PROJECT_CREATE, obj, "failed", name, _short(error))
                 raise
-        self._event(Action.PROJECT_CREATE, obj, "allowed", name, "hub admin", owner=owner)
-        return {"project": name, "owner": owner}
+        self._event(
+            Action.PROJECT_CREATE, obj, "allowed", name, "hub admin", owner=owner, principal=principal,
+            group=project.unix_group,
+        )  # fmt: skip
+        return {"project": name, "owner": owner, "principal": principal, "group": project.unix_group}
 
     def list_projects(self) -> list[dict]:
         subject = self.actor.subject
@@ -350,6 +369,13 @@ class ProjectService(RunService):
                 if old_role == Role.DATA_OWNER.value and new_role is not Role.DATA_OWNER:
                     self._refuse_last_owner(session, project, username, Action.MEMBER_ADD, obj)
                 member.role = new_role.value
+            try:
+                principal = self._ensure_principal(session, project, username)
+            except BadInput as error:
+                raise self._bad_input(Action.MEMBER_ADD, obj, project_name, error) from None
+            except Exception as error:
+                self._event(Action.MEMBER_ADD, obj, "failed", project_name, _short(error))
+                raise
         self._event(
             Action.MEMBER_ADD,
             obj,
@@ -358,8 +384,10 @@ class ProjectService(RunService):
             "data owner or admin",
             role=new_role.value,
             previous_role=old_role,
+            principal=principal,
         )
-        return {"project": project_name, "user": username, "role": new_role.value, "previous_role": old_role}
+        return {"project": project_name, "user": username, "role": new_role.value, "previous_role": old_role,
+                "principal": principal}  # fmt: skip
 
     def remove_member(self, project_name: str, username: str) -> dict:
         obj = f"member:{project_name}/{username}"
@@ -373,8 +401,24 @@ class ProjectService(RunService):
             if member.role == Role.DATA_OWNER.value:
                 self._refuse_last_owner(session, project, username, Action.MEMBER_REMOVE, obj)
             session.delete(member)
-        self._event(Action.MEMBER_REMOVE, obj, "allowed", project_name, "data owner or admin", role=member.role)
-        return {"project": project_name, "user": username, "removed_role": member.role}
+            try:
+                # Locked, not deleted: the name stays taken and the files keep their owner.
+                principal = principals.lock_principal(session, project, username, self.accounts)
+            except Exception as error:
+                self._event(Action.MEMBER_REMOVE, obj, "failed", project_name, _short(error))
+                raise
+        self._event(Action.MEMBER_REMOVE, obj, "allowed", project_name, "data owner or admin", role=member.role,
+                    locked_principal=principal)  # fmt: skip
+        return {"project": project_name, "user": username, "removed_role": member.role, "locked_principal": principal}
+
+    def _ensure_principal(self, session: Session, project: Project, username: str) -> str:
+        """``username``'s principal in ``project``, recorded and made (``projects/accounts.py``); its name."""
+        try:
+            return principals.ensure_principal(
+                session, project, username, self.accounts, self.actor.subject.username
+            ).name
+        except (principals.PrincipalClash, InvalidAccountName) as error:
+            raise Conflict(str(error)) from None
 
     def _refuse_last_owner(self, session: Session, project: Project, username: str, action: Action, obj: str) -> None:
         owners = session.scalars(
@@ -674,8 +718,10 @@ class ProjectService(RunService):
 
         The acting admin (the hub, or an admin's ``key wrap``) must be allowed to wrap keys; ``user`` must be
         allowed to start a session there (membership and policy); ``ttl`` (default: the policy's ``key_ttl``)
-        must lie within the policy. Then the token is wrapped for the project's own datasets and its accepted
-        shares, and a ``key.wrap`` event records who got it. Refusals raise Refused or BadInput, audited.
+        must lie within the policy; ``user`` must have an active principal there (the account the session runs
+        as, from this database, never from a request). Then the token is wrapped for the project's own datasets
+        and its accepted shares, and a ``key.wrap`` event records who got it and the principal. Refusals raise
+        Refused or BadInput, audited.
         """
         obj = f"session-key:{project_name}/{user}"
         with self.sessions() as session:
@@ -691,6 +737,15 @@ class ProjectService(RunService):
             if not 1 <= ttl <= policy.key_ttl:
                 error = BadInput(f"--ttl {ttl} is outside 1..{policy.key_ttl} seconds (the project's key_ttl)")
                 raise self._bad_input(Action.KEY_WRAP, obj, project_name, error)
+            principal = principals.active_principal(session, project, user)
+            if principal is None or project.unix_group is None:
+                reason = (
+                    f"{user} has no project account (principal) in {project_name} yet: a hub admin runs "
+                    "`securehpc account sync`"
+                )
+                self._event(Action.KEY_WRAP, obj, "denied", project_name, reason)
+                raise Refused(f"no session key for {user} in {project_name}: {reason}")
+            principal_name, group = principal.name, project.unix_group
             datasets = tuple(self._own_datasets(project))
             shares = tuple(self._accepted_shares_into(session, project))
         try:
@@ -698,8 +753,63 @@ class ProjectService(RunService):
         except Exception as error:
             self._event(Action.KEY_WRAP, obj, "failed", project_name, _short(error))
             raise
-        self._event(Action.KEY_WRAP, obj, "allowed", project_name, "hub admin", user=user, ttl=ttl, role=role.value)
-        return SessionGrant(project_name, user, role, policy, datasets, shares, wrapped, ttl)
+        self._event(Action.KEY_WRAP, obj, "allowed", project_name, "hub admin", user=user, ttl=ttl, role=role.value,
+                    principal=principal_name)  # fmt: skip
+        return SessionGrant(project_name, user, role, policy, datasets, shares, wrapped, ttl, principal_name, group)
+
+    # --- principals' accounts (projects/accounts.py) --------------------------------------------
+    def sync_accounts(self) -> dict:
+        """Make every member's principal and every project's group exist, lock the principals of people who
+        left, and give each workspace's ciphertext folder to its project's group (admins only; idempotent).
+
+        For projects from before principals, for a directory restored from backup, and for sites whose
+        directory makes the accounts (``ProjectAccounts.provisioner = "none"``: this only records the names).
+        """
+        obj = "accounts"
+        self._require_admin("account.sync", obj, "make project accounts")
+        done: dict[str, list[str]] = {"principals": [], "locked": [], "workspaces": []}
+        try:
+            with self._transaction() as session:
+                for project in session.scalars(select(Project).order_by(Project.name)).all():
+                    members = {m.username for m in project.members}
+                    for username in sorted(members):
+                        done["principals"].append(self._ensure_principal(session, project, username))
+                    if project.unix_group is None:
+                        principals.ensure_group(session, project, self.accounts)
+                    for principal in project.principals:
+                        if principal.username not in members and principal.state != principals.LOCKED:
+                            principals.lock_principal(session, project, principal.username, self.accounts)
+                            done["locked"].append(principal.name)
+                    if principals.share_workspace(self.layout.workspace(project.name), project.unix_group):
+                        done["workspaces"].append(project.name)
+        except Exception as error:
+            self._event("account.sync", obj, "failed", None, _short(error), **done)
+            raise
+        self._event("account.sync", obj, "allowed", None, "hub admin", **done)
+        return done
+
+    def list_accounts(self, project_name: str | None = None) -> list[dict]:
+        """Every principal (project, person, account, group, state): what a site's directory must hold
+        (admins only)."""
+        self._require_admin("account.list", f"accounts:{project_name or '*'}", "list project accounts")
+        with self.sessions() as session:
+            query = select(Project).order_by(Project.name)
+            if project_name is not None:
+                query = query.where(Project.id == self._project(session, project_name, Action.PROJECT_SHOW).id)
+            rows = [
+                {
+                    "project": project.name,
+                    "user": p.username,
+                    "principal": p.name,
+                    "group": project.unix_group,
+                    "state": p.state,
+                }
+                for project in session.scalars(query).all()
+                for p in sorted(project.principals, key=lambda p: p.username)
+            ]
+        self._event("account.list", f"accounts:{project_name or '*'}", "allowed", project_name, "hub admin",
+                    count=len(rows))  # fmt: skip
+        return rows
 
     def startable_projects(self, user: str) -> dict[str, Policy]:
         """The projects in which ``user`` may start a session, with their policies (the spawn form's choices).

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..principals.names import InvalidAccountName, validate_account_name
 from ..projects.policy import InvalidPolicy, Policy
 from ..projects.roles import Role
 from ..vocabulary import DatasetRef, InvalidName, StoreLayout, validate_name
@@ -58,6 +59,9 @@ class SessionSpec:
     extra: dict = field(default_factory=dict)
     # A headless run (``securehpc-node run``): the notebook and its parameters. None: a session or ``exec``.
     run: RunSpec | None = None
+    # The Unix account the job runs as: ``user``'s principal in ``project`` (the grant's, from the projects
+    # database), never the person's own login account. The node refuses to start under any other account.
+    principal: str = ""
 
     def __post_init__(self) -> None:
         # Frozen: the checked references replace what was given (a DatasetRef is itself an (owner, dataset) pair).
@@ -94,6 +98,7 @@ class SessionSpec:
             "policy": self.policy.as_dict(),
             "key_store": dict(self.key_store),
             "extra": dict(self.extra),
+            "principal": self.principal,
             # Only for runs: the spec of a session keeps the form that nodes of earlier releases read.
             **({"run": self.run.to_dict()} if self.run is not None else {}),
         }
@@ -139,7 +144,18 @@ class SessionSpec:
             key_store=_key_store(data.get("key_store") or {}),
             extra=data.get("extra") or {},
             run=RunSpec.from_dict(data["run"]) if data.get("run") is not None else None,
+            principal=_principal(data.get("principal")),
         )
+
+
+def _principal(value: object) -> str:
+    try:
+        return validate_account_name(value)
+    except InvalidAccountName:
+        raise SpecError(
+            f"session spec: principal {value!r} is missing or not a project account name (the hub names the "
+            "principal the job runs as)"
+        ) from None
 
 
 def _flag(value: object, name: str) -> bool:

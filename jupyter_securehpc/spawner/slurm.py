@@ -2,17 +2,19 @@
 
 Commands run as argument lists with a timeout, never through a shell; their environment is built here (PATH and
 SLURM_CONF only, plus what the caller adds for the job), never the hub's. ``job_account`` is the one place that
-says which Unix account a project's job runs as, and ``submit`` the one place that hands a batch script to
-``sbatch --uid``: a session and a run of the same grant always run as the same account.
+says which Unix account a project's job runs as (the person's principal in the project, from the grant), and
+``submit`` the one place that hands a batch script to ``sbatch --uid``: a session and a run of the same grant
+always run as the same account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..principals import AccountError, InvalidAccountName, check_principal
 
 if TYPE_CHECKING:
     from ..projects.service import SessionGrant
@@ -66,18 +68,22 @@ class JobAccount:
     name: str
     uid: int
     gid: int
+    home: str = "/nonexistent"
+    shell: str = "/usr/sbin/nologin"
 
 
 def job_account(grant: SessionGrant) -> JobAccount:
     """The account that a session or a headless run of ``grant`` (``ProjectService.session_grant``) runs as.
 
-    Today the person's own account (``grant.user``). Chosen here from the grant, never from a request, so that
-    sessions and runs change together when the grant names another principal."""
+    The person's principal in the project (``grant.principal``, from the projects database; never the person's
+    own login account), checked on this host: it exists, its primary group is the project's group, nobody can
+    log in as it, and the group has no other members (``principals.check_principal``). Chosen here from the
+    grant, never from a request, so that sessions and runs of one grant always run as the same account."""
     try:
-        entry = pwd.getpwnam(grant.user)
-    except KeyError:
-        raise SlurmError(f"there is no Unix account {grant.user!r} on the hub host to run the job as") from None
-    return JobAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        account = check_principal(grant.principal, grant.group)
+    except (AccountError, InvalidAccountName) as error:
+        raise SlurmError(f"cannot run {grant.user}'s job in {grant.project}: {error}") from None
+    return JobAccount(account.name, account.uid, account.gid, account.home, account.shell)
 
 
 async def submit(batch: str, *, account: JobAccount, env: dict[str, str], timeout: float) -> str:

@@ -390,10 +390,11 @@ class SecureSlurmSpawner(SlurmSpawner):
             waiters.discard(changed)
 
     # -- start and stop ---------------------------------------------------------------------------------
-    async def _cancel_interrupted_spawns(self, tag: str) -> None:
-        """Jobs of this server left by a hub that died mid-spawn: found by their tag, cancelled."""
+    async def _cancel_interrupted_spawns(self, tag: str, account: str) -> None:
+        """Jobs of this server left by a hub that died mid-spawn: found by their tag among the jobs of the
+        principal ``account`` (the jobs' owner), cancelled."""
         listing = await self._run(
-            ["squeue", "--noheader", f"--user={self.user.name}", "--format=%i|%k"], env=self._slurm_env()
+            ["squeue", "--noheader", f"--user={account}", "--format=%i|%k"], env=self._slurm_env()
         )
         for line in listing.splitlines():
             job_id, _, comment = line.partition("|")
@@ -408,7 +409,6 @@ class SecureSlurmSpawner(SlurmSpawner):
         self._partition, self._pending_reason, self._reason_checked_at = policy.partition, "", float("-inf")
         self._mark("checked", 10, f"Preparing the session key for project {request.project} and submitting the job")
         tag = script.job_tag(self.user.name, request.project, str(self.orm_spawner.id))
-        await self._cancel_interrupted_spawns(tag)
         site = self.site
         keys_config = KeyStoreConfig(config=self.config)
         try:
@@ -418,6 +418,16 @@ class SecureSlurmSpawner(SlurmSpawner):
             raise SpawnRefused(f"Cannot start this server: {error}.") from None
         wrapped, datasets, role = grant.wrapped, grant.mounted_datasets, grant.role.value
         self._wrapped_accessors = (wrapped.accessor, wrapped.wrapped_accessor)
+        # The job runs as the person's principal in the project (slurm.job_account, from the grant, as for a
+        # headless run of the same grant), never as the person's own account.
+        try:
+            account = slurm.job_account(grant)
+        except slurm.SlurmError as error:
+            self._revoke_wrapped()
+            self.audit_event(Action.SESSION_START.value, "failed", str(error), principal=grant.principal)
+            raise SpawnRefused(f"Cannot start this server: {error}.") from None
+        self._job_account = account
+        await self._cancel_interrupted_spawns(tag, account.name)
         spec = SessionSpec(
             project=request.project,
             user=self.user.name,
@@ -435,6 +445,7 @@ class SecureSlurmSpawner(SlurmSpawner):
             stage_limit_mib=self.stage_limit_mib,
             prefetch=self.prefetch_datasets,
             policy=policy,
+            principal=account.name,
         )
         signed = jobspec.sign(spec, jobspec.load_private_key(Path(self.signing_key_file)))
         self._job_output_path = self.job_output.replace(NONCE, secrets.token_hex(8))
@@ -450,21 +461,31 @@ class SecureSlurmSpawner(SlurmSpawner):
         # Nodes normally read the hub's public key from /etc/securehpc; a hub may name it for its jobs.
         if os.environ.get(HUB_PUBLIC_KEY_ENV):
             env[HUB_PUBLIC_KEY_ENV] = os.environ[HUB_PUBLIC_KEY_ENV]
-        # The account comes from the grant (slurm.job_account), as for a headless run of the same grant.
-        account = slurm.job_account(grant)
         self.port = 0
         self._port_reported = asyncio.Event()
         self.accepts_port_report = True
         self.job_id = await slurm.submit(batch, account=account, env=env, timeout=self.command_timeout)
         self._mark("submitted", 20, f"Job {self.job_id} is waiting in the Slurm queue")
-        self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus)
-        self.log.info("submitted job %s for %s (%s)", self.job_id, self.user.name, tag)
+        # Who started it (the actor) and the account it runs as.
+        self.audit_event(Action.SESSION_START.value, "allowed", role or "member", job_id=self.job_id, gpus=request.gpus,
+                         principal=account.name)  # fmt: skip
+        self.log.info("submitted job %s for %s as %s (%s)", self.job_id, self.user.name, account.name, tag)
         return await self._wait_for_port()
 
     def report_url(self) -> str:
         """Where this server's launcher reports (api.py), names quoted: ``<hub api>/securehpc/servers/U/S``."""
         user, server = quote(self.user.name, safe=""), quote(self.name, safe="")
         return f"{self.hub.api_url.rstrip('/')}/securehpc/servers/{user}/{server}"
+
+    def user_env(self, env: dict) -> dict:
+        """``USER``, ``HOME`` and ``SHELL`` of the job: its account's, the person's principal (batchspawner would
+        look up an account of the hub user's name, which a person needs no longer: their sessions never run as
+        it)."""
+        account = getattr(self, "_job_account", None)
+        if account is None:
+            return env
+        env["USER"], env["HOME"], env["SHELL"] = account.name, account.home, account.shell
+        return env
 
     def get_env(self) -> dict:
         env = super().get_env()
@@ -579,6 +600,11 @@ class SecureSlurmSpawner(SlurmSpawner):
         self.report_secret_hash = None  # from now on the job's reports are refused
         self.accepts_port_report = False
         await super().stop(now=now)
+        self._revoke_wrapped()
+        self.audit_event("session.stop", "allowed", "stopped", job_id=self.job_id)
+
+    def _revoke_wrapped(self) -> None:
+        """Revoke this start's session tokens (by accessor): after a stop, or a start that never submitted."""
         accessors = getattr(self, "_wrapped_accessors", None)
         if accessors:
             try:
@@ -587,7 +613,6 @@ class SecureSlurmSpawner(SlurmSpawner):
                 )
             except Exception as error:  # the job is gone either way; report, do not fail the stop
                 self.log.warning("could not revoke the session tokens of %s: %s", self.name, error)
-        self.audit_event("session.stop", "allowed", "stopped", job_id=self.job_id)
 
 
 servers.install(SecureSlurmSpawner)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 # The key is 256 random bits from OpenBao, not a human password: scrypt's hardening buys nothing, so use
@@ -78,6 +80,90 @@ def mount_store(
         if result.returncode != 0:
             messages.seek(0)
             raise StoreError(f"cannot mount {target}: {messages.read().strip() or result.returncode}")
+
+
+# The kernel's FUSE mount options for serve_store: what fusermount would pass for gocryptfs, minus allow_other (only
+# processes with the mounting account's ids may use the mount) and default_permissions (the backing file
+# system's own permissions decide, for gocryptfs' account).
+FUSE_ROOT_MODE = 0o40000
+FUSE_MAX_READ = 131072
+MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MNT_DETACH = 2
+SERVE_READY_TIMEOUT = 120.0
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def serve_store(
+    cipher: Path,
+    target: Path,
+    key_fd: int,
+    *,
+    runner: list[str],
+    read_only: bool,
+    options: tuple[str, ...] | list[str] = (),
+    ctlsock: Path | None = None,
+    messages: Path,
+) -> subprocess.Popen:
+    """Mount ``target`` as this process (root of the sandbox's user namespace) and serve it with gocryptfs run
+    through ``runner``, a command prefix that makes it a user other than root (``node/sandbox.gocryptfs_argv``).
+
+    Why: a workspace shared by a project's principals holds files of several owners, and gocryptfs as root
+    reports each file's real owner, which the kernel cannot map into this namespace (and then refuses every
+    write to it), or, with ``-force_owner``, gocryptfs 2.3 as root tries to act as the caller and fails. So
+    this process mounts the FUSE file system itself (``fd=``) and hands the FUSE descriptor to gocryptfs
+    (``/dev/fd/N``, go-fuse's "magic" mountpoint), which runs without any capability, shows every file as
+    owned by the mounting account (``-force_owner``), and reaches the ciphertext with the principal's own
+    rights: its own files as their owner, the other members' through the project's group.
+
+    Returns the running gocryptfs (it serves until the mount is gone); raises StoreError with gocryptfs' own
+    message ("Password incorrect.", ...) if it does not come up. Its messages go to ``messages``.
+    """
+    unknown = set(options) - ALLOWED_OPTIONS
+    if unknown:
+        raise StoreError(f"gocryptfs options {sorted(unknown)} are not allowed; use {sorted(ALLOWED_OPTIONS)}")
+    fuse_fd = os.open("/dev/fuse", os.O_RDWR)
+    try:
+        data = (
+            f"fd={fuse_fd},rootmode={FUSE_ROOT_MODE:o},user_id={os.getuid()},group_id={os.getgid()},"
+            f"max_read={FUSE_MAX_READ}"
+        )
+        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
+        libc = _libc()
+        if libc.mount(b"gocryptfs", str(target).encode(), b"fuse.gocryptfs", flags, data.encode()) != 0:
+            error = ctypes.get_errno()
+            raise StoreError(f"cannot mount {target}: {os.strerror(error)}")
+        argv = [*runner, "gocryptfs", "-fg", "-q", "-force_owner", f"{os.getuid()}:{os.getgid()}"]
+        argv += [*(["-ro"] if read_only else []), *options, *(["-ctlsock", str(ctlsock)] if ctlsock else [])]
+        argv += [str(cipher), f"/dev/fd/{fuse_fd}"]
+        with open(messages, "w") as out:
+            server = subprocess.Popen(argv, stdin=key_fd, stdout=out, stderr=out, pass_fds=(fuse_fd,))
+    finally:
+        os.close(fuse_fd)
+    # Only gocryptfs holds the FUSE descriptor now: the first request waits until it answers, and fails at once
+    # (ENOTCONN) if it exits without serving, e.g. after a wrong key.
+    ready: list[BaseException | None] = []
+    probe = threading.Thread(target=lambda: ready.append(_first_request(target)), daemon=True)
+    probe.start()
+    probe.join(SERVE_READY_TIMEOUT)
+    if ready == [None]:
+        return server
+    server.kill()
+    server.wait()
+    _libc().umount2(str(target).encode(), MNT_DETACH)
+    said = messages.read_text(errors="replace").strip() if messages.exists() else ""
+    reason = said or (str(ready[0]) if ready else f"gocryptfs did not answer within {SERVE_READY_TIMEOUT:g} s")
+    raise StoreError(f"cannot mount {target}: {reason}")
+
+
+def _first_request(target: Path) -> BaseException | None:
+    try:
+        os.stat(target)
+    except OSError as error:
+        return error
+    return None
 
 
 def run_inside(

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import hubclient
 import pytest
 import requests
-from e2e_hub import HUB_ADMIN, diagnostics, start, stop, wait_ready
+from e2e_hub import HUB_ADMIN, diagnostics, job_outputs, start, stop, wait_ready
 
 from jupyter_securehpc.audit import verify
 
@@ -257,12 +256,12 @@ def test_a_hub_admin_can_neither_mint_the_members_token_nor_enter_the_session(e2
 
 def test_the_jobs_output_is_private_and_holds_launcher_messages_only(e2e, token, session):
     requests.get(f"{session}/files/eeg.csv", headers={"Authorization": f"token {token}"}, timeout=30)
-    user = e2e["user"].name
-    outputs = [p for p in Path("/tmp").glob(f"securehpc-{user}-*.log") if p.stat().st_size]
+    outputs = [p for p in job_outputs(e2e, "sleep") if p.stat().st_size]
     assert outputs, diagnostics(e2e)
     for output in outputs:
+        # The principal's, not the person's: the person's own processes cannot read it either.
         assert output.stat().st_mode & 0o777 == 0o600, output
-        assert output.stat().st_uid == e2e["user"].uid
+        assert output.stat().st_uid == e2e["principals"]["sleep"].uid != e2e["user"].uid
         text = output.read_text(errors="replace")
         assert all(line.startswith("securehpc-node: ") for line in text.splitlines()), text
         for leak in ("eeg.csv", "/files/", "_xsrf", "jupyterhub-session", "GET /", token):
@@ -270,10 +269,9 @@ def test_the_jobs_output_is_private_and_holds_launcher_messages_only(e2e, token,
 
 
 def test_stopping_the_server_removes_the_jobs_output(e2e, token, session):
-    user = e2e["user"].name
-    assert list(Path("/tmp").glob(f"securehpc-{user}-*.log"))
+    assert job_outputs(e2e, "sleep")
     stop(e2e, token, "sleep")
     deadline = time.monotonic() + 60
-    while list(Path("/tmp").glob(f"securehpc-{user}-*.log")) and time.monotonic() < deadline:
+    while job_outputs(e2e, "sleep") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not list(Path("/tmp").glob(f"securehpc-{user}-*.log"))
+    assert not job_outputs(e2e, "sleep")

@@ -19,7 +19,7 @@ from pathlib import Path
 import hubclient
 import pytest
 import requests
-from e2e_hub import api_token, diagnostics, hub_env, login, start, stop, wait_ready
+from e2e_hub import api_token, diagnostics, hub_env, job_outputs, login, start, stop, wait_ready
 
 from jupyter_securehpc.audit import verify
 from jupyter_securehpc.devcluster import hub, slurm
@@ -104,7 +104,7 @@ def test_login_spawn_use_and_stop(e2e):
         "wrapped token": launcher[b"SECUREHPC_WRAPPED_TOKEN"].decode(),
         "report secret": launcher[b"SECUREHPC_REPORT_TOKEN"].decode(),
     }
-    logs = [*layout.log_dir.iterdir(), *Path("/tmp").glob(f"securehpc-{user}-*.log")]
+    logs = [*layout.log_dir.iterdir(), *job_outputs(e2e)]
     for name, secret in secrets_of_this_session.items():
         assert len(secret) >= 16
         leaks = [str(log) for log in logs if log.is_file() and secret in log.read_text(errors="replace")]
@@ -131,13 +131,17 @@ def test_login_spawn_use_and_stop(e2e):
     event = forwarded()[-1]
     assert event["outcome"] == "denied" and event["project"] == "sleep" and "from-kernel.txt" in event["object"]
     assert verify(central).ok
+    # The hub recorded who started the session and the account it runs as: the person's principal in sleep.
+    events = [json.loads(line) for line in central.read_text().splitlines()]
+    started = [e for e in events if e["action"] == "session.start" and e["outcome"] == "allowed"]
+    (started,) = [e for e in started if e["project"] == "sleep"]
+    assert started["actor"] == user and started["details"]["principal"] == e2e["principals"]["sleep"].name
 
     response = requests.delete(f"{layout.hub_url}/hub/api/users/{user}/servers/sleep", headers=headers, timeout=120)
     assert response.status_code in (202, 204), response.text
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        queue = subprocess.run(["squeue", "--noheader", f"--user={user}"], env=e2e["slurm_env"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+        queue = jobs_of(e2e)
         if not queue.strip():
             break
         time.sleep(0.5)
@@ -148,7 +152,9 @@ def test_login_spawn_use_and_stop(e2e):
 
 
 def jobs_of(e2e) -> str:
-    argv = ["squeue", "--noheader", f"--user={e2e['user'].name}", "--format=%i %k"]
+    """The user's jobs (run by the user's principals)."""
+    principals = ",".join(p.name for p in e2e["principals"].values())
+    argv = ["squeue", "--noheader", f"--user={principals}", "--format=%i %k"]
     return subprocess.run(argv, env=e2e["slurm_env"], capture_output=True, text=True, timeout=30, check=True).stdout
 
 
@@ -212,10 +218,11 @@ def test_other_project_sees_nothing_of_the_first_and_a_hub_restart_keeps_servers
 
 
 def test_a_job_that_dies_before_reporting_fails_the_spawn_with_its_own_message(e2e, token):
-    """The launcher refuses (the workspace is not writable for the user): the spawn fails at once, saying why."""
+    """The launcher refuses (the workspace is not the project group's to write): the spawn fails at once, saying
+    why."""
     workspace = e2e["root"] / "stores" / "projects" / "other" / "workspace"
-    owner = workspace.stat()
-    os.chown(workspace, 0, 0)
+    mode = workspace.stat().st_mode
+    workspace.chmod(0o2750)
     try:
         response = start(e2e, token, "other", {"gpus": "0"})
         if response.status_code in (201, 202):  # the failure arrives while the spawn is pending
@@ -232,11 +239,11 @@ def test_a_job_that_dies_before_reporting_fails_the_spawn_with_its_own_message(e
                 time.sleep(0.5)
             assert "other" not in info.get("servers", {}), "the failed job was not noticed"
             log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace")
-            assert "may not write to the workspace store" in log
+            assert "has mode 2750, not 2770" in log
         else:
-            assert "may not write to the workspace store" in response.text
+            assert "has mode 2750, not 2770" in response.text
     finally:
-        os.chown(workspace, owner.st_uid, owner.st_gid)
+        workspace.chmod(mode & 0o7777)
     stop(e2e, token, "other")
 
 
@@ -286,7 +293,7 @@ def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, to
     """The hub dies (SIGKILL) while two spawns wait in the queue. After its restart, starting one of those
     servers again cancels its old job (found by its tag); the other old job, once it runs, finds no spawn
     waiting for its port and ends itself. Nothing is orphaned."""
-    layout, user = e2e["layout"], e2e["user"].name
+    layout = e2e["layout"]
     began = time.time()
     # A root job holding the whole node keeps the servers' jobs pending.
     blocker = subprocess.run(
@@ -318,8 +325,8 @@ def test_jobs_of_an_interrupted_spawn_are_cancelled_or_end_by_themselves(e2e, to
             time.sleep(0.5)
         assert job_state(e2e, old["other"]) not in ("PENDING", "RUNNING", "COMPLETING")
         # This job's output: job ids start again on every test cluster, the random part of the name does not.
-        (output_file,) = [path for path in Path("/tmp").glob(f"securehpc-{user}-{old['other']}-*.log")
-                          if path.stat().st_mtime >= began]  # fmt: skip
+        (output_file,) = [path for path in job_outputs(e2e, "other")
+                          if f"-{old['other']}-" in path.name and path.stat().st_mtime >= began]  # fmt: skip
         output = output_file.read_text(errors="replace")
         assert "the hub refused this server's port" in output
         events = [json.loads(line) for line in (e2e["root"] / "audit.jsonl").read_text().splitlines()]

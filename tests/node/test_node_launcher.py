@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sites import Site, files_containing, make_site, make_source
+from sites import Site, UnixAccount, files_containing, make_site, make_source
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.spawner.reports import parse_audit_report
@@ -89,11 +89,14 @@ with open("/project/canary.txt", "w") as handle:
 class Session:
     site: Site
     spec: Path
-    user: object
+    # The account the session runs as: the test user's principal in project sleep (not the test user).
+    user: UnixAccount
     source_hashes: dict[str, str]
     canary: str
     signing_key: Ed25519PrivateKey
     public_key: Path
+    # The person (the test user's own login account), whose session it is.
+    person: object
 
     def spec_data(self) -> dict:
         return json.loads(self.spec.read_text())["spec"]
@@ -112,7 +115,7 @@ class Session:
         return {**env, **extra}
 
     def wrap(self) -> str:
-        return self.site.json("key", "wrap", "sleep", "--user", self.user.name, "--ttl", "120")["token"]
+        return self.site.json("key", "wrap", "sleep", "--user", self.person.name, "--ttl", "120")["token"]
 
     def probe_args(self, hub_port: int) -> str:
         return json.dumps(
@@ -143,14 +146,15 @@ def session(local_cluster, unix_user) -> Session:
     # Not under pytest's tmp_path (0700): the job user must reach the spec and the store root.
     root = Path(tempfile.mkdtemp(prefix="securehpc-launcher-"))
     root.chmod(0o755)
+    site = make_site(root, local_cluster.layout, accounts="local")
     try:
-        yield _build_session(root, local_cluster, unix_user)
+        yield _build_session(root, site, unix_user)
     finally:
+        site.remove_accounts()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _build_session(root: Path, local_cluster, unix_user) -> Session:
-    site = make_site(root, local_cluster.layout)
+def _build_session(root: Path, site: Site, unix_user) -> Session:
     site.ok("project", "create", "sleep", "--owner", "alice")
     site.ok("member", "add", "sleep", unix_user.name, "--role", "data_scientist")
     site.ok("project", "create", "mri", "--owner", "carol")
@@ -161,12 +165,7 @@ def _build_session(root: Path, local_cluster, unix_user) -> Session:
     site.ok("dataset", "import", "other", "secret", str(root / "src"), as_user="dora")
     site.ok("dataset", "share", "mri/scans", "--with", "sleep", as_user="carol")
     site.ok("dataset", "accept", "sleep", "mri/scans", as_user="alice")
-    # The site grants project members write access to their workspace store (admin guide).
-    for path in [
-        site.store_root / "projects" / "sleep" / "workspace",
-        *(site.store_root / "projects" / "sleep" / "workspace").rglob("*"),
-    ]:
-        os.chown(path, unix_user.uid, unix_user.gid)
+    principal = site.principal("sleep", unix_user.name)
     signing_key = jobspec.generate_key(root / "hub-signing.pem")
     spec = root / "spec.json"
     spec_data = {
@@ -177,10 +176,11 @@ def _build_session(root: Path, local_cluster, unix_user) -> Session:
         "vault_addr": site.env["VAULT_ADDR"],
         "datasets": ["mri/scans"],
         "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
+        "principal": principal.name,
     }
     spec.write_text(jobspec.sign(spec_data, signing_key))
     spec.chmod(0o644)
-    return Session(site, spec, unix_user, source_hashes, canary, signing_key, root / "hub-signing.pub")
+    return Session(site, spec, principal, source_hashes, canary, signing_key, root / "hub-signing.pub", unix_user)
 
 
 @pytest.fixture
@@ -338,16 +338,35 @@ def test_sigkill_of_gocryptfs_leaves_nothing_either(session):
     assert_nothing_left(session.user.uid)
 
 
-def test_wrong_user_is_refused_before_the_key_is_used(session):
-    other = session.write_spec("other-user-spec.json", user="someone-else")
+def test_only_the_principal_may_run_the_session_and_never_the_persons_own_account(session):
     token = session.wrap()
-    result = subprocess.run(
-        [NODE, "exec", "--spec", str(other), "--", "true"],
-        env=session.env(token), capture_output=True, text=True, timeout=60, check=False, **session.user.run_as(),
-    )  # fmt: skip
+
+    def run(spec: Path, account) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [NODE, "exec", "--spec", str(spec), "--", "true"],
+            env=session.env(token), capture_output=True, text=True, timeout=60, check=False, **account.run_as(),
+        )  # fmt: skip
+
+    # The genuine spec, run as the person's own login account (what an extra job step, cron or SSH would be).
+    result = run(session.spec, session.person)
     assert result.returncode == 77
-    assert "this session is for user someone-else" in result.stderr
-    # The token was not consumed: the right session can still use it.
+    assert f"runs as {session.user.name}" in result.stderr and f"job runs as {session.person.name}" in result.stderr
+    # A spec for another principal, run as this one.
+    other = session.write_spec("other-principal-spec.json", principal="shpc-other_someone_aaaaaa")
+    result = run(other, session.user)
+    assert result.returncode == 77 and "runs as shpc-other_someone_aaaaaa" in result.stderr
+    # A spec (signed by the hub) that names the person's own account as the principal: refused under any account.
+    own = session.write_spec("own-account-spec.json", principal=session.person.name)
+    result = run(own, session.person)
+    assert result.returncode == 77 and "never run as a person's own account" in result.stderr
+    # A spec without a principal (a hub of an earlier release) does not even parse.
+    data = {key: value for key, value in session.spec_data().items() if key != "principal"}
+    bare = session.spec.with_name("no-principal-spec.json")
+    bare.write_text(jobspec.sign(data, session.signing_key))
+    bare.chmod(0o644)
+    result = run(bare, session.user)
+    assert result.returncode == 64 and "principal" in result.stderr
+    # None of them used the token: the principal still can.
     assert session.start(token, ["true"]).wait(timeout=120) == 0
 
 
@@ -619,7 +638,7 @@ def test_serve_relays_the_server_and_the_hub_api_and_reports_the_port(session, f
         assert wait_for(lambda: len([e for r in reports_to("audit") for e in r[2]["events"]]) >= 5, timeout=20)
         events = [e for r in reports_to("audit") for e in r[2]["events"]]
         assert {e["action"] for e in events} == {"hub_api.refused"}
-        assert {(e["actor"], e["project"], e["outcome"]) for e in events} == {(session.user.name, "sleep", "denied")}
+        assert {(e["actor"], e["project"], e["outcome"]) for e in events} == {(session.person.name, "sleep", "denied")}
         assert parse_audit_report(json.dumps({"events": events}).encode())
         # Traffic through the public relay becomes the launcher's activity report: an empty body, the hub's clock.
         assert wait_for(lambda: reports_to("activity"), timeout=10)

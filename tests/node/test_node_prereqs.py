@@ -82,3 +82,73 @@ def test_swap_on_a_disk_is_a_problem_with_its_fix(tmp_path):
     problem = prereqs.check_swap(swaps)
     assert problem is not None and "/swapfile" in problem.what
     assert "swapoff -a" in problem.fix and "encrypted swap" in problem.fix
+
+
+def store_root_of(tmp_path: Path, group: int) -> Path:
+    """A store root as ``securehpc project create`` leaves it: root's folders, a workspace of its project's group."""
+    root = tmp_path / "stores"
+    workspace = root / "projects" / "sleep" / "workspace"
+    workspace.mkdir(parents=True)
+    for folder in (root, root / "projects", root / "projects" / "sleep"):
+        folder.chmod(0o755)
+    os.chown(workspace, 0, group)
+    workspace.chmod(0o2770)
+    (workspace / "gocryptfs.conf").write_text("{}")
+    os.chown(workspace / "gocryptfs.conf", 0, group)
+    (workspace / "gocryptfs.conf").chmod(0o440)
+    return root
+
+
+def test_the_store_root_and_workspaces_must_be_as_account_sync_leaves_them(tmp_path, unix_user):
+    root = store_root_of(tmp_path, unix_user.gid)
+    workspace = root / "projects" / "sleep" / "workspace"
+    assert prereqs.store_problems(root) == [] and prereqs.store_problems(root, "sleep") == []
+    # A projects folder a principal or person could write: they could put another folder in a project's place.
+    os.chown(root / "projects", unix_user.uid, 0)
+    [problem] = prereqs.store_problems(root, "sleep")
+    assert "projects folder" in problem.what and f"chown root {root / 'projects'}" in problem.fix
+    os.chown(root / "projects", 0, 0)
+    (root / "projects" / "sleep").chmod(0o775)
+    assert "could put another folder" in prereqs.store_problems(root)[0].what
+    (root / "projects" / "sleep").chmod(0o755)
+    # A workspace open to others, without setgid, or of root's group; a config a member could replace.
+    for mode in (0o2775, 0o0770, 0o2750):
+        workspace.chmod(mode)
+        [problem] = prereqs.store_problems(root)
+        assert f"mode {mode:04o}, not 2770" in problem.what and "securehpc account sync" in problem.fix
+    workspace.chmod(0o2770)
+    os.chown(workspace, 0, 0)
+    assert "owned by root and a project group" in prereqs.store_problems(root)[0].what
+    os.chown(workspace, 0, unix_user.gid)
+    (workspace / "gocryptfs.conf").chmod(0o660)
+    assert "gocryptfs.conf is writable" in prereqs.store_problems(root)[0].what
+    assert "does not exist" in prereqs.store_problems(tmp_path / "nowhere")[0].what
+
+
+def test_the_check_command_names_store_problems_and_gives_advice(tmp_path, unix_user, local_cluster):
+    root = store_root_of(tmp_path, unix_user.gid)
+    (root / "projects" / "sleep" / "workspace").chmod(0o2777)
+    node = str(Path(sys.executable).with_name("securehpc-node"))
+    result = subprocess.run([node, "check", "--store-root", str(root)], capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, **local_cluster.layout.client_env()})  # fmt: skip
+    assert result.returncode == 1 and "NOT READY: workspace" in result.stderr and "mode 2777" in result.stderr
+    # Advice is printed and does not make the node unready: this machine's /proc has no hidepid, its Slurm no
+    # private /tmp per job.
+    assert "ADVICE: every user of this node sees the sessions' processes" in result.stdout
+    assert "ADVICE: jobs share the node's /tmp" in result.stdout and "job_container/tmpfs" in result.stdout
+
+
+def test_advice_on_hidepid_and_ssh(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n")
+    assert "hidepid=invisible" in prereqs.check_hidepid(mounts).fix
+    mounts.write_text("proc /proc proc rw,nosuid,nodev,noexec,relatime,hidepid=invisible 0 0\n")
+    assert prereqs.check_hidepid(mounts) is None
+    sshd = tmp_path / "sshd"
+    assert prereqs.check_ssh_adopt(sshd) is None  # no SSH server
+    sshd.write_text("@include common-account\n")
+    assert "pam_slurm_adopt" in prereqs.check_ssh_adopt(sshd).fix
+    sshd.write_text("account required pam_slurm_adopt.so\n")
+    assert prereqs.check_ssh_adopt(sshd) is None
+    assert prereqs.check_job_tmp("JobContainerType = job_container/tmpfs\n") is None
+    assert prereqs.check_job_tmp(None) is None

@@ -28,10 +28,12 @@ from traitlets.config import Config
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.keys import WrappedSession
+from jupyter_securehpc.principals import DEFAULT_PREFIX, PrincipalAccount, principal_name
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.model import Dataset, Member, Project
 from jupyter_securehpc.projects.service import Actor, ProjectService
 from jupyter_securehpc.session.env import REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
+from jupyter_securehpc.spawner import slurm as slurm_module
 from jupyter_securehpc.spawner import spawner as spawner_module
 from jupyter_securehpc.spawner.reports import report_secret_hash
 from jupyter_securehpc.spawner.script import SPEC_END
@@ -123,6 +125,11 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     site.service.set_policy(PROJECT, ["max_gpus=2", "max_cpus=8", "max_memory_gb=32", "max_wall_time=8h"])
     # The spawner opens its key store (and its database once per process) itself: both come from this site.
     monkeypatch.setattr(spawner_module, "KeyStore", lambda config=None: site.keys)
+    # The principal the grant names is only recorded (this tier cannot make accounts); its check on the hub host
+    # (slurm.job_account) stands it in with the account running the tests, whose ids sbatch receives.
+    monkeypatch.setattr(
+        slurm_module, "check_principal", lambda name, group: PrincipalAccount(name, os.getuid(), os.getgid(), group)
+    )
     monkeypatch.setattr(SecureSlurmSpawner, "_sessions", None)
     return site
 
@@ -200,7 +207,7 @@ def test_start_submits_the_policy_script_with_secrets_only_in_the_environment(si
 
     # Before submitting, the spawner looked for jobs of an interrupted spawn of this server (none here).
     [listing] = slurm.calls("squeue")[:1]
-    assert f"--user={USER}" in listing["argv"]
+    assert f"--user={principal_name(DEFAULT_PREFIX, PROJECT, USER)}" in listing["argv"]
     assert not slurm.calls("scancel")
 
     # The hub keeps accessors and the report secret's hash, never a token, in the server's state.
@@ -210,6 +217,11 @@ def test_start_submits_the_policy_script_with_secrets_only_in_the_environment(si
 
     actions = [(e["action"], e["outcome"]) for e in site.audit_events()]
     assert ("key.wrap", "allowed") in actions and ("session.start", "allowed") in actions
+    # The job runs as the person's principal, which the spec names and the start event records with the person.
+    principal = principal_name(DEFAULT_PREFIX, PROJECT, USER)
+    [started] = [e for e in site.audit_events() if (e["action"], e["outcome"]) == ("session.start", "allowed")]
+    assert started["actor"] == USER and started["details"]["principal"] == principal
+    assert f'"principal": "{principal}"' in script
 
 
 def test_the_signed_spec_in_the_script_verifies_with_the_hub_key(site, slurm):

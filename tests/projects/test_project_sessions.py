@@ -12,11 +12,14 @@ import secrets
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.devcluster import openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig, TokenUsedOrRevoked
+from jupyter_securehpc.principals import DEFAULT_PREFIX, group_name, principal_name
 from jupyter_securehpc.projects.db import open_database
+from jupyter_securehpc.projects.model import Principal
 from jupyter_securehpc.projects.policy import Policy
 from jupyter_securehpc.projects.roles import Role
 from jupyter_securehpc.projects.service import Actor, BadInput, ProjectService, Refused
@@ -83,8 +86,59 @@ def test_a_grant_names_role_policy_datasets_and_accepted_shares_and_its_token_op
     event = site.events()[-1]
     assert (event["action"], event["outcome"], event["actor"]) == ("key.wrap", "allowed", "hub")
     assert event["object"] == "session-key:sleep/bob"
-    assert event["details"] == {"user": "bob", "ttl": 600, "role": "data_scientist"}
+    # The session runs as bob's principal in sleep, from the database; the event names it.
+    assert grant.principal == principal_name(DEFAULT_PREFIX, "sleep", "bob") != "bob"
+    assert grant.group == group_name(DEFAULT_PREFIX, "sleep")
+    assert event["details"] == {"user": "bob", "ttl": 600, "role": "data_scientist", "principal": grant.principal}
     assert grant.wrapped.token not in site.audit_log.read_text()
+
+
+def test_each_member_has_a_principal_of_their_own_in_each_project(site):
+    service = site.service(Actor(admin="test-admin"))
+    accounts = {(row["project"], row["user"]): row for row in service.list_accounts()}
+    assert set(accounts) == {("sleep", "alice"), ("sleep", "bob"), ("sleep", "olga"), ("mri", "carol")}
+    assert len({row["principal"] for row in accounts.values()}) == 4
+    assert {row["group"] for row in accounts.values() if row["project"] == "sleep"} == {
+        group_name(DEFAULT_PREFIX, "sleep")
+    }
+    # Only hub admins list them (a site's directory is filled from the list), and a refusal is audited.
+    with pytest.raises(Refused, match="only hub admins"):
+        site.service(Actor(admin="test-admin", as_user="alice")).list_accounts()
+    assert site.events()[-1]["outcome"] == "denied"
+
+
+def test_a_removed_member_keeps_a_locked_principal_and_gets_it_back(site):
+    admin = site.service(Actor(admin="test-admin"))
+    admin.add_member("sleep", "ivan", "data_scientist")
+    first = site.service().session_grant("sleep", "ivan")
+    site.keys.revoke_session(first.wrapped)
+    removed = admin.remove_member("sleep", "ivan")
+    assert removed["locked_principal"] == first.principal
+    assert {(r["user"], r["state"]) for r in admin.list_accounts("sleep")} >= {("ivan", "locked")}
+    with pytest.raises(Refused, match="ivan is not a member"):
+        site.service().session_grant("sleep", "ivan")
+    assert admin.add_member("sleep", "ivan", "observer")["principal"] == first.principal
+    again = site.service().session_grant("sleep", "ivan")
+    assert again.principal == first.principal and again.role is Role.OBSERVER
+    site.keys.revoke_session(again.wrapped)
+    admin.remove_member("sleep", "ivan")
+
+
+def test_a_member_without_a_principal_gets_no_session_key_until_account_sync(site):
+    # A project from before principals: its members have none (as after an upgrade of the database).
+    admin = site.service(Actor(admin="test-admin"))
+    admin.add_member("sleep", "pia", "data_scientist")
+    with site.sessions() as session, session.begin():
+        session.execute(delete(Principal).where(Principal.username == "pia"))
+    with pytest.raises(Refused, match="no project account"):
+        site.service().session_grant("sleep", "pia")
+    assert (site.events()[-1]["action"], site.events()[-1]["outcome"]) == ("key.wrap", "denied")
+    result = admin.sync_accounts()
+    assert principal_name(DEFAULT_PREFIX, "sleep", "pia") in result["principals"]
+    grant = site.service().session_grant("sleep", "pia")
+    assert grant.principal == principal_name(DEFAULT_PREFIX, "sleep", "pia")
+    site.keys.revoke_session(grant.wrapped)
+    admin.remove_member("sleep", "pia")
 
 
 def test_a_share_that_was_only_offered_is_not_granted(site):

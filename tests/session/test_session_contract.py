@@ -37,6 +37,7 @@ def spawner_spec(**changes: object) -> SessionSpec:
         stage_limit_mib=64,
         prefetch=True,
         policy=Policy(max_gpus=2, terminals=True, upload_roles=frozenset({Role.DATA_OWNER, Role.DATA_SCIENTIST})),
+        principal="shpc-cardio_alice_abc234",
     )
     values.update(changes)
     return SessionSpec(**values)
@@ -80,9 +81,10 @@ def test_the_spec_survives_its_json_round_trip():
     assert SessionSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
-def test_the_signed_form_is_unchanged_datasets_are_owner_slash_dataset_strings():
-    # The wire format a hub of the previous release signs: a node of this release reads it (and vice versa).
-    signed_before = {
+def test_the_signed_form_datasets_are_owner_slash_dataset_strings_and_it_names_the_principal():
+    # The wire format: the previous release's plus the principal, which a node of this release requires (a spec
+    # without one would run the session under the person's own account).
+    signed = {
         "project": "cardio",
         "user": "alice",
         "role": "data_scientist",
@@ -96,9 +98,13 @@ def test_the_signed_form_is_unchanged_datasets_are_owner_slash_dataset_strings()
         "policy": spawner_spec().policy.as_dict(),
         "key_store": {"kv_mount": "securehpc", "prefix": "projects", "policy_prefix": "securehpc-"},
         "extra": {},
+        "principal": "shpc-cardio_alice_abc234",
     }
-    assert spawner_spec().to_dict() == signed_before
-    assert SessionSpec.from_dict(signed_before) == spawner_spec()
+    assert spawner_spec().to_dict() == signed
+    assert SessionSpec.from_dict(signed) == spawner_spec()
+    before = {key: value for key, value in signed.items() if key != "principal"}
+    with pytest.raises(SpecError, match="principal"):
+        SessionSpec.from_dict(before)
 
 
 def test_the_spec_holds_checked_dataset_references():
@@ -126,6 +132,10 @@ def test_the_spec_holds_checked_dataset_references():
         ({"key_store": {"token": "x"}}, "key_store"),
         ({"policy": {"terminals": "false"}}, "terminals"),
         ({"policy": ["not", "an", "object"]}, "object"),
+        ({"principal": "../root"}, "principal"),
+        ({"principal": "Alice"}, "principal"),
+        ({"principal": "a" * 33}, "principal"),
+        ({"principal": 0}, "principal"),
     ],
 )
 def test_the_node_refuses_a_bad_spec_naming_the_field(changes, says):

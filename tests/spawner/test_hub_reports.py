@@ -27,12 +27,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from sites import account_prefix, remove_accounts
 from traitlets.config import PyFileConfigLoader
 
 from jupyter_securehpc import jobspec
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.devcluster import hub, openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
+from jupyter_securehpc.principals import LocalAccounts
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
 from jupyter_securehpc.spawner.roles import OPERATOR_ROLE
@@ -84,18 +86,31 @@ def site(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
                                    policy_prefix=f"{prefix}-p-"))  # fmt: skip
     (root / "stores").mkdir(mode=0o755)
     audit = root / "audit.jsonl"
-    service = ProjectService(open_database(db_url), keys, AuditLog(audit), root / "stores", Actor(admin="test"))
+    # The jobs run as the user's principals (real accounts, with this site's own prefix).
+    service = ProjectService(open_database(db_url), keys, AuditLog(audit), root / "stores", Actor(admin="test"),
+                             accounts=LocalAccounts(account_prefix(prefix)))  # fmt: skip
+    made: list[dict] = []
+    try:
+        yield from _site(layout, root, prefix, db_url, audit, service, unix_user, slurm_env, made)
+    finally:
+        remove_accounts(made)
+
+
+def _site(layout, root, prefix, db_url, audit, service, unix_user, slurm_env, made: list[dict]) -> Iterator[dict]:
     user = unix_user.name
     for project in ("sleep", "other"):
         service.create_project(project, owner="olivia")
         service.add_member(project, user, "data_scientist")
         service.set_policy(project, ["max_cpus=1", "max_memory_gb=1", "max_wall_time=30", "exclusive=false"])
+    made.extend(service.list_accounts())
+    principals = {row["project"]: row["principal"] for row in made if row["user"] == user}
     jobspec.generate_key(root / "hub-signing.pem")
     launcher = root / "fake-launcher"
     launcher.write_text(FAKE_LAUNCHER)
     launcher.chmod(0o755)
-    (root / "jobs").mkdir(mode=0o700)
-    os.chown(root / "jobs", unix_user.uid, unix_user.gid)
+    # Both principals' fake launchers leave their files here (each may create and rename its own only).
+    (root / "jobs").mkdir()
+    (root / "jobs").chmod(0o1733)
 
     shipped = shipped_hub_config()
     tokens = {name: secrets.token_hex(32) for name in (ADMIN, OPERATOR, user)}
@@ -144,14 +159,15 @@ def site(local_cluster, unix_user, slurm_env) -> Iterator[dict]:
     try:
         yield {"layout": layout, "root": root, "audit": audit, "user": user, "tokens": tokens,
                "api": f"http://127.0.0.1:{layout.hub_api_port}/hub/api", "port": page.server_address[1],
-               "slurm_env": slurm_env}  # fmt: skip
+               "slurm_env": slurm_env, "principals": principals}  # fmt: skip
     finally:
         page.shutdown()
         hub.down(layout)
-        subprocess.run(["scancel", f"--user={user}"], env=slurm_env, check=False, timeout=30)
+        for principal in principals.values():
+            subprocess.run(["scancel", f"--user={principal}"], env=slurm_env, check=False, timeout=30)
+            for output in Path("/tmp").glob(f"securehpc-{principal}-*.log"):  # the fake launchers' job output
+                output.unlink()
         shutil.rmtree(root, ignore_errors=True)
-        for output in Path("/tmp").glob(f"securehpc-{user}-*.log"):  # the fake launchers' job output
-            output.unlink()
 
 
 def start_hub(layout, text: str, env: dict[str, str]) -> None:
@@ -195,7 +211,7 @@ def job_of(site, server: str) -> str:
     """The Slurm job id of a server that is starting or running (from the hub's own model of it)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        listing = subprocess.run(["squeue", "--noheader", f"--user={site['user']}", "--format=%i %j"],
+        listing = subprocess.run(["squeue", "--noheader", f"--user={site['principals'][server]}", "--format=%i %j"],
                                  env=site["slurm_env"], capture_output=True, text=True, timeout=30,
                                  check=True).stdout  # fmt: skip
         for line in listing.splitlines():
@@ -278,11 +294,14 @@ def test_the_job_gets_its_report_credential_and_no_activity_url(site, sessions):
 
 def test_the_job_output_is_private_and_unique_per_start(site, sessions):
     outputs = []
-    for session in sessions.values():
+    for name, session in sessions.items():
         info = subprocess.run(["scontrol", "show", "job", session.job_id], env=site["slurm_env"],
                               capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
         path = Path(re.search(r"StdOut=(\S+)", info).group(1))
-        assert re.fullmatch(rf"/tmp/securehpc-{site['user']}-{session.job_id}-[0-9a-f]{{16}}\.log", str(path))
+        # The job's account is the person's principal in that project (Slurm's %u), and so is the output's owner.
+        principal = site["principals"][name]
+        assert re.fullmatch(rf"/tmp/securehpc-{principal}-{session.job_id}-[0-9a-f]{{16}}\.log", str(path))
+        assert path.owner() == principal
         assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)  # Slurm honoured the umask
         assert "securehpc-node: fake launcher waiting" in path.read_text()
         outputs.append(path)
