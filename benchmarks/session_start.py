@@ -247,11 +247,12 @@ class Bench:
             "LANG": "C.UTF-8",
             **cluster.layout.client_env(),
         }
-        self.site = make_site(root / "site", cluster.layout)
-        self.out = root / "out"  # job outputs and the stock server's home, the user's
-        self.out.mkdir()
-        os.chown(self.out, user.pw_uid, user.pw_gid)
+        # Real principals: every job (stock and secure alike) runs as the benchmark user's principal in the project.
+        self.site = make_site(root / "site", cluster.layout, accounts="local")
         self._build_site()
+        self.out = root / "out"  # job outputs and the stock server's home, the principal's
+        self.out.mkdir()
+        os.chown(self.out, self.user.pw_uid, self.user.pw_gid)
 
     def _build_site(self) -> None:
         site, name = self.site, self.user.pw_name
@@ -262,9 +263,7 @@ class Bench:
         site.ok("dataset", "import", "mri", "scans", str(self.root / "src"), as_user="carol")
         site.ok("dataset", "share", "mri/scans", "--with", "bench", as_user="carol")
         site.ok("dataset", "accept", "bench", "mri/scans", as_user="alice")
-        workspace = site.store_root / "projects" / "bench" / "workspace"
-        for path in [workspace, *workspace.rglob("*")]:  # members may write their workspace (admin guide)
-            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        self.user = pwd.getpwnam(site.principal("bench", name).name)
         signing_key = jobspec.generate_key(self.root / "hub-signing.pem")
         self.public_key = self.root / "hub-signing.pub"
         spec = {
@@ -275,6 +274,7 @@ class Bench:
             "vault_addr": site.env["VAULT_ADDR"],
             "datasets": ["mri/scans"],
             "key_store": {"prefix": site.prefix, "policy_prefix": f"{site.prefix}-project-"},
+            "principal": self.user.pw_name,
         }
         self.spec = self.root / "spec.json"
         self.spec.write_text(jobspec.sign(spec, signing_key))
@@ -495,6 +495,7 @@ def main() -> None:
         "secure + serverext": lambda bench, index: bench.secure(index, args.timeout, SECURE_PROGRAM_EXT),
     }
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    bench = None
     try:
         cluster.up(install=False)
         bench = Bench(root, cluster, user, hub.server_address[1], args.settle)
@@ -507,11 +508,13 @@ def main() -> None:
                 runs[kind].append(kinds[kind](bench, index))
             totals = ", ".join(f"{k} {interval(runs[k][-1], 'submitted', 'http_answer'):.2f} s" for k in kinds)
             print(f"run {index}: {totals}", file=sys.stderr, flush=True)
-        leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-session-*") if p.owner() == user.pw_name)
+        leftovers = sorted(str(p) for p in Path("/tmp").glob("securehpc-session-*") if p.owner() == bench.user.pw_name)
     finally:
         hub.shutdown()
         hub.server_close()
         cluster.down()
+        if bench is not None:
+            bench.site.remove_accounts()
         shutil.rmtree(root, ignore_errors=True)
         if created:
             subprocess.run(["userdel", BENCH_USER], check=False, timeout=30)

@@ -16,8 +16,9 @@ spawn at a time with the hub restarted between kinds:
   (sudo resets PATH), the same partition, CPUs and memory as the secure jobs. The hub keeps batchspawner's
   own callback route (the secure hub removes it);
 - secure: ``SecureSlurmSpawner`` starting the named server of project ``bench`` (a dataset shared into
-  it), with key delivery, signed job spec, two gocryptfs mounts, two bubblewrap layers, relays and the
-  server extension.
+  it) as the benchmark user's principal in it, with key delivery, signed job spec, two gocryptfs mounts
+  (gocryptfs without capabilities on a FUSE descriptor), two bubblewrap layers, relays and the server
+  extension.
 
 Each spawn is one ``POST /hub/api/users/USER/servers/NAME`` with the hub's ``slow_spawn_timeout`` raised,
 so that the answer (201) comes when the server is ready and routed: its duration is the spawn time. Both
@@ -99,7 +100,8 @@ class Bench:
         self.root, self.cluster, self.user, self.settle = root, cluster, user, settle
         self.layout = cluster.layout
         self.slurm_env = {**os.environ, **self.layout.client_env()}
-        self.site = make_site(root / "site", self.layout)
+        # Real principals: the secure jobs run as the benchmark user's principal in the project.
+        self.site = make_site(root / "site", self.layout, accounts="local")
         self._build_site()
         self.account = hubclient.add_account(self.layout, user.pw_name)
         self.token = ""
@@ -115,9 +117,7 @@ class Bench:
         site.ok("dataset", "import", "mri", "scans", str(self.root / "src"), as_user="carol")
         site.ok("dataset", "share", "mri/scans", "--with", PROJECT, as_user="carol")
         site.ok("dataset", "accept", PROJECT, "mri/scans", as_user="alice")
-        workspace = site.store_root / "projects" / PROJECT / "workspace"
-        for path in [workspace, *workspace.rglob("*")]:
-            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        self.principal = site.principal(PROJECT, name).name
         jobspec.generate_key(self.root / "hub-signing.pem")
 
     def settings(self, kind: str) -> dict:
@@ -230,7 +230,7 @@ class Bench:
         """The hub's last lines and the jobs' output, for an error message."""
         outputs = [
             *Path(self.user.pw_dir).glob("jupyterhub_slurmspawner_*.log"),
-            *Path("/tmp").glob(f"securehpc-{USER}-*.log"),
+            *Path("/tmp").glob(f"securehpc-{self.principal}-*.log"),
         ]
         jobs = [f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in outputs]
         lines = log.read_text(errors="replace").splitlines()
@@ -302,6 +302,7 @@ def main() -> None:
     cluster = LocalCluster(ClusterLayout.load_or_create(root / "cluster", random_ports=True))
     user, created = ensure_user()
     runs: dict[str, list[dict]] = {"stock": [], "secure": []}
+    bench = None
     try:
         cluster.up(install=False)
         bench = Bench(root, cluster, user, args.settle)
@@ -315,6 +316,8 @@ def main() -> None:
     finally:
         hub.down(cluster.layout)
         cluster.down()
+        if bench is not None:
+            bench.site.remove_accounts()
         shutil.rmtree(root, ignore_errors=True)
         if created:
             subprocess.run(["userdel", "--remove", USER], check=False, timeout=30)

@@ -26,3 +26,13 @@ c.KeyStoreConfig.kv_mount = "securehpc"
 # Several hubs can share one key server, each under its own prefix and policy prefix.
 c.KeyStoreConfig.prefix = ""
 c.KeyStoreConfig.policy_prefix = "securehpc-project-"
+
+# Sessions and headless runs run as principals, one Unix account per person and project
+# (`shpc-<project>_<user>_<hash>`), in a group per project that owns its workspace; never as a person's own
+# account. They must exist, with the same ids, on the hub host and every secure node. What makes them:
+# "local" (useradd/groupadd/usermod on the host running `securehpc` and the hub: nodes that share its
+# /etc/passwd), "command" (your directory's command, called with fixed arguments: see the README's admin
+# guide) or "none" (your directory creates what `securehpc account list --json` lists).
+c.ProjectAccounts.prefix = "shpc-"
+c.ProjectAccounts.provisioner = "command"
+c.ProjectAccounts.command = ["/usr/local/sbin/securehpc-accounts"]

@@ -81,6 +81,9 @@ class SpawnFailed(Exception):
 
 
 class SecureSlurmSpawner(SlurmSpawner):
+    """Starts the server named after a project as a Slurm job of the person's principal in that project, in the
+    node launcher's sandbox."""
+
     signing_key_file = Unicode(
         "/etc/securehpc/hub-signing.pem",
         help="""Ed25519 private key (PEM, readable by the hub only) that signs every job spec. Nodes verify with
