@@ -325,6 +325,8 @@ def rsite(local_cluster, tmp_path_factory) -> Iterator[Site]:
         "SecureHPC.store_root": str(root / "stores"),
         "KeyStoreConfig.prefix": prefix,
         "KeyStoreConfig.policy_prefix": f"{prefix}-project-",
+        # Memberships from the provider's groups get principals recorded, not made (these tests start no session).
+        "ProjectAccounts.provisioner": "none",
         "Authenticator.enable_auth_state": True,
         # Confirm with the provider at the first request a second after the last confirmation.
         "SecureHPCAuthenticator.auth_refresh_age": 1,

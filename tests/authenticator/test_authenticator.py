@@ -483,6 +483,8 @@ def site(local_cluster, tmp_path_factory) -> Iterator[Site]:
         "SecureHPC.store_root": str(root / "stores"),
         "KeyStoreConfig.prefix": prefix,
         "KeyStoreConfig.policy_prefix": f"{prefix}-project-",
+        # Memberships from the provider's groups get principals recorded, not made (these tests start no session).
+        "ProjectAccounts.provisioner": "none",
         "SecureHPCAuthenticator.token_url": f"{tamper_url}/token",
         "SecureHPCAuthenticator.blocked_users": {"blocked-bea"},
         # Logins keep their refresh token (encrypted) and are confirmed with the provider again: on for every
