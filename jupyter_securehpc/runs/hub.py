@@ -167,11 +167,13 @@ class RunManager:
     def _job(self, record: RunRecord, grant: object) -> tuple[str, dict[str, str], slurm.JobAccount]:
         """The batch script, sbatch's environment and the account of ``record``'s job under ``grant``."""
         keys = KeyStoreConfig(config=self.config)
-        # The account the grant runs as: the spec names it (the launcher refuses any other), as for a session.
+        # The account the grant runs as (the person's principal in the project): the spec names it, and the
+        # launcher refuses to start under any other, as for a session.
         account = slurm.job_account(grant)
         spec = SessionSpec(
             project=record.project,
-            user=account.name,
+            user=grant.user,
+            principal=account.name,
             role=grant.role,
             store_root=Path(self.site.store_root),
             vault_addr=keys.url,

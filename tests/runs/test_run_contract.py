@@ -31,6 +31,7 @@ def run_spec(**changes: object) -> SessionSpec:
     values = {
         "project": "sleep",
         "user": "bob",
+        "principal": "shpc-sleep_bob_abc123",
         "role": Role.DATA_SCIENTIST,
         "store_root": Path("/srv/stores"),
         "vault_addr": "http://127.0.0.1:8200",

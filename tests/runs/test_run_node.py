@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sites import Site, files_containing, make_site, make_source
+from sites import Site, UnixAccount, files_containing, make_site, make_source
 
 from jupyter_securehpc import jobspec
 
@@ -65,14 +65,16 @@ def notebook(*cells: str, parameters: str = 'alpha = 0.1\npatient = "nobody"\nsu
 class RunSite:
     site: Site
     root: Path
-    user: object
+    person: object  # the test user, a member of sleep
+    user: UnixAccount  # the account the project's jobs of that person run as (the person's principal)
     key: Ed25519PrivateKey
     hashes: dict[str, str]
 
     def spec(self, name: str, run: dict | None = None) -> Path:
         data = {
             "project": "sleep",
-            "user": self.user.name,
+            "user": self.person.name,
+            "principal": self.user.name,
             "role": "data_scientist",
             "store_root": str(self.site.store_root),
             "vault_addr": self.site.env["VAULT_ADDR"],
@@ -87,7 +89,7 @@ class RunSite:
         return path
 
     def env(self) -> dict[str, str]:
-        token = self.site.json("key", "wrap", "sleep", "--user", self.user.name, "--ttl", "120")["token"]
+        token = self.site.json("key", "wrap", "sleep", "--user", self.person.name, "--ttl", "120")["token"]
         return {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "SECUREHPC_WRAPPED_TOKEN": token,
                 "SECUREHPC_HUB_PUBLIC_KEY": str(self.root / "hub-signing.pub")}  # fmt: skip
 
@@ -127,8 +129,8 @@ class RunSite:
 def runsite(local_cluster, unix_user):
     root = Path(tempfile.mkdtemp(prefix="securehpc-runnode-"))
     root.chmod(0o755)
+    site = make_site(root, local_cluster.layout, accounts="local")
     try:
-        site = make_site(root, local_cluster.layout)
         site.ok("project", "create", "sleep", "--owner", "alice")
         site.ok("member", "add", "sleep", unix_user.name, "--role", "data_scientist")
         site.ok("project", "create", "mri", "--owner", "carol")
@@ -136,12 +138,10 @@ def runsite(local_cluster, unix_user):
         site.ok("dataset", "import", "mri", "scans", str(root / "src"), as_user="carol")
         site.ok("dataset", "share", "mri/scans", "--with", "sleep", as_user="carol")
         site.ok("dataset", "accept", "sleep", "mri/scans", as_user="alice")
-        workspace = site.store_root / "projects" / "sleep" / "workspace"
-        for path in [workspace, *workspace.rglob("*")]:
-            os.chown(path, unix_user.uid, unix_user.gid)
         key = jobspec.generate_key(root / "hub-signing.pem")
-        yield RunSite(site, root, unix_user, key, hashes)
+        yield RunSite(site, root, unix_user, site.principal("sleep", unix_user.name), key, hashes)
     finally:
+        site.remove_accounts()
         shutil.rmtree(root, ignore_errors=True)
 
 

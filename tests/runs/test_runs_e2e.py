@@ -1,0 +1,426 @@
+"""Headless runs end to end: a real hub with the secure spawner and its runs API, the local Slurm, OpenBao,
+gocryptfs and bubblewrap, the test user logged in through the OpenID provider with an API token.
+
+Notebooks are written into project sleep's encrypted workspace as JupyterLab does it, in a session started
+through the hub; runs are submitted with the ``securehpc run`` command line and from Python; their executed
+copies are read back in a later session. The site (tests/e2e_hub.py): the user is a data scientist in sleep
+(dataset mri/scans shared into it, policy max 1 CPU, 2 GB, 30 minutes) and in other; not a member of mri.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import nbformat
+import pytest
+import requests
+from e2e_hub import diagnostics, hub_env, start, stop, wait_ready
+
+from jupyter_securehpc import runs
+from jupyter_securehpc.audit import AuditLog, verify
+from jupyter_securehpc.devcluster import hub, openbao, slurm
+from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
+from jupyter_securehpc.projects.db import open_database
+from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.runs.client import RunRefused
+
+pytestmark = [pytest.mark.slurm, pytest.mark.openbao, pytest.mark.sandbox]
+CLI = str(Path(sys.executable).with_name("securehpc"))
+INJECTION = "1); import os; os.system('touch /project/pwned')  #\n\"\"\"'''\\"
+
+# The sweep: parameters, the shared dataset, the network, and a canary that exists only once it runs (upper-cased
+# from a parameter: in no spec, script or source).
+SWEEP = r"""
+import hashlib, json, socket
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as error:
+        return type(error).__name__
+def tcp(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+print(json.dumps({
+    "alpha": alpha, "patient": patient, "patient_type": type(patient).__name__,
+    "readme": hashlib.sha256(open("/datasets/mri/scans/README.txt", "rb").read()).hexdigest(),
+    "hub": attempt(lambda: tcp(HUB_PORT)), "openbao": attempt(lambda: tcp(OPENBAO_PORT)),
+    "external": attempt(lambda: socket.create_connection(("192.0.2.1", 443), timeout=2)),
+    "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
+}))
+print(("canary-e2e-run-" + suffix).upper())
+"""
+
+
+def notebook(*cells: str, parameters: str) -> dict:
+    document = nbformat.v4.new_notebook()
+    document.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell(parameters)
+    first.metadata["tags"] = ["parameters"]
+    document.cells = [first, *(nbformat.v4.new_code_cell(cell) for cell in cells)]
+    return json.loads(nbformat.writes(document))
+
+
+def contents(base: str, token: str, method: str, path: str, **kwargs) -> requests.Response:
+    return requests.request(method, f"{base}/api/contents/{quote(path)}", headers={"Authorization": f"token {token}"},
+                            timeout=60, **kwargs)  # fmt: skip
+
+
+def write_notebook(base: str, token: str, path: str, document: dict) -> None:
+    """As JupyterLab does it: a new untitled notebook in the folder, renamed, then saved with its content."""
+    folder = os.path.dirname(path)
+    if folder:
+        made = contents(base, token, "PUT", folder, json={"type": "directory"})
+        assert made.status_code in (200, 201), made.text
+    untitled = contents(base, token, "POST", folder, json={"type": "notebook"})
+    assert untitled.status_code == 201, untitled.text
+    renamed = contents(base, token, "PATCH", untitled.json()["path"], json={"path": path})
+    assert renamed.status_code == 200, renamed.text
+    saved = contents(base, token, "PUT", path, json={"type": "notebook", "format": "json", "content": document})
+    assert saved.status_code == 200, saved.text
+
+
+def read_notebook(base: str, token: str, path: str) -> nbformat.NotebookNode:
+    answer = contents(base, token, "GET", path, params={"type": "notebook", "content": "1"})
+    assert answer.status_code == 200, answer.text
+    return nbformat.from_dict(answer.json()["content"])
+
+
+def session(e2e, token: str) -> str:
+    response = start(e2e, token, "sleep", {"gpus": "0"})
+    assert response.status_code in (201, 202), response.text
+    wait_ready(e2e, token, "sleep")
+    return f"{e2e['layout'].hub_url}/user/{e2e['user'].name}/sleep"
+
+
+def cli(e2e, token: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JUPYTERHUB_URL": e2e["layout"].hub_url, "JUPYTERHUB_API_TOKEN": token}
+    return subprocess.run([CLI, "run", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def api(e2e, token: str, method: str, path: str = "", **kwargs) -> requests.Response:
+    return requests.request(method, f"{e2e['layout'].hub_url}/hub/api/securehpc/runs{path}",
+                            headers={"Authorization": f"token {token}"}, timeout=120, **kwargs)  # fmt: skip
+
+
+def events(e2e) -> list[dict]:
+    return [json.loads(line) for line in (e2e["root"] / "audit.jsonl").read_text().splitlines()]
+
+
+def all_jobs(e2e) -> str:
+    return subprocess.run(["squeue", "--noheader", "--states=all", "--format=%i %k"], env=e2e["slurm_env"],
+                          capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+
+
+def job_output(e2e, job_id: str) -> Path:
+    """The job's output file, as Slurm names it (job ids start again on each test cluster: not by glob)."""
+    info = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], env=e2e["slurm_env"],
+                          capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    return Path(info.split("StdOut=", 1)[1].split()[0])
+
+
+def wait_state(e2e, token: str, run_id: str, states: tuple[str, ...], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api(e2e, token, "GET", f"/{run_id}").json()
+        if run["state"] in states:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} is {run['state']}, not {states}: {run}\n{diagnostics(e2e)}")
+
+
+def admin_service(e2e) -> ProjectService:
+    settings, layout = e2e["settings"], e2e["layout"]
+    keys = KeyStore(KeyStoreConfig(url=layout.openbao_addr, token=openbao.root_token(layout),
+                                   prefix=settings["KeyStoreConfig.prefix"],
+                                   policy_prefix=settings["KeyStoreConfig.policy_prefix"]))  # fmt: skip
+    return ProjectService(open_database(settings["SecureHPC.db_url"]), keys, AuditLog(e2e["root"] / "audit.jsonl"),
+                          e2e["root"] / "stores", Actor(admin="test-admin"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def notebooks(e2e, token):
+    """The notebooks in sleep's workspace, written in a JupyterLab session that is then stopped."""
+    layout = e2e["layout"]
+    base = session(e2e, token)
+    sweep = SWEEP.replace("HUB_PORT", str(layout.hub_port)).replace("OPENBAO_PORT", str(layout.openbao_port))
+    write_notebook(base, token, "analysis/sweep.ipynb",
+                   notebook(sweep, parameters='alpha = 0.1\npatient = "nobody"\nsuffix = "x"'))  # fmt: skip
+    write_notebook(base, token, "slow.ipynb", notebook("import time\ntime.sleep(seconds)\nprint('woke', tag)",
+                                                      parameters="seconds = 1\ntag = 'x'"))  # fmt: skip
+    write_notebook(base, token, "fails.ipynb", notebook("x = 1", "raise KeyError('patient 0815 ' + word)",
+                                                        parameters="word = 'x'"))  # fmt: skip
+    stop(e2e, token, "sleep")
+    return {"sweep": "analysis/sweep.ipynb", "slow": "slow.ipynb", "fails": "fails.ipynb"}
+
+
+def test_a_parametrised_notebook_runs_headless_and_its_copy_is_read_in_a_later_session(e2e, token, notebooks):
+    jobs_before = all_jobs(e2e)
+    result = cli(e2e, token, "submit", "sleep", notebooks["sweep"], "-p", "alpha", "0.5", "-r", "patient", INJECTION,
+                 "-p", "suffix", '"e2e1"', "--wait", "--json")  # fmt: skip
+    assert result.returncode == 0, f"{result.stderr}\n{diagnostics(e2e)}"
+    run = json.loads(result.stdout)
+    assert run["state"] == "succeeded" and run["cells_done"] == run["cells_total"] == 3, run
+    assert run["executed_notebook"] == f"runs/{run['run_id']}/sweep.ipynb"
+    assert run["parameters"] == {"alpha": 0.5, "patient": INJECTION, "suffix": "e2e1"}
+    assert len(all_jobs(e2e).splitlines()) == len(jobs_before.splitlines()) + 1  # one job for one run
+    tagged = [line for line in all_jobs(e2e).splitlines() if line.split()[1] == f"securehpc-run:{run['run_id']}"]
+    assert [line.split()[0] for line in tagged] == [run["job_id"]]
+
+    base = session(e2e, token)
+    try:
+        executed = read_notebook(base, token, run["executed_notebook"])
+        listing = contents(base, token, "GET", "").json()["content"]
+    finally:
+        stop(e2e, token, "sleep")
+    injected = [cell for cell in executed.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1
+    report, canary = executed.cells[-1].outputs[0]["text"].splitlines()
+    report = json.loads(report)
+    # Parameters are data: the injection attempt arrived as the very string and ran nothing.
+    assert report["alpha"] == 0.5 and report["patient"] == INJECTION and report["patient_type"] == "str"
+    assert "pwned" not in [entry["name"] for entry in listing]
+    assert report["readme"] == e2e["hashes"]["README.txt"]  # the shared dataset, read-only in the sandbox
+    assert report["hub"] != "ok" and report["openbao"] != "ok" and report["external"] != "ok"
+    assert report["dns"] != "ok"
+    assert canary == "CANARY-E2E-RUN-E2E1"
+    # Encrypted at rest and nowhere else: not under the store root, not in any log of the hub or the services.
+    stores = e2e["root"] / "stores"
+    assert [p for p in stores.rglob("*") if p.is_file() and b"CANARY-E2E-RUN-E2E1" in p.read_bytes()] == []
+    logs = [p for p in e2e["layout"].log_dir.iterdir() if p.is_file()]
+    assert [p for p in logs if "CANARY-E2E-RUN-E2E1" in p.read_text(errors="replace")] == []
+    # The job's output was removed after the run succeeded (it held the launcher's messages only).
+    assert not job_output(e2e, run["job_id"]).exists()
+
+    mine = [e for e in events(e2e) if run["run_id"] in e["object"]]
+    assert [e["action"] for e in mine if e["action"].startswith("run.")] == ["run.submit", "run.job", "run.end"]
+    assert mine[0]["actor"] == e2e["user"].name and mine[0]["details"]["parameter_names"] == [
+        "alpha", "patient", "suffix"
+    ]  # fmt: skip
+    assert all(INJECTION not in json.dumps(e) for e in mine)  # names in the log, never values
+    assert any(e["action"] == "key.wrap" and e["details"].get("user") == e2e["user"].name for e in events(e2e))
+    assert verify(e2e["root"] / "audit.jsonl").ok
+    logs = cli(e2e, token, "logs", run["run_id"])
+    assert logs.returncode == 0 and f"run {run['run_id']}: succeeded" in logs.stdout, logs.stdout
+
+
+def test_a_failing_notebook_names_its_cell_and_the_job_output_holds_no_data(e2e, token, notebooks):
+    result = cli(e2e, token, "submit", "sleep", notebooks["fails"], "-r", "word", "geheim", "--wait")
+    assert result.returncode == 1, result.stderr
+    # Cell 3 of the executed notebook: the parameters cell, papermill's injected cell, x = 1, the raise.
+    assert "cell 3 of the executed notebook raised KeyError" in result.stdout, result.stdout
+    assert "0815" not in result.stdout + result.stderr
+    run = api(e2e, token, "GET", "?project=sleep").json()["runs"][0]
+    assert (run["state"], run["failed_cell"], run["exception"]) == ("failed", 3, "KeyError")
+    # A failed run keeps the job's output for diagnosis: the launcher's messages, nothing of the notebook.
+    output = job_output(e2e, run["job_id"])
+    text = output.read_text()
+    assert "geheim" not in text and "0815" not in text and "KeyError" not in text
+    assert all(line.startswith("securehpc-node: ") for line in text.splitlines() if line.strip()), text
+    assert output.stat().st_mode & 0o077 == 0
+
+
+def test_unknown_parameters_are_refused_naming_the_known_ones_before_any_cell_runs(e2e, token, notebooks):
+    result = cli(e2e, token, "submit", "sleep", notebooks["sweep"], "-p", "alphaa", "1", "--wait")
+    assert result.returncode == 1
+    assert "unknown parameter alphaa: the notebook's parameters cell defines alpha, patient, suffix; nothing was " \
+           "executed" in result.stdout, result.stdout  # fmt: skip
+    run = api(e2e, token, "GET", "?project=sleep").json()["runs"][0]
+    assert run["state"] == "failed" and run["cells_done"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["-p", "alpha", "nope"], "parameter alpha: 'nope' is not JSON"),
+        (["-p", "alpha", "NaN"], "is not JSON"),
+        (["-p", "alpha beta", "1"], "not a Python identifier"),
+        (["--cpus", "4"], "cpus must be from 1 to 1 under this project's policy; you asked for 4"),
+        (["--gpus", "2"], "gpus must be from 0 to 1 under this project's policy; you asked for 2"),
+        (["--time", "2h"], "time (minutes) must be from 1 to 30 under this project's policy; you asked for 120"),
+        (["--memory-gb", "64"], "memory_gb must be from 1 to 2"),
+        (["--kernel", "py 3"], "is not a kernel name"),
+    ],
+)
+def test_refused_submissions_are_one_line_and_submit_nothing(e2e, token, notebooks, args, says):
+    before, audited = all_jobs(e2e), len(events(e2e))
+    result = cli(e2e, token, "submit", "sleep", notebooks["sweep"], *args)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("securehpc: refused: ") and says in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert all_jobs(e2e) == before
+    if "JSON" not in says and "identifier" not in says:  # those never left the terminal
+        refusal = events(e2e)[audited:]
+        assert [e["action"] for e in refusal] == ["run.submit"] and refusal[0]["outcome"] == "denied"
+
+
+@pytest.mark.parametrize(
+    ("project", "path", "status", "says"),
+    [
+        ("sleep", "../other/x.ipynb", 400, "contains '..'"),
+        ("sleep", "/etc/passwd.ipynb", 400, "outside the project's workspace"),
+        ("sleep", "analysis/../../x.ipynb", 400, "contains '..'"),
+        ("mri", "x.ipynb", 404, "project 'mri' does not exist or you are not a member of it"),
+        ("nosuch", "x.ipynb", 404, "project 'nosuch' does not exist or you are not a member of it"),
+    ],
+)
+def test_paths_outside_the_workspace_and_foreign_projects_are_refused(e2e, token, project, path, status, says):
+    before, audited = all_jobs(e2e), len(events(e2e))
+    answer = api(e2e, token, "POST", json={"project": project, "notebook": path})
+    assert answer.status_code == status, answer.text
+    # One line; a project that exists and one that does not are refused alike.
+    assert says in answer.json()["message"] and "\n" not in answer.json()["message"]
+    assert all_jobs(e2e) == before
+    [refusal] = events(e2e)[audited:]
+    assert refusal["action"] == "run.submit" and refusal["outcome"] in ("denied", "failed")
+
+
+def test_the_rest_api_refuses_non_json_and_foreign_credentials(e2e, token, notebooks):
+    body = '{"project": "sleep", "notebook": "analysis/sweep.ipynb", "parameters": {"alpha": NaN}}'
+    answer = api(e2e, token, "POST", data=body)
+    assert answer.status_code == 400 and "NaN is not JSON" in answer.json()["message"]
+    assert api(e2e, "not-a-token", "GET", "?project=sleep").status_code == 403
+    # The runs' report endpoints take no hub token.
+    for kind in ("progress", "end", "message"):
+        reply = requests.post(f"{e2e['layout'].hub_url}/hub/api/securehpc/runs/0123456789ab/{kind}",
+                              headers={"Authorization": f"token {token}"}, data="{}", timeout=30)  # fmt: skip
+        assert reply.status_code == 403
+
+
+def test_five_runs_at_once_all_finish_and_a_sixth_is_refused(e2e, token, notebooks):
+    admin_service(e2e).set_policy("sleep", ["max_concurrent_runs=5"])
+    url, results, errors = e2e["layout"].hub_url, {}, []
+
+    def one(index: int) -> None:
+        try:
+            results[index] = runs.submit("sleep", notebooks["slow"], {"seconds": 2, "tag": f"t{index}"},
+                                         hub_url=url, token=token)  # fmt: skip
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not errors and len(results) == 5, errors
+    with pytest.raises(RunRefused, match="max_concurrent_runs=5"):
+        runs.submit("sleep", notebooks["slow"], {"seconds": 1}, hub_url=url, token=token)
+    ended = {index: wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"))
+             for index, run in results.items()}  # fmt: skip
+    assert {run["state"] for run in ended.values()} == {"succeeded"}, ended
+    base = session(e2e, token)
+    try:
+        for index, run in ended.items():
+            output = read_notebook(base, token, run["executed_notebook"]).cells[-1].outputs[0]["text"]
+            assert output.strip() == f"woke t{index}"
+    finally:
+        stop(e2e, token, "sleep")
+
+
+def job_uid(e2e, job_id: str) -> int:
+    info = subprocess.run(["scontrol", "show", "job", job_id], env=e2e["slurm_env"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout  # fmt: skip
+    return int(info.split("UserId=", 1)[1].split("(", 1)[1].split(")", 1)[0])
+
+
+def processes_of(uid: int) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                found.append((entry / "comm").read_text().strip())
+        except OSError:
+            continue
+    return found
+
+
+def test_cancel_of_a_running_run_leaves_no_job_mount_or_process(e2e, token, notebooks):
+    submitted = cli(e2e, token, "submit", "sleep", notebooks["slow"], "-p", "seconds", "300", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    run = json.loads(submitted.stdout)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = api(e2e, token, "GET", f"/{run['run_id']}").json()
+        if run["state"] == "running" and (run["cells_done"] or 0) >= 1:
+            break
+        time.sleep(0.5)
+    assert run["state"] == "running", run
+    uid = job_uid(e2e, run["job_id"])
+    assert "gocryptfs" in processes_of(uid)
+    cancelled = cli(e2e, token, "cancel", run["run_id"])
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stderr
+
+    def job_left() -> str:
+        argv = ["squeue", "--noheader", f"--jobs={run['job_id']}", "--format=%T"]
+        queue = subprocess.run(argv, env=e2e["slurm_env"], capture_output=True, text=True, timeout=30, check=False)
+        return queue.stdout.strip() if queue.stdout.strip() not in ("", "CANCELLED") else ""
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (job_left() or processes_of(uid)):
+        time.sleep(0.5)
+    assert job_left() == ""
+    assert processes_of(uid) == []
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines() if "gocryptfs" in line]
+    shown = api(e2e, token, "GET", f"/{run['run_id']}").json()
+    assert shown["state"] == "cancelled" and shown["ended_by"] == e2e["user"].name
+    cancel_events = [e for e in events(e2e) if e["action"] == "run.cancel" and run["run_id"] in e["object"]]
+    assert [e["outcome"] for e in cancel_events] == ["allowed"]
+    again = cli(e2e, token, "cancel", run["run_id"])
+    assert again.returncode == 1 and "has ended already (cancelled)" in again.stderr
+
+
+def test_a_run_past_its_time_limit_ends_as_timed_out(e2e, token, notebooks):
+    submitted = cli(e2e, token, "submit", "sleep", notebooks["slow"], "-p", "seconds", "600", "--time", "1",
+                    "--json")  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run = json.loads(submitted.stdout)
+    ended = wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"), timeout=300)
+    assert ended["state"] == "timed out", ended
+    assert "time limit" in ended["reason"]
+    assert [e["outcome"] for e in events(e2e) if e["action"] == "run.end" and run["run_id"] in e["object"]] == [
+        "failed"
+    ]
+
+
+def test_a_hub_restart_neither_loses_nor_duplicates_a_run(e2e, token, notebooks):
+    layout = e2e["layout"]
+    submitted = cli(e2e, token, "submit", "sleep", notebooks["slow"], "-p", "seconds", "20", "-p", "tag", '"r"',
+                    "--json")  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run = json.loads(submitted.stdout)
+    hub.down(layout)
+    hub.up(layout, env=hub_env(e2e), settings=e2e["settings"], timeout=120)
+    ended = wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"))
+    assert ended["state"] == "succeeded", ended
+    listed = [r for r in api(e2e, token, "GET", "?project=sleep").json()["runs"] if r["run_id"] == run["run_id"]]
+    assert len(listed) == 1
+    tagged = [line for line in all_jobs(e2e).splitlines() if line.split()[1] == f"securehpc-run:{run['run_id']}"]
+    assert len(tagged) == 1
+    assert [e["action"] for e in events(e2e) if run["run_id"] in e["object"] and e["action"] == "run.end"] == [
+        "run.end"
+    ]
+
+
+def test_slurm_down_makes_a_run_unknown_never_failed(e2e, token, notebooks):
+    submitted = cli(e2e, token, "submit", "sleep", notebooks["slow"], "-p", "seconds", "45", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    run = wait_state(e2e, token, json.loads(submitted.stdout)["run_id"], ("running",))
+    controller, _ = slurm.daemons(e2e["layout"])
+    controller.stop()
+    try:
+        # `run show` asks Slurm (at most every few seconds), which does not answer now.
+        shown = wait_state(e2e, token, run["run_id"], ("unknown", "succeeded", "failed"), timeout=60)
+        assert shown["state"] == "unknown" and "Slurm did not answer" in shown["reason"], shown
+    finally:
+        slurm.up(e2e["layout"])
+    # The run went on meanwhile, on the node, and reports its own end.
+    ended = wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"))
+    assert ended["state"] == "succeeded", ended
