@@ -253,14 +253,19 @@ def _operation(
     body: str | None = None,
     params: list[dict] | None = None,
     public: bool = False,
+    also: tuple[int, ...] = (),
 ) -> dict:
+    """An operation answering ``ok`` (and the success codes ``also``) with ``schema``, and the API's errors."""
     errors = (
         {} if public else {str(code): {"$ref": f"#/components/responses/{code}"} for code in (400, 403, 404, 409, 503)}
     )
     operation: dict = {
         "summary": summary,
         "responses": {
-            str(ok): {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}},
+            **{
+                str(code): {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}}
+                for code in (ok, *also)
+            },
             **errors,
         },
     }
@@ -310,6 +315,7 @@ def paths() -> dict:
                 "Add a member (201) or change a member's role (200) (data owners, hub admins)",
                 200,
                 "MemberChanged",
+                also=(201,),
                 body="RoleChange",
                 params=member,
             ),
