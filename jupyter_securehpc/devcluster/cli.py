@@ -132,7 +132,7 @@ def _print_demo_guide(args: argparse.Namespace, layout: ClusterLayout) -> None:
         f"As bob, open {layout.hub_url}/hub/spawn/bob/cardio and press Start: JupyterLab opens in project cardio,\n"
         "with a banner naming the project and bob's role, the recordings shared from sleep under\n"
         "/datasets/sleep/psg (read-only) and the project's encrypted workspace in the file browser. Then try:\n"
-        "  - in a notebook: import pandas as pd; pd.read_csv('/datasets/sleep/psg/night1_signals.csv').describe()\n"
+        "  - in a notebook: import csv; list(csv.DictReader(open('/datasets/sleep/psg/night1_hypnogram.csv')))[:3]\n"
         "  - a download: the file browser has none; the URL /files/... answers 403, and it is an audit event\n"
         f"  - the admin commands, as root in a shell: {commands.source_env(args.state_dir)}\n"
         "    then: securehpc project list; securehpc project show sleep; securehpc audit tail -n 20 (README)"

@@ -209,6 +209,10 @@ def test_two_projects_servers_of_bob_run_at_once_with_default_options(ready, bob
         assert report["files"] == expected
         assert report["filesystem"] == "tmpfs"  # staged: decrypted from the ciphertext into memory at start
         assert "analysis.txt" in report["workspace"]
+        # The README's first screen's kernel line, as printed (an error in it would fail here).
+        line = re.search(r"`(import csv;[^`]+)`", (ROOT / "README.md").read_text()).group(1)
+        printed = hubclient.run_code(f"{bob['user']}/cardio", bob["token"], f"{line}\nprint(rows[0])")
+        assert "'stage':" in printed, printed
 
         # A download is refused, and the refusal is in the demo's audit log.
         refused = requests.get(f"{bob['user']}/cardio/files/analysis.txt", headers=headers(bob), timeout=30)
