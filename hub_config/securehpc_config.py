@@ -1,5 +1,5 @@
 # Site configuration of jupyter-securehpc: copy to /etc/securehpc/securehpc_config.py on the hub host.
-# Read by the `securehpc` admin command and by the hub. Every setting is listed, with its help, in the
+# Read by the `securehpc` admin command, the hub and its portal. Every setting is listed, with its help, in the
 # README's configuration reference (`securehpc config-reference`).
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 

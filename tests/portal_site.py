@@ -4,7 +4,10 @@ its own projects database, stores, audit log and OpenBao prefix, and people with
 Identities come from JupyterHub's dummy authenticator with a token per person (``c.JupyterHub.api_tokens``):
 the OpenID login is tested elsewhere; here what matters is who the hub says a token belongs to. ``ada`` holds
 the portal's admin role; the Unix test user's name is the data scientist of ``alpha``. Servers come from a
-stand-in spawner (tests/portal_spawner.py) that keeps a Slurm spawner's state and runs nothing.
+stand-in spawner (tests/portal_spawner.py) that keeps a Slurm spawner's state and runs nothing. Principals
+are named with a prefix of the site's own; the portal records them without making Unix accounts
+(``ProjectAccounts.provisioner`` "none": these tests start no session) unless a module's hub settings ask for
+"local" (tests/portal/test_portal_accounts.py), whose accounts are removed afterwards.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
-from sites import make_source
+from sites import account_prefix, make_source, remove_accounts
 
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.devcluster import hub, openbao, portal
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.portal import hubconfig
+from jupyter_securehpc.principals import RecordOnly
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
 from jupyter_securehpc.util.files import atomic_write
@@ -57,7 +61,9 @@ def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
     keys = KeyStore(KeyStoreConfig(url=layout.openbao_addr, token=openbao.root_token(layout), prefix=prefix,
                                    policy_prefix=f"{prefix}-p-"))  # fmt: skip
     (root / "stores").mkdir(mode=0o755)
-    seed = ProjectService(open_database(db_url), keys, AuditLog(audit), root / "stores", Actor(admin="test-admin"))
+    accounts = account_prefix(prefix)
+    seed = ProjectService(open_database(db_url), keys, AuditLog(audit), root / "stores", Actor(admin="test-admin"),
+                          RecordOnly(accounts))  # fmt: skip
     scientist = unix_user.name
     seed.create_project("alpha", owner=OWNER)
     seed.add_member("alpha", scientist, "data_scientist")
@@ -77,6 +83,8 @@ def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
         "SecureHPC.store_root": str(root / "stores"),
         "KeyStoreConfig.prefix": prefix,
         "KeyStoreConfig.policy_prefix": f"{prefix}-p-",
+        "ProjectAccounts.prefix": accounts,
+        "ProjectAccounts.provisioner": "none",
         # A stand-in that keeps a Slurm spawner's state (tests/portal_spawner.py): sessions without jobs.
         "JupyterHub.spawner_class": "portal_spawner.RecordedSlurmSpawner",
         "JupyterHub.allow_named_servers": True,
@@ -112,7 +120,7 @@ def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
     facts = {"layout": layout, "root": root, "audit": audit, "db": root / "securehpc.sqlite", "tokens": tokens,
              "scientist": scientist, "hub_api": f"http://127.0.0.1:{layout.hub_api_port}/hub/api",
              "base": f"{layout.hub_url}/services/securehpc/api/v1", "page_port": page.server_address[1],
-             "slurm_env": slurm_env, "keys": keys, "prefix": prefix}  # fmt: skip
+             "slurm_env": slurm_env, "keys": keys, "prefix": prefix, "account_prefix": accounts}  # fmt: skip
     try:
         daemon.wait_ready(lambda: hub.health(layout), timeout=60, what=f"answer on {layout.hub_url}")
         wait_for_portal(facts)
@@ -120,7 +128,11 @@ def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
     finally:
         page.shutdown()
         hub.down(layout)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if settings["ProjectAccounts.provisioner"] == "local":
+                remove_accounts(seed.list_accounts())  # every principal and group the portal made
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def wait_for_portal(site, timeout: float = 60) -> None:

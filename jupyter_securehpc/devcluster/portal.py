@@ -89,8 +89,9 @@ def make_token(layout: ClusterLayout, settings: dict[str, Any]) -> bool:
 
 
 def service_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Of the hub's settings, those the portal needs on its command line: the site and the key layout."""
-    wanted = ("SecureHPC.", "KeyStoreConfig.")
+    """Of the hub's settings, those the portal needs on its command line: the site, the key layout and the
+    project accounts (the portal makes the principals of members added there, as the hub's group sync does)."""
+    wanted = ("SecureHPC.", "KeyStoreConfig.", "ProjectAccounts.")
     return {name: value for name, value in values.items() if name.startswith(wanted) and not name.endswith(".token")}
 
 

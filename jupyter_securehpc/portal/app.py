@@ -4,6 +4,8 @@ JupyterHub starts it as a managed service (see hubconfig.py) and passes what it 
 variables: where to listen, the hub's API, the service's token and OAuth client. Site settings come from the
 same traitlets configuration as the command line (``--config``, default /etc/securehpc/securehpc_config.py)
 and from the command line (``--SecureHPC.db_url=...``); the key server's token from ``PortalApp.key_token_file``.
+Project accounts (principals) are made by the site's ``ProjectAccounts`` provisioner, as by the command line and
+the login's group sync: with ``local`` the portal must run as root (it runs as the hub's user).
 
 Routes: the API (``api/__init__.py``: paths relative to ``<prefix>api/v1``, in OpenAPI's ``{name}``
 form), the OAuth callback, and the pages (``pages/__init__.py``: ``routes()``, paths relative to the prefix).
@@ -28,6 +30,7 @@ from traitlets.config import Application
 from ..audit import AuditLog
 from ..config import SecureHPC, load_config
 from ..keys import KeyStore, KeyStoreConfig
+from ..principals import AccountProvisioner, ProjectAccounts
 from ..projects.db import open_database
 from ..projects.service import Actor, ProjectService
 from . import API_PREFIX, SERVICE_NAME, pages
@@ -55,7 +58,7 @@ class PortalApp(Application):
 
     name = "securehpc-portal"
     description = "The jupyter-securehpc project portal (a JupyterHub service)."
-    classes = [SecureHPC, KeyStoreConfig]  # noqa: RUF012 - traitlets.Application declares it so
+    classes = [SecureHPC, KeyStoreConfig, ProjectAccounts]  # noqa: RUF012 - traitlets.Application declares it so
 
     config_file = Unicode(
         "",
@@ -116,15 +119,31 @@ class PortalApp(Application):
                 self.log.error("PortalApp.key_token_file %s cannot be read (%s)", self.key_token_file, error.strerror)
         return keys
 
+    def account_provisioner(self) -> AccountProvisioner:
+        """What makes the principals of members added and projects created here: the site's
+        ``ProjectAccounts``, as for ``securehpc member add`` and the login's group sync."""
+        settings = ProjectAccounts(config=self.config)
+        if settings.provisioner == "local" and os.geteuid() != 0:
+            # Still serve everything else; adding a member or creating a project answers 503 saying why.
+            self.log.error(
+                "ProjectAccounts.provisioner is 'local' but the portal runs as uid %d, not root: useradd will "
+                "fail, and members added here cannot start sessions. Run the hub as root, give the site's "
+                "account command (provisioner 'command'), or set provisioner 'none' and run "
+                "`securehpc account sync` (see the admin guide)",
+                os.geteuid(),
+            )
+        return settings.make_provisioner()
+
     def make_app(self) -> web.Application:
         site = SecureHPC(config=self.config)
         sessions = open_database(site.db_url)
         audit = AuditLog(Path(site.audit_log))
         keys_config = self.keystore_config()
+        accounts = self.account_provisioner()
         api_token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
         def project_service(actor: Actor) -> ProjectService:
-            return ProjectService(sessions, KeyStore(keys_config), audit, Path(site.store_root), actor)
+            return ProjectService(sessions, KeyStore(keys_config), audit, Path(site.store_root), actor, accounts)
 
         prefix = self.service_prefix
         hub_auth = make_hub_auth(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..audit import AuditError
 from ..keys import KeyStoreError
+from ..principals import AccountError
 from ..projects.policy import InvalidPolicy
 from ..projects.service import BadInput, Conflict, NotFound, NotMember, Refused
 from ..stores.gocryptfs import StoreError
@@ -67,6 +68,7 @@ def from_exception(error: BaseException, *, project: str | None) -> ApiError | N
         return ApiError(409, str(error))
     if isinstance(error, BadInput | InvalidName | InvalidPolicy):
         return ApiError(400, str(error))
-    if isinstance(error, KeyStoreError | StoreError | AuditError | HubError):
+    # AccountError: the principal's account could not be made or locked (ProjectAccounts); the database is unchanged.
+    if isinstance(error, KeyStoreError | StoreError | AuditError | HubError | AccountError):
         return ApiError(503, f"the portal cannot complete this now: {error}")
     return None

@@ -20,6 +20,8 @@ USER = {"type": "string", "minLength": 1, "maxLength": 255}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 ROLE = {"type": "string", "enum": ROLES}
+# A principal's or project group's Unix name (principals/names.py).
+ACCOUNT = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"}
 
 
 def _object(properties: dict, required: list[str] | None = None, *, extra: bool = True) -> dict:
@@ -112,7 +114,8 @@ def schemas() -> dict:
             {"projects": {"type": "array", "items": _object({"name": NAME, "role": {"type": ["string", "null"]}})}}
         ),
         "NewProject": _object({"name": NAME, "owner": USER}, extra=False),
-        "CreatedProject": _object({"project": NAME, "owner": USER}),
+        # ``principal``: the Unix account the member's sessions run as; ``group``: the project's group.
+        "CreatedProject": _object({"project": NAME, "owner": USER, "principal": ACCOUNT, "group": ACCOUNT}),
         "Project": _object(
             {
                 "name": NAME,
@@ -132,9 +135,22 @@ def schemas() -> dict:
         "Members": _object({"project": NAME, "members": {"type": "array", "items": _ref("Member")}}),
         "RoleChange": _object({"role": ROLE}, extra=False),
         "MemberChanged": _object(
-            {"project": NAME, "user": USER, "role": ROLE, "previous_role": {"type": ["string", "null"]}}
+            {
+                "project": NAME,
+                "user": USER,
+                "role": ROLE,
+                "previous_role": {"type": ["string", "null"]},
+                "principal": ACCOUNT,
+            }
         ),
-        "MemberRemoved": _object({"project": NAME, "user": USER, "removed_role": ROLE}),
+        "MemberRemoved": _object(
+            {
+                "project": NAME,
+                "user": USER,
+                "removed_role": ROLE,
+                "locked_principal": {"type": ["string", "null"], "maxLength": 32},
+            }
+        ),
         "Datasets": _object(
             {
                 "project": NAME,
@@ -434,7 +450,11 @@ def document(server: str) -> dict:
             (403, "Refused (recorded in the audit log), not signed in, no portal scope, or no XSRF token"),
             (404, "Unknown, or a project you are not a member of (the same answer)"),
             (409, "Conflicts with what exists (a taken name, a share's state, the last data owner)"),
-            (503, "The key server, the store, the audit log or the hub did not answer"),
+            (
+                503,
+                "The key server, the store, the audit log or the hub did not answer, or a principal's Unix account "
+                "could not be made or locked",
+            ),
         )
     }
     return {

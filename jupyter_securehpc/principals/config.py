@@ -26,8 +26,9 @@ class ProjectAccounts(Configurable):
         ["local", "command", "none"],
         default_value="local",
         help="""What makes the accounts when ``securehpc project create``, ``member add``, ``member remove``,
-        ``account sync`` or the login's group sync change members. ``local``: ``groupadd``, ``useradd`` and
-        ``usermod`` on the host that runs the command (as root; for nodes that share its ``/etc/passwd``);
+        ``account sync``, the login's group sync or the project portal change members. ``local``: ``groupadd``,
+        ``useradd`` and ``usermod`` on the host that runs the command, the hub or its portal (as root; for nodes
+        that share its ``/etc/passwd``);
         ``command``: the site's ``command`` (its directory: LDAP, IPA, ...); ``none``: nothing is made, the
         site's directory creates them from ``securehpc account list --json``. Sessions refuse to start under
         an account that is missing or not as it must be (see the admin guide).""",
