@@ -301,15 +301,16 @@ class ProjectService(RunService):
 
     def list_projects(self) -> list[dict]:
         subject = self.actor.subject
+        # One query, the caller's role beside each project (not one query per project: an admin lists them all).
+        query = (
+            select(Project.name, Member.role)
+            .outerjoin(Member, (Member.project_id == Project.id) & (Member.username == subject.username))
+            .order_by(Project.name)
+        )
+        if not subject.is_admin:
+            query = query.where(Member.id.is_not(None))
         with self.sessions() as session:
-            query = select(Project).order_by(Project.name)
-            if not subject.is_admin:
-                query = query.join(Member).where(Member.username == subject.username)
-            projects = session.scalars(query).all()
-            result = [
-                {"name": p.name, "role": (r.value if (r := self._role(session, p, subject.username)) else None)}
-                for p in projects
-            ]
+            result = [{"name": name, "role": role} for name, role in session.execute(query)]
         self._event(
             "project.list",
             "projects",
