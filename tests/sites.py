@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import secrets
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from jupyter_securehpc.devcluster import openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
-from jupyter_securehpc.principals import LocalAccounts
+from jupyter_securehpc.principals import AccountError, LocalAccounts
 
 CLI = str(Path(sys.executable).with_name("securehpc"))
 
@@ -122,12 +123,30 @@ def account_prefix(site_prefix: str) -> str:
 
 
 def remove_accounts(rows: list[dict]) -> None:
-    """Remove the principals and groups of ``account list`` rows (teardown)."""
-    local = LocalAccounts()
+    """Remove the principals and groups of ``account list`` rows (teardown): every one that can be, after
+    stopping what a failed test left running under them (by pid); then say what could not be removed."""
+    local, failed = LocalAccounts(), []
     for row in rows:
-        local.delete_principal(row["principal"])
+        try:
+            uid = pwd.getpwnam(row["principal"]).pw_uid
+        except KeyError:
+            continue
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and entry.stat().st_uid == uid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                continue
+        try:
+            local.delete_principal(row["principal"])
+        except AccountError as error:
+            failed.append(str(error))
     for group in {row["group"] for row in rows if row["group"]}:
-        local.delete_group(group)
+        try:
+            local.delete_group(group)
+        except AccountError as error:
+            failed.append(str(error))
+    assert not failed, failed
 
 
 def make_source(folder: Path, canary: str) -> dict[str, str]:

@@ -564,9 +564,12 @@ class SecureSlurmSpawner(SlurmSpawner):
             lines = output.read_text(errors="replace").splitlines() if output.is_absolute() else []
         except OSError:
             lines = []
-        messages = [line for line in lines if line.startswith("securehpc-node: ")]
-        if messages:
-            return f"{reason}: {messages[-1].removeprefix('securehpc-node: ')}"
+        starts = [index for index, line in enumerate(lines) if line.startswith("securehpc-node: ")]
+        if starts:
+            # The launcher's last message, with its indented details (a node's problems, each with its fix).
+            message = [lines[starts[-1]].removeprefix("securehpc-node: ")]
+            message += [line.strip() for line in lines[starts[-1] + 1 :] if line.startswith(" ")][:20]
+            return f"{reason}: {' '.join(message)}"
         return f"{reason} (the launcher's messages are in {output} on the node)"
 
     def get_state(self) -> dict:

@@ -328,10 +328,9 @@ def test_sigkill_of_the_launcher_takes_the_whole_sandbox_down(session):
 def test_sigkill_of_gocryptfs_leaves_nothing_either(session):
     sleeper = session.start(session.wrap(), ["sleep", "300"])
     assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid))
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (entry / "comm").read_text().strip() == "gocryptfs":
-            if entry.stat().st_uid == session.user.uid:
-                os.kill(int(entry.name), signal.SIGKILL)
+    for pid, argv in processes_of(session.user.uid).items():
+        if argv.startswith(b"gocryptfs\0"):
+            os.kill(pid, signal.SIGKILL)
     # The program may go on with a dead mount; stopping the launcher cleans up everything.
     sleeper.terminate()
     sleeper.wait(timeout=30)
@@ -453,18 +452,26 @@ def test_kill_9_of_the_job_script_leaves_nothing(session, slurm_env):
     result = sbatch(session, slurm_env, session.wrap(), "sleep 300", wait=False)
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().split(";")[0]
-    assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid), timeout=60)
-    launcher = [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit()
-        and entry.stat().st_uid == session.user.uid
-        and b"securehpc-node" in (entry / "cmdline").read_bytes()
-    ]
-    assert len(launcher) == 1
-    os.kill(launcher[0], signal.SIGKILL)
-    assert_nothing_left(session.user.uid)
-    subprocess.run(["scancel", job_id], env=slurm_env, check=False, timeout=30)
+    try:
+        assert wait_for(lambda: "gocryptfs" in user_processes(session.user.uid), timeout=60)
+        launcher = [pid for pid, argv in processes_of(session.user.uid).items() if b"securehpc-node" in argv]
+        assert len(launcher) == 1
+        os.kill(launcher[0], signal.SIGKILL)
+        assert_nothing_left(session.user.uid)
+    finally:
+        subprocess.run(["scancel", job_id], env=slurm_env, check=False, timeout=30)
+
+
+def processes_of(uid: int) -> dict[int, bytes]:
+    """pid -> command line of ``uid``'s processes (those that end while being listed are left out)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+    return found
 
 
 # A stand-in for jupyterhub-singleuser: an HTTP server on the listening socket the launcher hands in
