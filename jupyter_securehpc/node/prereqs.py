@@ -14,6 +14,7 @@ problem remains; ``securehpc-node check`` and ``securehpc dev status`` print the
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -191,6 +192,21 @@ def check_workspace(workspace: Path) -> Problem | None:
             f"workspace {workspace} has mode {stat.S_IMODE(info.st_mode):04o}, not {WORKSPACE_MODE:04o} (the "
             "project's principals read and write it together, setgid; nobody else may list it)",
             fix,
+        )
+    try:
+        group = grp.getgrgid(info.st_gid)
+    except KeyError:
+        return Problem(
+            f"workspace {workspace} belongs to group id {info.st_gid}, which this node does not know: its project's "
+            "principals cannot run here",
+            "make the project accounts (principals and groups) exist on every secure node, with the hub host's ids "
+            "(the site's directory; `securehpc account list` on the hub host)",
+        )
+    if group.gr_mem:
+        return Problem(
+            f"the group {group.gr_name} of workspace {workspace} has supplementary members "
+            f"({', '.join(sorted(group.gr_mem))}): their own accounts could change the workspace's ciphertext",
+            f"gpasswd -d USER {group.gr_name} (a project group holds principals only, as their primary group)",
         )
     try:
         config = (workspace / "gocryptfs.conf").lstat()

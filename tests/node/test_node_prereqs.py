@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import stat
 import subprocess
@@ -123,6 +124,23 @@ def test_the_store_root_and_workspaces_must_be_as_account_sync_leaves_them(tmp_p
     (workspace / "gocryptfs.conf").chmod(0o660)
     assert "gocryptfs.conf is writable" in prereqs.store_problems(root)[0].what
     assert "does not exist" in prereqs.store_problems(tmp_path / "nowhere")[0].what
+    # A group this node does not know: its principals cannot run here.
+    os.chown(workspace, 0, 64999)
+    (workspace / "gocryptfs.conf").chmod(0o440)
+    [problem] = prereqs.store_problems(root)
+    assert "group id 64999, which this node does not know" in problem.what and "every secure node" in problem.fix
+
+
+def test_a_project_group_with_a_persons_account_in_it_is_named(tmp_path, unix_user):
+    group = f"t{os.getpid() % 100000}-check"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["gpasswd", "-a", unix_user.name, group], check=True, capture_output=True)
+        root = store_root_of(tmp_path, grp.getgrnam(group).gr_gid)
+        [problem] = prereqs.store_problems(root, "sleep")
+        assert f"({unix_user.name})" in problem.what and f"gpasswd -d USER {group}" in problem.fix
+    finally:
+        subprocess.run(["groupdel", group], check=False)
 
 
 def test_the_check_command_names_store_problems_and_gives_advice(tmp_path, unix_user, local_cluster):
