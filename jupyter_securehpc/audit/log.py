@@ -192,6 +192,10 @@ class AuditLog:
         """Every event, oldest first (for searching the log; see ``events``)."""
         return events(self.path)
 
+    def events_newest_first(self) -> Iterator[dict[str, Any]]:
+        """Every event, newest first, read back from the end (see ``events_newest_first``)."""
+        return events_newest_first(self.path)
+
 
 def secret_key_problem(name: str) -> str | None:
     """Say why a details key name looks like a secret, or None when it does not.
@@ -246,6 +250,29 @@ def events(path: Path) -> Iterator[dict[str, Any]]:
             if problem is not None:
                 raise AuditLogDamaged(path, number, problem)
             yield event
+
+
+def events_newest_first(path: Path) -> Iterator[dict[str, Any]]:
+    """Every event of the log, newest first, each line checked on its own; a missing log has none.
+
+    Reads back from the end in chunks, so that a page of the newest events (the portal's audit viewer) costs
+    what it shows, not the whole log; close the iterator (or exhaust it) to release the file. Raises
+    ``AuditLogDamaged`` at the first line, counted from the end, that is not a valid event.
+    """
+    path = Path(path)
+    try:
+        fd = _open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        size = _size_between_appends(fd)
+        for offset, raw in _lines_backwards(fd, size):
+            event, problem = _parse_line(raw)
+            if problem is not None:
+                raise AuditLogDamaged(path, _line_number(fd, offset), problem)
+            yield event
+    finally:
+        os.close(fd)
 
 
 def head(path: Path) -> tuple[int, str]:
@@ -488,6 +515,26 @@ def _last_lines(fd: int, count: int, size: int) -> list[tuple[int, bytes]]:
     if pos > 0 and lines and len(lines[0][1]) <= MAX_EVENT_BYTES + 1:
         lines = lines[1:]  # starts before what was read: not a whole line
     return lines[-count:]
+
+
+def _lines_backwards(fd: int, size: int, chunk: int = 1 << 16) -> Iterator[tuple[int, bytes]]:
+    """The lines of the first ``size`` bytes with their offsets, last line first, read in ``chunk``-byte steps
+    back from the end. A line longer than any event may be is returned (cut) once it outgrows that, so that a
+    damaged file cannot make this hold everything in memory."""
+    pos, rest = size, b""  # rest: the start of the read that may continue a line that begins further back
+    while pos > 0:
+        step = min(chunk, pos)
+        pos -= step
+        pieces = _split_lines(_pread_exact(fd, step, pos) + rest)
+        rest = pieces.pop(0) if pos > 0 else b""
+        offsets, offset = [], pos + len(rest)
+        for piece in pieces:
+            offsets.append(offset)
+            offset += len(piece)
+        yield from reversed(list(zip(offsets, pieces, strict=True)))
+        if len(rest) > MAX_EVENT_BYTES + 1:
+            yield pos, rest
+            return
 
 
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:

@@ -18,6 +18,7 @@ from jupyter_securehpc.audit import (
     AuditLog,
     AuditLogDamaged,
     VerifyResult,
+    events_newest_first,
     head,
     tail,
     verify,
@@ -647,6 +648,63 @@ def test_append_head_and_tail_read_only_the_end_of_a_large_log(tmp_path, monkeyp
     log.append(actor="a", action="x", obj="y", outcome="ok")
     head(path)
     tail(path, 2)
+    assert sum(read) < 200_000
+
+
+# --- reading newest first (the portal's audit viewer) -------------------------------------------------------
+
+
+def test_newest_first_gives_every_event_in_reverse_whatever_the_chunk(tmp_path):
+    from jupyter_securehpc.audit.log import _lines_backwards
+
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    events = [log.append(actor="a", action="x", obj="o" * (1 + i * 37 % 900), outcome="ok", i=i) for i in range(80)]
+    assert list(events_newest_first(path)) == list(log.events_newest_first()) == events[::-1]
+    size = path.stat().st_size
+    for chunk in (1, 2, 5, 64, 1000, size, 10 * size):
+        with open(path, "rb") as handle:
+            lines = list(_lines_backwards(handle.fileno(), size, chunk))
+        assert [json.loads(raw) for _offset, raw in lines] == events[::-1], chunk
+        assert [offset for offset, _raw in lines] == sorted((o for o, _ in lines), reverse=True)
+    assert list(events_newest_first(tmp_path / "missing.log")) == []
+    (tmp_path / "empty.log").write_bytes(b"")
+    assert list(events_newest_first(tmp_path / "empty.log")) == []
+
+
+def test_newest_first_stops_at_a_damaged_line_naming_it(tmp_path):
+    path = tmp_path / "audit.log"
+    events = make_log(path, 10)
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = b"not an event"
+    path.write_bytes(b"\n".join(lines))
+    reader = events_newest_first(path)
+    assert [next(reader) for _ in range(6)] == events[4:][::-1]
+    with pytest.raises(AuditLogDamaged, match="line 4: not valid JSON"):
+        next(reader)
+    (tmp_path / "cut.log").write_bytes(path.read_bytes().rsplit(b"\n", 2)[0][:-5])
+    with pytest.raises(AuditLogDamaged, match="no newline"):
+        next(events_newest_first(tmp_path / "cut.log"))
+
+
+def test_newest_first_reads_only_the_end_for_a_page(tmp_path, monkeypatch):
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    for i in range(150):
+        log.append(actor="a", action="x", obj="y", outcome="ok", padding="p" * 10_000, i=i)
+    read = []
+    real_pread = os.pread
+
+    def counting_pread(fd, length, offset):
+        data = real_pread(fd, length, offset)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    reader = log.events_newest_first()
+    page = [next(reader) for _ in range(5)]
+    reader.close()
+    assert [event["details"]["i"] for event in page] == [149, 148, 147, 146, 145]
     assert sum(read) < 200_000
 
 
