@@ -14,9 +14,8 @@ import os
 import re
 import secrets
 import shutil
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -905,13 +904,16 @@ class ProjectService(RunService):
                 and (until is None or time < until)
             )
 
-        page: deque[dict] = deque(maxlen=limit + 1)
-        for event in self.audit.events():
-            if wanted(event):
-                page.append(event)
-        more = len(page) > limit
-        events = list(reversed(page))[:limit]
-        return {"events": events, "next": events[-1]["seq"] if more else None}
+        # Newest first, back from the end of the log: a page costs the events read up to it, not the whole log.
+        page: list[dict] = []
+        with closing(self.audit.events_newest_first()) as newest_first:
+            for event in newest_first:
+                if wanted(event):
+                    page.append(event)
+                    if len(page) > limit:
+                        break
+        events = page[:limit]
+        return {"events": events, "next": events[-1]["seq"] if len(page) > limit else None}
 
     def verify_audit(self) -> dict:
         """``audit verify`` and the current head (hub admins): whether the chain holds, and its last link."""
