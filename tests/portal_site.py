@@ -48,10 +48,11 @@ class _AnyPage(BaseHTTPRequestHandler):
         pass
 
 
-def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
+def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None, *, start_timeout: float = 60):
     """A module fixture's body: yields the site's facts, stops the hub, jobs and files after.
 
-    ``hub_settings``: the hub's settings that a test module changes (``{"JupyterHub.spawner_class": ...}``)."""
+    ``hub_settings``: the hub's settings that a test module changes (``{"JupyterHub.spawner_class": ...}``);
+    ``start_timeout``: seconds the hub may take to answer (a benchmark's hub records 10,000 users first)."""
     layout = local_cluster.layout
     root = Path(tempfile.mkdtemp(prefix="securehpc-portal-"))
     root.chmod(0o755)
@@ -122,7 +123,7 @@ def site(local_cluster, unix_user, slurm_env, hub_settings: dict | None = None):
              "base": f"{layout.hub_url}/services/securehpc/api/v1", "page_port": page.server_address[1],
              "slurm_env": slurm_env, "keys": keys, "prefix": prefix, "account_prefix": accounts}  # fmt: skip
     try:
-        daemon.wait_ready(lambda: hub.health(layout), timeout=60, what=f"answer on {layout.hub_url}")
+        daemon.wait_ready(lambda: hub.health(layout), timeout=start_timeout, what=f"answer on {layout.hub_url}")
         wait_for_portal(facts)
         yield facts
     finally:
