@@ -424,3 +424,15 @@ def test_slurm_down_makes_a_run_unknown_never_failed(e2e, token, notebooks):
     # The run went on meanwhile, on the node, and reports its own end.
     ended = wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"))
     assert ended["state"] == "succeeded", ended
+
+
+def test_a_run_asks_slurm_for_the_gpus_it_was_granted(e2e, token, notebooks):
+    # No GPU on this machine: the local Slurm's GRES are placeholders; the job is scheduled with them.
+    result = cli(e2e, token, "submit", "sleep", notebooks["slow"], "-p", "seconds", "0", "--gpus", "1", "--wait",
+                 "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["resources"] == {"gpus": 1, "cpus": 1, "memory_gb": 2, "minutes": 30}
+    info = subprocess.run(["scontrol", "--oneliner", "show", "job", run["job_id"]], env=e2e["slurm_env"],
+                          capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    assert "TresPerNode=gres:gpu:1" in info and "Partition=gpu" in info, info
