@@ -311,6 +311,10 @@ async def _serve(
             loop.add_signal_handler(signum, stop)
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         deadline = loop.time() + READY_TIMEOUT
+        # The program starts only once the stores are mounted (or the sandbox ended): wait for that first, so
+        # that "starting" is reported when it happens. A readiness check connects to the listening socket at
+        # once and then waits until the server answers, which would hold the report back until then.
+        await asyncio.wait([mounted], timeout=READY_TIMEOUT)
         starting = False
         while True:
             # Mounted first: a server that answers has its stores mounted, so "starting" is never skipped.
