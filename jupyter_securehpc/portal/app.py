@@ -33,6 +33,7 @@ from ..keys import KeyStore, KeyStoreConfig
 from ..principals import AccountProvisioner, ProjectAccounts
 from ..projects.db import open_database
 from ..projects.service import Actor, ProjectService
+from ..util.lifetime import end_with_parent
 from . import API_PREFIX, SERVICE_NAME, pages
 from .api import ROUTES as API_ROUTES
 from .auth import make_hub_auth
@@ -201,6 +202,8 @@ def log_request(handler: web.RequestHandler) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s securehpc-portal] %(message)s")
+    if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
+        end_with_parent()  # a managed service: it ends with its hub, also a killed one
     app = PortalApp.instance()
     app.initialize(argv)
     app.start()
