@@ -9,6 +9,7 @@ copies are read back in a later session. The site (tests/e2e_hub.py): the user i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -129,7 +130,11 @@ def job_output(e2e, job_id: str) -> Path:
 def wait_state(e2e, token: str, run_id: str, states: tuple[str, ...], timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = api(e2e, token, "GET", f"/{run_id}").json()
+        answer = api(e2e, token, "GET", f"/{run_id}")
+        if answer.status_code != 200:
+            log = (e2e["layout"].log_dir / "jupyterhub.log").read_text(errors="replace")
+            raise AssertionError(f"{answer.status_code} {answer.text}\n{log[log.rfind('Traceback') - 200 :][:3000]}")
+        run = answer.json()
         if run["state"] in states:
             return run
         time.sleep(1)
@@ -436,3 +441,31 @@ def test_a_run_asks_slurm_for_the_gpus_it_was_granted(e2e, token, notebooks):
     info = subprocess.run(["scontrol", "--oneliner", "show", "job", run["job_id"]], env=e2e["slurm_env"],
                           capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
     assert "TresPerNode=gres:gpu:1" in info and "Partition=gpu" in info, info
+
+
+def test_runs_left_submitting_by_a_stopped_hub_are_adopted_or_ended_never_submitted_again(e2e, token, notebooks):
+    """A hub that stopped between recording a run and sbatch returning: the run's job is found by its tag and
+    adopted, or, when sbatch never took it, the run ends as not submitted (the person submits again)."""
+    from sqlalchemy import update
+
+    from jupyter_securehpc.projects.model import Run, utcnow
+    from jupyter_securehpc.spawner.reports import new_report_secret
+
+    actor = Actor.signed_in(e2e["user"].name, is_admin=False, via="test")
+    person = ProjectService(admin_service(e2e).sessions, None, AuditLog(e2e["root"] / "audit.jsonl"),
+                            e2e["root"] / "stores", actor)  # fmt: skip
+    adopted, lost = (person.submit_run({"project": "sleep", "notebook": notebooks["slow"]},
+                                       report_hash=new_report_secret()[1]) for _ in range(2))  # fmt: skip
+    with admin_service(e2e).sessions() as session, session.begin():  # as if recorded three minutes ago
+        session.execute(update(Run).where(Run.run_id.in_([adopted.run_id, lost.run_id]))
+                        .values(created_at=utcnow() - dt.timedelta(minutes=3)))  # fmt: skip
+    # sbatch had taken the first run's job (a stand-in job with its tag) before the hub stopped.
+    job = subprocess.run(["sbatch", "--parsable", f"--comment=securehpc-run:{adopted.run_id}", "--output=/dev/null",
+                          "--partition=gpu", "--mem=100M", "--wrap=sleep 3"], env=e2e["slurm_env"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.strip()  # fmt: skip
+    first = wait_state(e2e, token, adopted.run_id, ("queued", "running", "succeeded"), timeout=60)
+    assert first["job_id"] == job, first
+    assert wait_state(e2e, token, adopted.run_id, ("succeeded", "failed"))["state"] == "succeeded"
+    second = wait_state(e2e, token, lost.run_id, ("failed",), timeout=60)
+    assert "the hub stopped while submitting it; submit it again" in second["reason"]
+    assert f"securehpc-run:{lost.run_id}" not in all_jobs(e2e)
