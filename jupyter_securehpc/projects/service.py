@@ -19,7 +19,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..audit import AuditError, AuditLog
@@ -41,6 +41,10 @@ _USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,254}")
 SHARE_STATES = ("pending", "accepted", "revoked")
 # Events per page of ``read_audit``.
 MAX_AUDIT_PAGE = 500
+# Projects named in the event of one view of a person's projects (names have at most 64 characters: ~70 KB).
+MAX_NAMED_PROJECTS = 1000
+# What my_projects reads of each project: a project and its running sessions.
+MY_PROJECTS_READS = (Action.PROJECT_SHOW, Action.SESSION_LIST)
 
 
 class Refused(PermissionError):
@@ -319,6 +323,73 @@ class ProjectService(RunService):
             count=len(result),
         )
         return result
+
+    def my_projects(self, running: Callable[[dict[str, set[str]]], dict[str, list[dict]]]) -> dict:
+        """Everything the portal's start page (My projects) shows of each project the caller is a member of:
+        one database session with a fixed number of queries however many projects, and one ``project.list``
+        event naming them (not a ``project.show`` and a ``session.list`` per project).
+
+        ``{"projects": [...], "total": N}``, by project name: the caller's ``role``, the ``policy``
+        (``Policy.as_dict``), its own ``datasets`` and the accepted shares into it (``shared_in``), as
+        :meth:`show_project` gives them, its ``members`` (names) and its running ``sessions``. ``total``: the
+        projects :meth:`list_projects` gives the caller (hub admins: all of them; here, as everyone, they get
+        only those they are members of). ``running({project: members})`` asks the hub once for the servers
+        named after those projects of their members (``{project: sessions}``), as in :meth:`list_sessions`.
+        """
+        subject = self.actor.subject
+        mine = select(Member.project_id).where(Member.username == subject.username).scalar_subquery()
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Project.id, Project.name, Project.policy, Member.role)
+                .join(Member, (Member.project_id == Project.id) & (Member.username == subject.username))
+                .order_by(Project.name)
+            ).all()
+            members: dict[int, list[str]] = {}
+            for project_id, username in session.execute(
+                select(Member.project_id, Member.username).where(Member.project_id.in_(mine))
+            ):
+                members.setdefault(project_id, []).append(username)
+            datasets: dict[int, list[str]] = {}
+            for project_id, dataset in session.execute(
+                select(Dataset.project_id, Dataset.name).where(Dataset.project_id.in_(mine))
+            ):
+                datasets.setdefault(project_id, []).append(dataset)
+            shared_in: dict[int, list[str]] = {}
+            for project_id, owner_name, dataset in session.execute(
+                select(Share.target_project_id, Project.name, Dataset.name)
+                .join(Dataset, Dataset.id == Share.dataset_id)
+                .join(Project, Project.id == Dataset.project_id)
+                .where(Share.target_project_id.in_(mine), Share.state == "accepted")
+                .order_by(Project.name, Dataset.name)
+            ):
+                shared_in.setdefault(project_id, []).append(str(DatasetRef(owner_name, dataset)))
+            total = session.scalar(select(func.count(Project.id))) if subject.is_admin else len(rows)
+        projects = []
+        for project_id, name, stored_policy, role in rows:
+            policy = Policy.from_dict(stored_policy or {})
+            # Decided as show_project and list_sessions decide (members may read both): a project that either
+            # would refuse is not shown.
+            if not all(decide(subject, action, Role(role), policy) for action in MY_PROJECTS_READS):
+                continue
+            projects.append(
+                {
+                    "name": name,
+                    "role": role,
+                    "policy": policy.as_dict(),
+                    "datasets": sorted(datasets.get(project_id, [])),
+                    "shared_in": shared_in.get(project_id, []),
+                    "members": sorted(members.get(project_id, [])),
+                }
+            )
+        found = running({p["name"]: set(p["members"]) for p in projects}) if projects else {}
+        for project in projects:
+            project["sessions"] = found.get(project["name"], [])
+        names = [p["name"] for p in projects]
+        self._event(
+            "project.list", "projects", "allowed", None, "own projects", count=len(names),
+            projects=names[:MAX_NAMED_PROJECTS], sessions=sum(len(p["sessions"]) for p in projects),
+        )  # fmt: skip
+        return {"projects": projects, "total": total}
 
     def show_project(self, name: str) -> dict:
         with self.sessions() as session:
