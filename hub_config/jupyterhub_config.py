@@ -131,3 +131,11 @@ c.SecureSlurmSpawner.env_keep = []
 c.SecureSlurmSpawner.environment = {}
 # The job's output (launcher messages only): unique per start through {nonce}, created 0600 (SLURM_UMASK).
 c.SecureSlurmSpawner.job_output = "/tmp/securehpc-%u-%j-{nonce}.log"  # noqa: S108 - on the node
+
+# --- headless runs: `securehpc run`, jupyter_securehpc.runs.submit (README: Headless runs) --------------------
+# The hub serves /hub/api/securehpc/runs (installed with the routes above) and submits each run as a Slurm job
+# of the person's principal, with the settings of SecureSlurmSpawner above (signing key, node command, extra
+# sbatch options, command timeout; job output unless SecureRuns.job_output says otherwise). Staging and
+# prefetching are off for runs by default: a run reads its data once. How many runs of one person may be queued
+# or running in a project at once is the project's policy (max_concurrent_runs).
+c.SecureRuns.poll_interval = 30  # seconds between the hub's questions to Slurm about queued and running runs

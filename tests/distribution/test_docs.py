@@ -35,6 +35,7 @@ def test_hub_config_example_names_real_settings(monkeypatch):
     from traitlets.config import PyFileConfigLoader
 
     from jupyter_securehpc.authenticator import SecureHPCAuthenticator
+    from jupyter_securehpc.runs.hub import SecureRuns
     from jupyter_securehpc.spawner.spawner import SecureSlurmSpawner
 
     monkeypatch.setenv("OIDC_CLIENT_SECRET", "not-a-real-secret")
@@ -48,6 +49,7 @@ def test_hub_config_example_names_real_settings(monkeypatch):
         "ConfigurableHTTPProxy": ConfigurableHTTPProxy,
         "SecureHPCAuthenticator": SecureHPCAuthenticator,
         "SecureSlurmSpawner": SecureSlurmSpawner,
+        "SecureRuns": SecureRuns,
     }
     for section, values in config.items():
         traits = classes[section].class_traits(config=True)
