@@ -60,12 +60,11 @@ class HubClient:
 
     def project_sessions(self, project: str, members: set[str]) -> list[dict]:
         """The servers named ``project`` of ``members`` (servers of anyone else are not the project's)."""
-        sessions = []
-        for user in self.active_users():
-            server = (user.get("servers") or {}).get(project)
-            if user["name"] in members and server is not None:
-                sessions.append(session_model(user["name"], project, server))
-        return sorted(sessions, key=lambda s: s["user"])
+        return sessions_of(self.active_users(), {project: members})[project]
+
+    def sessions_by_project(self, members: dict[str, set[str]]) -> dict[str, list[dict]]:
+        """For each project, the servers named after it of its ``members``, from one listing of the hub's users."""
+        return sessions_of(self.active_users(), members)
 
     def stop(self, user: str, project: str) -> dict:
         """Stop ``user``'s server ``project``; NotFound when it is not running."""
@@ -78,6 +77,17 @@ class HubClient:
         if response.status_code not in (202, 204):
             raise HubError(f"the hub answered {response.status_code} to stopping {user}'s server {project}")
         return {"job_id": model["job_id"], "pending": "stop" if response.status_code == 202 else None}
+
+
+def sessions_of(users: list[dict], members: dict[str, set[str]]) -> dict[str, list[dict]]:
+    """``{project: sessions}`` among ``users`` (the hub's user models): each project's servers, named after it,
+    of its ``members`` only (a server of that name of anyone else is not the project's), by user name."""
+    found: dict[str, list[dict]] = {project: [] for project in members}
+    for user in users:
+        for project, server in (user.get("servers") or {}).items():
+            if project in members and user["name"] in members[project] and server is not None:
+                found[project].append(session_model(user["name"], project, server))
+    return {project: sorted(sessions, key=lambda s: s["user"]) for project, sessions in found.items()}
 
 
 def _number(value: object) -> int | None:

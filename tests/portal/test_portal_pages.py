@@ -24,6 +24,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from portal_site import ADMIN, OBSERVER, OTHER_OWNER, OUTSIDER, OWNER, api, events
 
+from jupyter_securehpc.portal.pages.common import ROLE_NAMES, minutes
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PORTAL = "/services/securehpc/"
 CSP = "default-src 'self'; script-src 'self'; frame-ancestors 'none'"
@@ -114,6 +116,57 @@ def test_the_hub_home_page_links_to_the_portal(site, people):
     link.click()
     tab.wait_for_url(re.compile(re.escape(PORTAL) + "$"))
     expect(tab.locator(".project-card[data-project='alpha'] .role-badge")).to_have_text("observer")
+
+
+def test_a_page_view_is_one_audit_event_and_its_cards_say_what_the_api_says(site, people):
+    """The start page reads all its cards in one ProjectService call: one ``project.list`` event naming the
+    person's projects (not a project.show and a session.list per project), and each card shows what the API's
+    project and sessions endpoints say (the calls the page made per project before)."""
+    added = api(site, "PUT", f"/projects/beta/members/{OWNER}", ADMIN, json={"role": "observer"})
+    assert added.status_code == 201, added.text
+    try:
+        tab = people(OWNER)
+        before = len(events(site))
+        open_page(site, tab, "")
+        (event,) = events(site)[before:]
+        assert (event["actor"], event["action"], event["object"], event["outcome"]) == (
+            OWNER, "project.list", "projects", "allowed"
+        )  # fmt: skip
+        assert (event["details"]["projects"], event["details"]["count"]) == (["alpha", "beta"], 2)
+        expect(tab.locator(".project-card")).to_have_count(2)
+        for name in ("alpha", "beta"):
+            card = tab.locator(f".project-card[data-project='{name}']")
+            shown = api(site, "GET", f"/projects/{name}", OWNER).json()
+            sessions = api(site, "GET", f"/projects/{name}/sessions", OWNER).json()["sessions"]
+            role = next(m["role"] for m in shown["members"] if m["user"] == OWNER)
+            expect(card.locator(".role-badge")).to_have_text(ROLE_NAMES[role])
+            expect(card.locator(".policy-summary")).to_have_text(policy_summary(shown["policy"]))
+            datasets = [f"{name}/{d}" for d in shown["datasets"]] + shown["shared_in"]
+            assert card.locator(".datasets code").all_inner_texts() == datasets
+            assert sessions == []
+            members = plural(len(shown["members"]), "member")
+            expect(card.locator(".sessions")).to_have_text(f"No session is running. {members}.")
+            assert card.get_by_role("link", name="Start").get_attribute("href") == f"/hub/spawn/{OWNER}/{name}"
+    finally:
+        assert api(site, "DELETE", f"/projects/beta/members/{OWNER}", ADMIN).status_code == 200
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("s" if count != 1 else "")
+
+
+def policy_summary(policy: dict) -> str:
+    """A card's policy line, as people read it (pages' _macros.html)."""
+
+    def roles(names: list[str]) -> str:
+        return ", ".join(ROLE_NAMES[n] + "s" for n in names) or "nobody"
+
+    return (
+        f"partition {policy['partition']} · up to {plural(policy['max_gpus'], 'GPU')}, "
+        f"{plural(policy['max_cpus'], 'CPU')}, {policy['max_memory_gb']} GB memory, "
+        f"{minutes(policy['max_wall_time'])} per session · terminals {'on' if policy['terminals'] else 'off'} · "
+        f"downloads: {roles(policy['download_roles'])} · uploads: {roles(policy['upload_roles'])}"
+    )
 
 
 def test_pages_carry_the_security_headers_and_no_inline_script(site, people):

@@ -4,40 +4,18 @@ after the project."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
-from ..errors import ApiError
-from ..hub import HubClient, session_model
+from ..errors import ApiError, from_exception
+from ..hub import HubClient, HubError
 from .common import Page
 
 
-class ActiveServers:
-    """The hub's users with servers, asked once per page (in a worker thread) for all the page's projects."""
-
-    def __init__(self, hub: HubClient) -> None:
-        self._hub = hub
-        self._lock = threading.Lock()
-        self._users: list[dict] | None = None
-
-    def sessions(self, project: str, members: set[str]) -> list[dict]:
-        with self._lock:
-            if self._users is None:
-                self._users = self._hub.active_users()
-        found = []
-        for user in self._users:
-            server = (user.get("servers") or {}).get(project)
-            if user["name"] in members and server is not None:
-                found.append(session_model(user["name"], project, server))
-        return sorted(found, key=lambda s: s["user"])
-
-
-async def project_sessions(page: Page, project: str, servers: ActiveServers) -> tuple[list[dict], str | None]:
-    """The project's running sessions, or none and why not (the hub not answering is no reason to fail the
-    page: the rest of it comes from the projects database)."""
+async def project_sessions(page: Page, project: str) -> tuple[list[dict], str | None]:
+    """One project's running sessions (the project page), or none and why not (the hub not answering is no
+    reason to fail the page: the rest of it comes from the projects database)."""
+    hub: HubClient = page.settings["hub"]
     try:
         sessions = await page.call(
-            "list_sessions", project, lambda members: servers.sessions(project, members), about=project
+            "list_sessions", project, lambda members: hub.project_sessions(project, members), about=project
         )
     except ApiError as error:
         if error.status != 503:
@@ -49,28 +27,38 @@ async def project_sessions(page: Page, project: str, servers: ActiveServers) -> 
 class MyProjectsPage(Page):
     async def get(self) -> None:
         assert self.caller is not None
-        listed = await self.call("list_projects")
-        mine = [entry for entry in listed if entry["role"]]
-        servers = ActiveServers(self.settings["hub"])
+        hub: HubClient = self.settings["hub"]
+        problems: list[str] = []
 
-        async def card(entry: dict) -> dict:
-            name = entry["name"]
-            info = await self.call("show_project", name, about=name)
-            sessions, sessions_problem = await project_sessions(self, name, servers)
-            running = next((s for s in sessions if s["user"] == self.caller.name), None)
-            return {
-                "name": name,
-                "role": entry["role"],
-                "policy": info["policy"],
-                "datasets": info["datasets"],
-                "shared_in": info["shared_in"],
-                "members": len(info["members"]),
-                "sessions": sessions,
-                "sessions_problem": sessions_problem,
-                "mine_running": running,
-                "spawn_url": self.spawn_url(name),
-                "server_url": self.server_url(self.caller.name, name),
-            }
+        def running(members: dict[str, set[str]]) -> dict[str, list[dict]]:
+            """The hub's one answer for all the page's projects; the hub not answering is no reason to fail
+            the page (the rest of it comes from the projects database): the cards say why sessions are missing."""
+            try:
+                return hub.sessions_by_project(members)
+            except HubError as error:
+                answer = from_exception(error, project=None)
+                problems.append(answer.message if answer is not None else str(error))
+                return {}
 
-        cards = await asyncio.gather(*(card(entry) for entry in mine))
-        self.render_template("mine.html", projects=cards, all_projects=len(listed), section="mine")
+        # One ProjectService call (one database session, one audit event) for every card.
+        overview = await self.call("my_projects", running)
+        problem = problems[0] if problems else None
+        cards = []
+        for project in overview["projects"]:
+            name, sessions = project["name"], project["sessions"]
+            cards.append(
+                {
+                    "name": name,
+                    "role": project["role"],
+                    "policy": project["policy"],
+                    "datasets": project["datasets"],
+                    "shared_in": project["shared_in"],
+                    "members": len(project["members"]),
+                    "sessions": sessions,
+                    "sessions_problem": problem,
+                    "mine_running": next((s for s in sessions if s["user"] == self.caller.name), None),
+                    "spawn_url": self.spawn_url(name),
+                    "server_url": self.server_url(self.caller.name, name),
+                }
+            )
+        self.render_template("mine.html", projects=cards, all_projects=overview["total"], section="mine")

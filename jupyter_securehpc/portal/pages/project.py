@@ -13,7 +13,7 @@ from ...projects.authz import Action
 from ..api import common
 from ..errors import ApiError
 from .common import ROLE_NAMES, Page
-from .mine import ActiveServers, project_sessions
+from .mine import project_sessions
 
 AUDIT_PAGE = 50
 
@@ -25,7 +25,7 @@ class ProjectBase(Page):
         info = await self.call("show_project", project, about=project)
         datasets = await self.call("list_datasets", project, about=project)
         shares = await self.call("list_shares", project, about=project)
-        sessions, sessions_problem = await project_sessions(self, project, ActiveServers(self.settings["hub"]))
+        sessions, sessions_problem = await project_sessions(self, project)
         role = next((m["role"] for m in info["members"] if m["user"] == self.caller.name), None)
         policy = info["policy"]
         may = {
