@@ -24,7 +24,7 @@ each round), after a warm-up round:
 - **hub users, paged**: the same with ``Accept: application/jupyterhub-pagination+json`` (as the hub's own admin
   page asks): 50 users and the total count;
 - **my projects page**: the portal's start page as the ordinary member (each project's card: role, policy,
-  datasets, running sessions, which the hub is asked for once);
+  datasets, running sessions; one ``ProjectService.my_projects`` call, which asks the hub once);
 - **audit log page**: ``GET .../api/v1/audit?limit=50`` as the admin, the audit log holding ``--audit-events``
   events (100,000; appended through ``AuditLog`` before the measurement).
 
