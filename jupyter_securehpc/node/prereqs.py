@@ -23,6 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..vocabulary import StoreLayout
+
 FUSE_DEVICE = Path("/dev/fuse")
 
 
@@ -221,7 +223,7 @@ def store_problems(store_root: Path, project: str | None = None) -> list[Problem
     """The store root, ``projects/`` and each project's folder are root's and closed to writes; each workspace
     is its project's group's (``project``: that project only, as a session checks it)."""
     problems = [_owned_by_root_and_closed(store_root, "store root")]
-    projects = store_root / "projects"
+    projects = StoreLayout(store_root).projects_dir()
     if problems[0] is None and projects.exists():
         problems.append(_owned_by_root_and_closed(projects, "projects folder"))
         names = [project] if project is not None else sorted(p.name for p in projects.iterdir())
@@ -229,7 +231,7 @@ def store_problems(store_root: Path, project: str | None = None) -> list[Problem
             folder = projects / name
             if folder.exists():
                 problems.append(_owned_by_root_and_closed(folder, "project folder"))
-                problems.append(check_workspace(folder / "workspace"))
+                problems.append(check_workspace(StoreLayout.workspace_in(folder)))
     return [problem for problem in problems if problem is not None]
 
 

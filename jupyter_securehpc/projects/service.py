@@ -279,13 +279,14 @@ class ProjectService(RunService):
                 remove_stale_incoming(project_dir.parent)
                 with incoming_dir(project_dir.parent) as incoming:
                     incoming.mkdir(mode=0o755)
-                    (incoming / "datasets").mkdir(mode=0o755)
+                    StoreLayout.datasets_in(incoming).mkdir(mode=0o755)
                     key = secrets.token_bytes(32)
-                    init_store(incoming / "workspace", key)
+                    workspace = StoreLayout.workspace_in(incoming)
+                    init_store(workspace, key)
                     # The project's principals work in it together; nobody else may list it. A group the
                     # directory does not show yet: nobody but root until `account sync` gives it to the group.
-                    if not principals.share_workspace(incoming / "workspace", project.unix_group):
-                        (incoming / "workspace").chmod(0o700)
+                    if not principals.share_workspace(workspace, project.unix_group):
+                        workspace.chmod(0o700)
                     self.keys.create_project_key(name, key)
                     undo.append(lambda: self.keys.delete_project_key(name))
                     self.keys.write_project_policy(name, [])

@@ -52,3 +52,13 @@ class StoreLayout:
 
     def dataset(self, owner: str, dataset: str) -> Path:
         return Path(self.root, *dataset_parts(owner, dataset))
+
+    @staticmethod
+    def workspace_in(project_dir: Path) -> Path:
+        """The workspace store in a project's folder, also one built aside before its rename into place."""
+        return Path(project_dir, WORKSPACE)
+
+    @staticmethod
+    def datasets_in(project_dir: Path) -> Path:
+        """The folder of the datasets in a project's folder, also one built aside before its rename."""
+        return Path(project_dir, DATASETS)
