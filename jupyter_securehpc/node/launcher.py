@@ -148,6 +148,21 @@ def prepare(spec: SessionSpec, token: str, *, checks: Sequence[Callable[[], obje
     return PreparedSession(spec, mounts, keys)
 
 
+def _data_file(data: bytes) -> int:
+    """A descriptor that reads ``data`` then EOF, for bwrap's ``--ro-bind-data``: a memory file, not a pipe, so
+    that a run spec with an uploaded notebook (up to 1 MiB) does not fill a pipe nobody reads yet."""
+    fd = os.memfd_create("securehpc-run", 0)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def sandbox_command(
     session: PreparedSession,
     program: list[str],
@@ -173,7 +188,7 @@ def sandbox_command(
     fds = [_key_pipe(keys[mount.target]) for mount in mounts]
     keys.clear()
     session_fd = pipe_with(session_data) if session_data is not None else None
-    run_fd = pipe_with(run_data) if run_data is not None else None
+    run_fd = _data_file(run_data) if run_data is not None else None
     me = pwd.getpwuid(os.getuid() if uid is None else uid)
     config = {
         "mounts": [mount.as_dict(fd) for mount, fd in zip(mounts, fds, strict=True)],

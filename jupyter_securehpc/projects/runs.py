@@ -8,7 +8,9 @@ Mixed into ``ProjectService`` (the one door to the database): the hub's runs API
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from ..session.reports import RunEnd
-from ..session.spec import RUN_LOG, RUNS_FOLDER, RunRequestError, RunSpec
+from ..session.spec import RUN_LOG, RUNS_FOLDER, RunRequestError, RunSpec, upload_notebook_path
 from ..spawner.options import OptionsError
 from .authz import Action, decide
 from .model import Project, Run, utcnow
@@ -91,6 +93,9 @@ class RunRecord:
     ended_at: dt.datetime | None
     ended_by: str | None
     report_hash: str | None
+    # An uploaded notebook's text, only in the record ``submit_run`` returns to the hub for the signed spec (never
+    # stored: the runner writes it into the encrypted workspace, at ``notebook``).
+    upload: str | None = None
 
     @property
     def active(self) -> bool:
@@ -98,7 +103,7 @@ class RunRecord:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(self.run_id, self.notebook, dict(self.parameters), self.kernel)
+        return RunSpec(self.run_id, self.notebook, dict(self.parameters), self.kernel, self.upload)
 
     def public(self, viewer: str) -> dict[str, Any]:
         """What the API shows ``viewer``: parameter values only to the one who submitted them (others in the
@@ -200,6 +205,17 @@ class RunService:
             obj = f"runs:{project.name}/{user}"
             self._authorize(session, Action.RUN_SUBMIT, project, obj)
             policy = self._policy(project)
+            if data.get("upload") is not None:
+                # A notebook from outside the workspace is an upload: the roles the policy's upload_roles lists,
+                # decided before its content is even looked at.
+                role = self._role(session, project, user)
+                decision = decide(self.actor.subject, Action.FILE_UPLOAD, role, policy)
+                if not decision:
+                    reason = (
+                        f"{user} may not upload a notebook into {project.name}: {decision.reason} (upload_roles); "
+                        "save the notebook in the project's workspace in JupyterLab and run it from there"
+                    )
+                    raise self._run_refused(obj, project.name, reason)
             try:
                 request: RunRequest = parse(data, policy)
             except (RunRequestError, OptionsError) as error:
@@ -218,15 +234,17 @@ class RunService:
                     f"max_concurrent_runs={policy.max_concurrent_runs}: wait for one to end, or cancel one"
                 )
                 raise self._run_refused(obj, project.name, reason)
+            run_id = secrets.token_hex(6)
+            notebook = upload_notebook_path(run_id, request.upload.name) if request.upload else request.notebook
             run = Run(
                 project_id=project.id,
                 username=user,
-                notebook=request.notebook,
+                notebook=notebook,
                 parameters=request.parameters,
                 kernel=request.kernel,
                 resources=request.resources,
                 state="submitting",
-                run_id=secrets.token_hex(6),
+                run_id=run_id,
                 report_hash=report_hash,
                 output_path=f"{RUNS_FOLDER}/",
             )
@@ -234,10 +252,15 @@ class RunService:
             session.flush()
             run.output_path = f"{RUNS_FOLDER}/{run.run_id}"
             record = _record(run, project.name)
+        uploaded = {}
+        if request.upload is not None:
+            content = request.upload.content.encode()
+            uploaded = {"upload_bytes": len(content), "upload_sha256": hashlib.sha256(content).hexdigest()}
+            record = dataclasses.replace(record, upload=request.upload.content)
         self._event(
             Action.RUN_SUBMIT, f"run:{record.project}/{record.run_id}", "allowed", record.project,
             "member who may run notebooks", notebook=record.notebook, parameter_names=sorted(record.parameters),
-            resources=record.resources, kernel=record.kernel,
+            resources=record.resources, kernel=record.kernel, **uploaded,
         )  # fmt: skip
         return record
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def submit(project: str, notebook: str, parameters: dict | None = None, **options: Any) -> dict:
-    """Submit a headless run of ``notebook`` (a path in ``project``'s workspace) with papermill ``parameters``.
+def submit(project: str, notebook: str | None = None, parameters: dict | None = None, **options: Any) -> dict:
+    """Submit a headless run of ``notebook`` (a path in ``project``'s workspace) with papermill ``parameters``;
+    or, with ``upload="./local.ipynb"`` instead of ``notebook``, of a local notebook sent with the run (allowed to
+    the roles in the project policy's ``upload_roles``; written to ``runs/RUN_ID/input/`` in the workspace).
 
     Papermill's names where they exist: ``kernel_name``; and the resources ``gpus``, ``cpus``, ``memory_gb``,
     ``time`` ("90", "2h"); ``wait=True`` follows the run to its end. The hub comes from ``hub_url`` or

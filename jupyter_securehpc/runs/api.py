@@ -5,7 +5,9 @@ For people (a JupyterHub API token or the hub's cookie, with the scope to start 
 
 - ``POST /runs`` ``{"project", "notebook", "parameters", "kernel", "gpus", "cpus", "memory_gb", "time"}``: submit
   (201 and the run; 400 for a bad request, 403 for a refusal, 404 for a project that does not exist or that the
-  person is not a member of; each a one-line ``message``, nothing submitted, an audit event);
+  person is not a member of; each a one-line ``message``, nothing submitted, an audit event); instead of
+  ``notebook``, ``"upload": {"name": "NAME.ipynb", "content": "<the notebook's text>"}`` sends a notebook from
+  outside the workspace (the policy's ``upload_roles``; at most ``session.spec.MAX_UPLOAD_BYTES``; nbformat-valid);
 - ``GET /runs?project=P``: the project's runs; ``GET /runs/ID``: one run (state, cells done of the total, how it
   ended); ``POST /runs/ID/cancel``: ``scancel``, recorded; ``GET /runs/ID/logs``: the launcher's messages.
 

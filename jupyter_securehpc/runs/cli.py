@@ -35,9 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=lambda args: _guarded(handler, args))
         return parser
 
-    p = verb("submit", _submit, "run a notebook of the project's workspace with parameters")
+    p = verb("submit", _submit, "run a notebook of the project's workspace (or an uploaded one) with parameters")
     p.add_argument("project")
-    p.add_argument("notebook", help="its path in the workspace, as JupyterLab shows it (e.g. analysis/sweep.ipynb)")
+    p.add_argument("notebook", nargs="?",
+                   help="its path in the workspace, as JupyterLab shows it (e.g. analysis/sweep.ipynb); always a "
+                   "workspace path, never a local file (for that: --upload)")  # fmt: skip
+    p.add_argument("--upload", type=Path, metavar="FILE",
+                   help="instead of NOTEBOOK: a local notebook file, sent with the run (the project policy's "
+                   "upload_roles decide; at most 1 MiB), written to runs/RUN_ID/input/ in the workspace")  # fmt: skip
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a parameter, its value as JSON (0.1, true, \"text\", [1, 2])")  # fmt: skip
     p.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[], metavar=("NAME", "TEXT"),
@@ -129,9 +134,13 @@ def _follow(client: RunsClient, run: dict, args: argparse.Namespace) -> dict:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    if (args.notebook is None) == (args.upload is None):
+        raise RunRefused(
+            "give either NOTEBOOK (a path in the project's workspace) or --upload FILE (a local notebook), not both"
+        )
     body = request(
         args.project, args.notebook, _parameters(args), kernel_name=args.kernel, gpus=args.gpus, cpus=args.cpus,
-        memory_gb=args.memory_gb, time=args.time,
+        memory_gb=args.memory_gb, time=args.time, upload=args.upload,
     )  # fmt: skip
     client = _client(args)
     run = client.submit(body)

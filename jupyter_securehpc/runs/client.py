@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from ..session.spec import RunRequestError, validate_parameters
+from ..session.spec import MAX_UPLOAD_BYTES, RunRequestError, validate_parameters, validate_upload_name
 
 URL_ENV = "JUPYTERHUB_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - the variable's name
@@ -111,26 +111,55 @@ class RunsClient:
             time.sleep(poll)
 
 
-def request(project: str, notebook: str, parameters: dict | None = None, *, kernel_name: str | None = None,
-            gpus: int | None = None, cpus: int | None = None, memory_gb: int | None = None,
-            time: str | int | None = None) -> dict:  # fmt: skip
-    """The JSON body of a submission; RunRefused for parameters that are not JSON data (nothing is sent)."""
+def read_upload(path: str | Path) -> dict:
+    """A local notebook as the submission's ``upload`` (``{"name", "content"}``); RunRefused for a file that
+    cannot be sent (nothing is sent). The hub checks it again, and that it is a notebook."""
+    path = Path(path)
+    try:
+        validate_upload_name(path.name)
+    except RunRequestError as error:
+        raise RunRefused(str(error)) from None
+    try:
+        size = path.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise RunRefused(
+                f"{path} has {size} bytes: an uploaded notebook may have at most {MAX_UPLOAD_BYTES} (clear its "
+                "outputs, keep data in the project's files)"
+            )
+        content = path.read_bytes().decode()
+    except OSError as error:
+        raise RunRefused(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise RunRefused(f"{path} is not a notebook (not UTF-8 text)") from None
+    return {"name": path.name, "content": content}
+
+
+def request(project: str, notebook: str | None = None, parameters: dict | None = None, *,
+            kernel_name: str | None = None, gpus: int | None = None, cpus: int | None = None,
+            memory_gb: int | None = None, time: str | int | None = None,
+            upload: str | Path | None = None) -> dict:  # fmt: skip
+    """The JSON body of a submission; RunRefused for parameters that are not JSON data or an upload that cannot
+    be sent (nothing is sent). Exactly one of ``notebook`` (a path in the workspace) and ``upload`` (a local file)."""
+    if (notebook is None) == (upload is None):
+        raise RunRefused("give either a notebook of the project's workspace or a local notebook to upload, not both")
     try:
         checked = validate_parameters(parameters or {})
     except RunRequestError as error:
         raise RunRefused(str(error)) from None
     body = {"project": project, "notebook": notebook, "parameters": checked, "kernel": kernel_name, "gpus": gpus,
             "cpus": cpus, "memory_gb": memory_gb, "time": time}  # fmt: skip
+    if upload is not None:
+        body["upload"] = read_upload(upload)
     return {key: value for key, value in body.items() if value is not None}
 
 
-def submit(project: str, notebook: str, parameters: dict | None = None, *, kernel_name: str | None = None,
-           gpus: int | None = None, cpus: int | None = None, memory_gb: int | None = None,
-           time: str | int | None = None, wait: bool = False, hub_url: str | None = None,
-           token: str | None = None) -> dict:  # fmt: skip
+def submit(project: str, notebook: str | None = None, parameters: dict | None = None, *,
+           kernel_name: str | None = None, gpus: int | None = None, cpus: int | None = None,
+           memory_gb: int | None = None, time: str | int | None = None, upload: str | Path | None = None,
+           wait: bool = False, hub_url: str | None = None, token: str | None = None) -> dict:  # fmt: skip
     """``jupyter_securehpc.runs.submit``: see there."""
     body = request(project, notebook, parameters, kernel_name=kernel_name, gpus=gpus, cpus=cpus,
-                   memory_gb=memory_gb, time=time)  # fmt: skip
+                   memory_gb=memory_gb, time=time, upload=upload)  # fmt: skip
     client = RunsClient(hub_url, token)
     run = client.submit(body)
     return client.wait(run["run_id"]) if wait else run

@@ -13,12 +13,50 @@ import json
 from dataclasses import dataclass
 
 from ..projects.policy import PARSERS, Policy
-from ..session.spec import RunRequestError, validate_kernel, validate_notebook_path, validate_parameters
+from ..session.spec import (
+    MAX_UPLOAD_BYTES,
+    RunRequestError,
+    validate_kernel,
+    validate_notebook_path,
+    validate_parameters,
+    validate_upload_name,
+    validate_upload_size,
+)
 from ..spawner import options
 
-# What a submission may hold; anything else is refused by name.
-FIELDS = ("project", "notebook", "parameters", "kernel", "gpus", "cpus", "memory_gb", "time")
-MAX_BODY = 64 * 1024
+# What a submission may hold; anything else is refused by name. ``upload`` ({"name", "content"}) replaces
+# ``notebook`` for a notebook from outside the workspace.
+FIELDS = ("project", "notebook", "upload", "parameters", "kernel", "gpus", "cpus", "memory_gb", "time")
+# Room for an upload (its JSON text escaped inside the request's JSON) besides the parameters.
+MAX_BODY = 64 * 1024 + 2 * MAX_UPLOAD_BYTES
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A notebook sent with the submission: its file name and text (checked: a notebook nbformat accepts)."""
+
+    name: str
+    content: str
+
+
+def parse_upload(value: object) -> Upload:
+    """``{"name": "local.ipynb", "content": "<the notebook's JSON text>"}``; RunRequestError otherwise."""
+    if not isinstance(value, dict) or set(value) != {"name", "content"} or not isinstance(value["content"], str):
+        raise RunRequestError('upload must be an object {"name": "NAME.ipynb", "content": "<the notebook\'s text>"}')
+    name = validate_upload_name(value["name"])
+    content = validate_upload_size(value["content"])
+    import nbformat
+
+    try:
+        document = nbformat.reads(content, as_version=4)
+        nbformat.validate(document)
+    except Exception as error:  # nbformat's own errors: not JSON, not a notebook, not valid against its schema
+        detail = " ".join(str(error).split())[:120]
+        raise RunRequestError(
+            f"upload {name!r} is not a valid notebook (nbformat: {type(error).__name__}: {detail}); open and save "
+            "it in JupyterLab, or check the file"
+        ) from None
+    return Upload(name, content)
 
 
 @dataclass(frozen=True)
@@ -27,6 +65,7 @@ class RunRequest:
     notebook: str
     parameters: dict
     kernel: str | None
+    upload: Upload | None
     gpus: int
     cpus: int
     memory_gb: int
@@ -80,7 +119,14 @@ def parse(data: dict, policy: Policy) -> RunRequest:
     if unknown:
         raise RunRequestError(f"unknown fields {', '.join(map(repr, unknown))}: a run takes {', '.join(FIELDS)}")
     project = requested_project(data)
-    notebook = validate_notebook_path(data.get("notebook"))
+    upload = None
+    if data.get("upload") is not None:
+        if data.get("notebook") is not None:
+            raise RunRequestError("give either a notebook of the workspace or an upload, not both")
+        upload = parse_upload(data["upload"])
+        notebook = f"{upload.name}"  # where it goes is decided with the run's id (session.spec.upload_notebook_path)
+    else:
+        notebook = validate_notebook_path(data.get("notebook"))
     parameters = validate_parameters(data.get("parameters"))
     kernel = validate_kernel(data.get("kernel"))
     minutes = _minutes(data.get("time"))
@@ -108,6 +154,7 @@ def parse(data: dict, policy: Policy) -> RunRequest:
         notebook=notebook,
         parameters=parameters,
         kernel=kernel,
+        upload=upload,
         gpus=granted.gpus,
         cpus=granted.cpus,
         memory_gb=granted.memory_gb,

@@ -6,7 +6,8 @@ read-only run file (``$SECUREHPC_RUN_SPEC``, what the hub signed) and tells the 
 ``$SECUREHPC_RUN_PROGRESS_FD``, only what the run reports may carry (``session.reports``): cells done of the
 total, and how it ended (the failing cell's index and the exception's class name, never an output or a message).
 
-- The notebook must be inside the workspace (also after following symbolic links).
+- The notebook must be inside the workspace (also after following symbolic links). An uploaded notebook (its text
+  in the signed spec) is first written to ``runs/RUN_ID/input/NAME.ipynb``, its executed copy goes beside it.
 - Every parameter name must be defined in the notebook's ``parameters`` cell (papermill's own inspection), or the
   run is refused before a kernel starts, naming the unknown ones and the known ones.
 - Parameters reach the notebook through papermill's injected-parameters cell (values translated by papermill's
@@ -105,22 +106,50 @@ def _to_log(path: Path) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s", force=True)
 
 
+def _output_dir(spec: RunSpec) -> RunEnd | None:
+    """``runs/RUN_ID/`` made exclusively (a run is never executed twice into one folder); the end otherwise."""
+    runs = WORKSPACE / RUNS_FOLDER
+    runs.mkdir(mode=0o700, exist_ok=True)
+    if runs.is_symlink() or not runs.resolve().is_relative_to(WORKSPACE):
+        return RunEnd("failed", problem="outside_workspace")
+    try:
+        (WORKSPACE / spec.output_dir).mkdir(mode=0o700)
+    except FileExistsError:
+        return RunEnd("failed", problem="output_exists")
+    return None
+
+
+def _write_upload(spec: RunSpec) -> None:
+    """The uploaded notebook into the run's own folder of the workspace (temp, fsync, rename): the input stays
+    beside its executed copy, encrypted like it."""
+    target = WORKSPACE / spec.notebook
+    target.parent.mkdir(mode=0o700)
+    temporary = target.with_name(f".{target.name}.part")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(spec.upload.encode())
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.rename(temporary, target)
+
+
 def execute(spec: RunSpec, reports: Reports) -> int:
     """The run, from the notebook's checks to papermill's end; the runner's exit status."""
+    if spec.upload is not None:
+        # An upload: its folder first (the notebook's place is in it), then the notebook, then the same checks.
+        problem = _output_dir(spec)
+        if problem is not None:
+            return reports.end(problem)
+        _write_upload(spec)
     notebook = (WORKSPACE / spec.notebook).resolve()
     if not notebook.is_relative_to(WORKSPACE):
         return reports.end(RunEnd("failed", problem="outside_workspace"))
     if not notebook.is_file():
         return reports.end(RunEnd("failed", problem="notebook_missing"))
-    runs = WORKSPACE / RUNS_FOLDER
-    runs.mkdir(mode=0o700, exist_ok=True)
-    if runs.is_symlink() or not runs.resolve().is_relative_to(WORKSPACE):
-        return reports.end(RunEnd("failed", problem="outside_workspace"))
-    output_dir = WORKSPACE / spec.output_dir
-    try:
-        output_dir.mkdir(mode=0o700)  # exclusive: a run is never executed twice into one folder
-    except FileExistsError:
-        return reports.end(RunEnd("failed", problem="output_exists"))
+    if spec.upload is None:
+        problem = _output_dir(spec)
+        if problem is not None:
+            return reports.end(problem)
     _to_log(WORKSPACE / spec.log_file)
 
     import nbformat

@@ -205,6 +205,12 @@ MAX_PARAMETER_DEPTH = 10
 MAX_NOTEBOOK_PATH = 1024
 RUNS_FOLDER = "runs"  # in the workspace: runs/RUN_ID/ holds a run's executed notebook and its log
 RUN_LOG = "run.log"
+# A notebook from outside the workspace (an upload, decided by the policy's upload_roles) travels inside the
+# signed spec; the runner writes it to runs/RUN_ID/input/NAME.ipynb before running it (the executed copy is
+# runs/RUN_ID/NAME.ipynb). Bounded so that the signed spec stays well inside Slurm's batch script limit (4 MB).
+UPLOAD_FOLDER = "input"
+MAX_UPLOAD_BYTES = 1024 * 1024
+_UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 ._+-]{0,120}\.ipynb")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _KERNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -250,6 +256,31 @@ def validate_kernel(value: object) -> str | None:
             f"kernel {str(value)[:80]!r} is not a kernel name (letters, digits, '.', '_', '-', e.g. python3)"
         )
     return value
+
+
+def validate_upload_name(value: object) -> str:
+    """An uploaded notebook's file name (no folder): letters, digits, ``._+-`` and spaces, ending in ``.ipynb``."""
+    if not isinstance(value, str) or not _UPLOAD_NAME.fullmatch(value):
+        raise RunRequestError(
+            f"upload name {str(value)[:80]!r} is not usable: a file name ending in .ipynb (letters, digits, spaces "
+            "and ._+- only, at most 127 characters, no folder); rename the local file"
+        )
+    return value
+
+
+def upload_notebook_path(run_id: str, name: str) -> str:
+    """Where the runner writes an uploaded notebook in the workspace (relative to it)."""
+    return f"{RUNS_FOLDER}/{run_id}/{UPLOAD_FOLDER}/{validate_upload_name(name)}"
+
+
+def validate_upload_size(content: str) -> str:
+    size = len(content.encode())
+    if size > MAX_UPLOAD_BYTES:
+        raise RunRequestError(
+            f"the uploaded notebook has {size} bytes: at most {MAX_UPLOAD_BYTES} (clear its outputs, keep data in "
+            "files of the project's workspace or datasets)"
+        )
+    return content
 
 
 def validate_run_id(value: object) -> str:
@@ -321,12 +352,21 @@ class RunSpec:
     notebook: str  # relative to the workspace (``/project`` in the sandbox)
     parameters: dict = field(default_factory=dict)
     kernel: str | None = None  # None: the notebook's own kernel
+    upload: str | None = None  # an uploaded notebook's text; then ``notebook`` is where the runner writes it
 
     def __post_init__(self) -> None:
         validate_run_id(self.run_id)
         validate_notebook_path(self.notebook)
         validate_parameters(self.parameters)
         validate_kernel(self.kernel)
+        if self.upload is not None:
+            if not isinstance(self.upload, str):
+                raise RunRequestError("an uploaded notebook must be the notebook's text (JSON)")
+            validate_upload_size(self.upload)
+            prefix = f"{RUNS_FOLDER}/{self.run_id}/{UPLOAD_FOLDER}/"
+            if not self.notebook.startswith(prefix):
+                raise RunRequestError(f"an uploaded notebook is written to {prefix}NAME.ipynb, not {self.notebook!r}")
+            validate_upload_name(self.notebook.removeprefix(prefix))
 
     @property
     def output_dir(self) -> str:
@@ -342,20 +382,24 @@ class RunSpec:
         return f"{self.output_dir}/{RUN_LOG}"
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "notebook": self.notebook, "parameters": dict(self.parameters),
+        data = {"run_id": self.run_id, "notebook": self.notebook, "parameters": dict(self.parameters),
                 "kernel": self.kernel}  # fmt: skip
+        if self.upload is not None:  # absent otherwise: a run without upload reads as before
+            data["upload"] = self.upload
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> RunSpec:
         """The run in untrusted data (the signed spec on the node, the run file in the sandbox)."""
-        if not isinstance(data, dict) or set(data) - {"run_id", "notebook", "parameters", "kernel"}:
-            raise SpecError("run spec: must be an object of run_id, notebook, parameters and kernel")
+        if not isinstance(data, dict) or set(data) - {"run_id", "notebook", "parameters", "kernel", "upload"}:
+            raise SpecError("run spec: must be an object of run_id, notebook, parameters, kernel (and upload)")
         try:
             return cls(
                 run_id=data.get("run_id"),
                 notebook=data.get("notebook"),
                 parameters={} if data.get("parameters") is None else data["parameters"],
                 kernel=data.get("kernel"),
+                upload=data.get("upload"),
             )
         except RunRequestError as error:
             raise SpecError(f"run spec: {error}") from None

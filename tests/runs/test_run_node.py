@@ -113,9 +113,13 @@ class RunSite:
     def read(self, path: str) -> str:
         return self.exec(f"print(open('/project/{path}').read(), end='')")
 
-    def run(self, run_id: str, notebook: str, parameters: dict | None = None) -> tuple[int, str, dict | None]:
+    def run(self, run_id: str, notebook: str, parameters: dict | None = None,
+            upload: str | None = None) -> tuple[int, str, dict | None]:  # fmt: skip
         """``securehpc-node run``: exit status, the launcher's output, and the end it reported."""
-        spec = self.spec(f"run-{run_id}", {"run_id": run_id, "notebook": notebook, "parameters": parameters or {}})
+        run = {"run_id": run_id, "notebook": notebook, "parameters": parameters or {}}
+        if upload is not None:
+            run["upload"] = upload
+        spec = self.spec(f"run-{run_id}", run)
         result = subprocess.run(
             [NODE, "run", "--spec", str(spec)], env=self.env(), capture_output=True, text=True, timeout=300,
             check=False, **self.user.run_as(),
@@ -211,3 +215,24 @@ def test_a_symlink_out_of_the_workspace_is_not_a_notebook_of_it(runsite):
     runsite.exec("import os; os.symlink('/datasets/mri/scans/README.txt', '/project/link.ipynb')")
     status, output, end = runsite.run("node0005", "link.ipynb")
     assert status == 1 and end["problem"] == "outside_workspace", output
+
+
+def test_an_uploaded_notebook_is_written_into_the_run_folder_and_run_from_there(runsite):
+    # The hub signs the notebook's text into the run spec; the runner writes it under runs/RUN_ID/input/ in the
+    # encrypted workspace and papermill writes the executed copy beside it. Larger than a pipe holds (64 KiB).
+    padding = "# " + "p" * 100_000
+    uploaded = notebook(probe(runsite), padding)
+    status, output, end = runsite.run(
+        "node0006", "runs/node0006/input/local.ipynb", {"suffix": "upl0ad"}, upload=uploaded
+    )
+    assert status == 0 and end == {"outcome": "succeeded", "exit_code": 0}, output
+    assert runsite.read("runs/node0006/input/local.ipynb") == uploaded
+    executed = nbformat.reads(runsite.read("runs/node0006/local.ipynb"), as_version=4)
+    assert executed.cells[-2].outputs[0]["text"].splitlines()[-1] == "CANARY-RUN-UPL0AD"
+    listing = runsite.exec("import os; print(sorted(os.listdir('/project/runs/node0006')))")
+    assert listing.strip() == "['input', 'local.ipynb', 'run.log']"
+    assert files_containing(runsite.site.store_root, b"CANARY-RUN-UPL0AD") == []
+    assert files_containing(runsite.site.store_root, padding[:64].encode()) == []
+    # The run folder is made exclusively for an upload too: the same run id does not run again.
+    status, output, end = runsite.run("node0006", "runs/node0006/input/local.ipynb", upload=uploaded)
+    assert status == 1 and end["problem"] == "output_exists", output
