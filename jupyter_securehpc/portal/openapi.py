@@ -9,6 +9,8 @@ from __future__ import annotations
 from ..audit import OUTCOMES
 from ..projects.policy import PARSERS, describe
 from ..projects.roles import Role
+from ..projects.runs import ACTIVE as RUN_ACTIVE
+from ..projects.runs import ENDED as RUN_ENDED
 from ..projects.service import MAX_AUDIT_PAGE, SHARE_STATES
 from ..vocabulary import MAX_LENGTH
 from . import ACCESS_SCOPE, ADMIN_SCOPE
@@ -20,6 +22,7 @@ USER = {"type": "string", "minLength": 1, "maxLength": 255}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 ROLE = {"type": "string", "enum": ROLES}
+RUN_ID = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}
 # A principal's or project group's Unix name (principals/names.py).
 ACCOUNT = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"}
 
@@ -203,6 +206,34 @@ def schemas() -> dict:
             }
         ),
         "Sessions": _object({"project": NAME, "sessions": {"type": "array", "items": _ref("Session")}}),
+        # A headless run as the hub last recorded it: never its outputs, nor its parameters' values.
+        "Run": _object(
+            {
+                "run_id": RUN_ID,
+                "project": NAME,
+                "user": {**USER, "description": "who submitted it"},
+                "notebook": {"type": "string", "description": "in the workspace (uploads: runs/RUN_ID/input/)"},
+                "parameter_names": {"type": "array", "items": {"type": "string"}},
+                "kernel": {"type": ["string", "null"]},
+                "resources": {"type": "object"},
+                "state": {"type": "string", "enum": [*RUN_ACTIVE, *RUN_ENDED]},
+                "job_id": {"type": ["string", "null"]},
+                "cells_done": {"type": ["integer", "null"], "minimum": 0},
+                "cells_total": {"type": ["integer", "null"], "minimum": 0},
+                "reason": {"type": ["string", "null"], "description": "how it ended, in one line"},
+                "failed_cell": {"type": ["integer", "null"], "description": "the failing cell's index"},
+                "exception": {"type": ["string", "null"], "description": "the exception's class name only"},
+                "output": {"type": "string", "description": "its folder in the workspace (encrypted)"},
+                "executed_notebook": {"type": ["string", "null"]},
+                "log": {"type": "string"},
+                "created_at": NULLABLE_TIME,
+                "submitted_at": NULLABLE_TIME,
+                "started_at": NULLABLE_TIME,
+                "ended_at": NULLABLE_TIME,
+                "ended_by": {"type": ["string", "null"]},
+            }
+        ),
+        "Runs": _object({"project": NAME, "runs": {"type": "array", "items": _ref("Run")}}),
         "Stopped": _object(
             {
                 "project": NAME,
@@ -411,6 +442,24 @@ def paths() -> dict:
         "/projects/{project}/sessions/{user}": {
             "delete": _operation("Stop a member's session (data owners, hub admins)", 202, "Stopped", params=member)
         },
+        "/projects/{project}/runs": {
+            "get": _operation(
+                "The project's headless runs, newest first (at most 50): state, progress, times, who submitted "
+                "them, how they ended. Read only: submit and cancel through the hub's /hub/api/securehpc/runs",
+                200,
+                "Runs",
+                params=project,
+            )
+        },
+        "/projects/{project}/runs/{run}": {
+            "get": _operation(
+                "One run of the project: state, cells done of the total, times, the failing cell and exception "
+                "name (never outputs)",
+                200,
+                "Run",
+                params=[*project, _param("run", schema=RUN_ID)],
+            )
+        },
         "/audit": {
             "get": _operation(
                 "Audit events, newest first (hub admins: all; data owners: their project's, with project=)",
@@ -463,7 +512,8 @@ def document(server: str) -> dict:
             "title": "jupyter-securehpc project portal",
             "version": "1",
             "description": (
-                "Projects, members, datasets, shares, policies, sessions and the audit log of a jupyter-securehpc "
+                "Projects, members, datasets, shares, policies, sessions, runs (read only) and the audit log of a "
+                "jupyter-securehpc "
                 f"hub. Authenticate with a JupyterHub API token carrying `{ACCESS_SCOPE}` (`Authorization: token "
                 f"...`); hub admins hold `{ADMIN_SCOPE}`. Browsers signed in through the hub send the `_xsrf` cookie's "
                 "value as `X-XSRFToken` with every state-changing request."

@@ -17,6 +17,11 @@ import pytest
 import requests
 from portal_site import ADMIN, OBSERVER, OTHER_OWNER, OUTSIDER, OWNER, api, events, state
 
+from jupyter_securehpc.audit import AuditLog
+from jupyter_securehpc.projects.db import open_database
+from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.session.reports import RunEnd
+
 SCIENTIST = "scientist"  # stands for the real Unix test user (site["scientist"])
 # In this order: the refused first, so that the owner's and the admin's changes come after them.
 ROLES = (OUTSIDER, OBSERVER, SCIENTIST, OWNER, ADMIN)
@@ -49,6 +54,25 @@ def session(site):
             return server
         assert time.monotonic() < deadline, model
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def run(site) -> str:
+    """A headless run of the scientist in alpha, recorded as the hub records one (submitted as job 4242, a cell
+    done of three, then failed in cell 2 with KeyError); nothing goes to Slurm (the hub's side is tests/runs/)."""
+
+    def service(actor: Actor) -> ProjectService:
+        return ProjectService(open_database(f"sqlite:///{site['db']}"), site["keys"], AuditLog(site["audit"]),
+                              site["root"] / "stores", actor)  # fmt: skip
+
+    person = service(Actor.signed_in(site["scientist"], is_admin=False, via="hub-runs"))
+    record = person.submit_run({"project": "alpha", "notebook": "sweep.ipynb", "parameters": {"secret_value": 7}},
+                               report_hash="0" * 64)  # fmt: skip
+    hub = service(Actor(admin="jupyterhub-runs"))
+    hub.run_submitted(record.run_id, "4242")
+    hub.record_run_progress(record.run_id, 1, 3)
+    hub.record_run_end(record.run_id, RunEnd("failed", exit_code=1, cell=2, exception="KeyError"))
+    return record.run_id
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -84,6 +108,8 @@ TABLE = [
     ("GET", "/projects/alpha/sessions", None, MEMBERS_OK),
     # The owner stops the scientist's running session; the admin, allowed too, finds none left to stop.
     ("DELETE", "/projects/alpha/sessions/{scientist}", None, {**OWNER_ACTS, OWNER: 202, ADMIN: 404}),
+    ("GET", "/projects/alpha/runs", None, MEMBERS_OK),
+    ("GET", "/projects/alpha/runs/{run}", None, MEMBERS_OK),
     ("GET", "/audit", None, ADMIN_ONLY),
     ("GET", "/audit?project=alpha", None, {**OWNER_ACTS, OUTSIDER: 404}),
     ("GET", "/audit?project=alpha&outcome=denied&limit=5", None, {**OWNER_ACTS, OUTSIDER: 404}),
@@ -127,12 +153,13 @@ def test_the_table_covers_every_route():
 
 
 def fill(text: str, site, who: str) -> str:
-    return text.replace("{me}", who).replace("{scientist}", site["scientist"])
+    return text.replace("{me}", who).replace("{scientist}", site["scientist"]).replace("{run}", site.get("run", ""))
 
 
-def test_role_by_endpoint(site, session):
+def test_role_by_endpoint(site, session, run):
     """Every role against every endpoint, through the proxy with the person's own API token."""
     mismatches = []
+    site["run"] = run
     for role in ROLES:
         who = person(site, role)
         for row in TABLE:
@@ -170,6 +197,38 @@ def test_a_project_you_are_not_in_looks_like_one_that_does_not_exist(site):
     names = [p["name"] for p in api(site, "GET", "/projects", OUTSIDER).json()["projects"]]
     assert names == []
     assert {p["name"] for p in api(site, "GET", "/projects", ADMIN).json()["projects"]} >= {"alpha", "beta"}
+
+
+def test_runs_show_state_progress_times_and_the_failing_cell_never_outputs_or_values(site, run):
+    [listed] = api(site, "GET", "/projects/alpha/runs", OBSERVER).json()["runs"]
+    shown = api(site, "GET", f"/projects/alpha/runs/{run}", OBSERVER).json()
+    assert listed == shown
+    assert shown["run_id"] == run and shown["project"] == "alpha" and shown["user"] == site["scientist"]
+    assert (shown["state"], shown["job_id"], shown["cells_done"], shown["cells_total"]) == ("failed", "4242", 1, 3)
+    assert (shown["failed_cell"], shown["exception"]) == (2, "KeyError")
+    assert shown["created_at"] and shown["submitted_at"] and shown["started_at"] and shown["ended_at"]
+    # Parameter names, never their values (not even to the one who submitted them: the hub's API shows those).
+    mine = api(site, "GET", f"/projects/alpha/runs/{run}", site["scientist"]).json()
+    for answer in (shown, mine):
+        assert answer["parameter_names"] == ["secret_value"] and "parameters" not in answer and "messages" not in answer
+    assert api(site, "GET", "/projects/beta/runs", OTHER_OWNER).json() == {"project": "beta", "runs": []}
+
+
+def test_an_unknown_run_or_one_of_another_project_is_404(site, run):
+    cases = [
+        ("/projects/alpha/runs/0123456789ab", OWNER, "there is no run '0123456789ab'"),
+        # A run of alpha asked for under beta: by beta's owner (not in alpha) and by an admin (who may read it).
+        (f"/projects/beta/runs/{run}", OTHER_OWNER, f"there is no run {run!r}"),
+        (f"/projects/beta/runs/{run}", ADMIN, f"there is no run {run!r} in project 'beta'"),
+        ("/projects/nowhere/runs", OWNER, "project 'nowhere' does not exist"),
+        (f"/projects/alpha/runs/{run}", OUTSIDER, f"there is no run {run!r}"),
+    ]
+    for path, who, says in cases:
+        before = len(events(site))
+        response = api(site, "GET", path, who)
+        assert response.status_code == 404 and says in response.json()["message"], (path, who, response.text)
+        if who != ADMIN:
+            assert any(e["actor"] == who and e["outcome"] in ("denied", "failed") for e in events(site)[before:])
 
 
 def test_policy_change_is_recorded_with_before_and_after(site):
@@ -249,6 +308,9 @@ BAD = [
     ("GET", "/audit?limit=1&limit=2", None),
     ("GET", "/audit/verify?x=1", None),
     ("DELETE", "/projects/alpha/sessions/bad%20user", None),
+    ("GET", "/projects/alpha/runs/NOT_A_RUN", None),
+    ("GET", "/projects/alpha/runs?state=failed", None),
+    ("GET", "/projects/bad%20name/runs", None),
 ]
 
 

@@ -13,6 +13,7 @@ from .members import MemberHandler, MembersHandler
 from .openapi_handler import OpenAPIHandler
 from .policies import PolicyHandler, PolicyPreviewHandler, PolicySettingsHandler
 from .projects import ProjectHandler, ProjectsHandler
+from .runs import RunHandler, RunsHandler
 from .sessions import SessionHandler, SessionsHandler
 from .shares import AcceptHandler, ShareHandler, SharesHandler
 
@@ -32,6 +33,8 @@ ROUTES: list[tuple[str, type]] = [
     ("/projects/{project}/policy/preview", PolicyPreviewHandler),
     ("/projects/{project}/sessions", SessionsHandler),
     ("/projects/{project}/sessions/{user}", SessionHandler),
+    ("/projects/{project}/runs", RunsHandler),
+    ("/projects/{project}/runs/{run}", RunHandler),
     ("/audit", AuditHandler),
     ("/audit/verify", AuditVerifyHandler),
 ]
