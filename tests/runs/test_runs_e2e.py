@@ -469,3 +469,36 @@ def test_runs_left_submitting_by_a_stopped_hub_are_adopted_or_ended_never_submit
     second = wait_state(e2e, token, lost.run_id, ("failed",), timeout=60)
     assert "the hub stopped while submitting it; submit it again" in second["reason"]
     assert f"securehpc-run:{lost.run_id}" not in all_jobs(e2e)
+
+
+def test_an_uploaded_notebook_runs_for_a_role_in_upload_roles_only(e2e, token, notebooks, tmp_path):
+    """(The data scientist is not in sleep's upload_roles until the admin puts the role there.)"""
+    local = tmp_path / "local.ipynb"
+    uploaded = notebook("print(('canary-e2e-upload-' + word).upper())", parameters="word = 'x'")
+    local.write_text(json.dumps(uploaded))
+    before, audited = all_jobs(e2e), len(events(e2e))
+    refused = cli(e2e, token, "submit", "sleep", "--upload", str(local))
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "may not upload a notebook into sleep" in refused.stderr and "upload_roles" in refused.stderr
+    assert all_jobs(e2e) == before
+    [refusal] = events(e2e)[audited:]
+    assert (refusal["action"], refusal["outcome"]) == ("run.submit", "denied") and "upload" in refusal["reason"]
+    admin_service(e2e).set_policy("sleep", ["upload_roles=data_owner,data_scientist"])
+    try:
+        result = cli(e2e, token, "submit", "sleep", "--upload", str(local), "-r", "word", "upl0ad", "--wait", "--json")
+    finally:
+        admin_service(e2e).set_policy("sleep", ["upload_roles=data_owner"])
+    assert result.returncode == 0, result.stderr + result.stdout
+    run = json.loads(result.stdout)
+    run_id = run["run_id"]
+    assert run["state"] == "succeeded" and run["notebook"] == f"runs/{run_id}/input/local.ipynb", run
+    assert run["executed_notebook"] == f"runs/{run_id}/local.ipynb"
+    # Both the input and its executed copy are in the workspace, read in a later session.
+    base = session(e2e, token)
+    try:
+        sources = [cell.source for cell in read_notebook(base, token, run["notebook"]).cells]
+        assert sources == ["word = 'x'", "print(('canary-e2e-upload-' + word).upper())"]
+        executed = read_notebook(base, token, run["executed_notebook"])
+        assert executed.cells[-1].outputs[0]["text"].strip() == "CANARY-E2E-UPLOAD-UPL0AD"
+    finally:
+        stop(e2e, token, "sleep")
