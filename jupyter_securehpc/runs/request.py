@@ -83,7 +83,10 @@ def _no_constant(name: str) -> float:
 def parse_body(body: bytes) -> dict:
     """The request's JSON object (``NaN`` and ``Infinity`` are not JSON and are refused)."""
     if len(body) > MAX_BODY:
-        raise RunRequestError(f"the request is larger than {MAX_BODY} bytes: keep parameters small (data in files)")
+        raise RunRequestError(
+            f"the request is larger than {MAX_BODY} bytes: keep parameters small (data in files) and an uploaded "
+            f"notebook at most {MAX_UPLOAD_BYTES} bytes"
+        )
     try:
         data = json.loads(body or b"{}", parse_constant=_no_constant)
     except RunRequestError:

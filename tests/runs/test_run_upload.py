@@ -165,3 +165,10 @@ def test_the_client_refuses_what_it_cannot_send(tmp_path):
     local.write_text(notebook_text())
     body = run_request("sleep", upload=local)
     assert body["upload"] == {"name": "local.ipynb", "content": local.read_text()} and "notebook" not in body
+
+
+def test_a_request_too_large_for_any_upload_names_both_limits():
+    from jupyter_securehpc.runs.request import MAX_BODY, parse_body
+
+    with pytest.raises(RunRequestError, match=f"uploaded notebook at most {MAX_UPLOAD_BYTES} bytes"):
+        parse_body(b" " * (MAX_BODY + 1))
