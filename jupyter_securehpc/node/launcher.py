@@ -9,6 +9,7 @@ that gocryptfs reads (``sandbox_command``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -232,3 +233,17 @@ def run_program(session: PreparedSession, program: list[str]) -> int:
 def exec_program(spec: SessionSpec, program: list[str], *, token_from_stdin: bool) -> int:
     """``securehpc-node exec``: prepare, then run ``program`` in the sandbox until it ends."""
     return run_program(prepare(spec, take_token(token_from_stdin)), program)
+
+
+def end_sandbox_on_signals(sandbox: asyncio.subprocess.Process, stopped: asyncio.Event) -> None:
+    """On Slurm's scancel or time limit (SIGTERM), a hangup or ^C, kill the sandbox's first process: with its
+    pid namespace every process, mount and staged byte of the session or run ends. ``stopped`` is set first,
+    so that the caller tells this end from a failure."""
+
+    def stop() -> None:
+        stopped.set()
+        sandbox.kill()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop)

@@ -41,7 +41,7 @@ from ..session.reports import (
 from ..session.spec import SessionSpec
 from .errors import EX_USAGE, LaunchError
 from .hubreport import HubReporter
-from .launcher import prepare, sandbox_command, take_token
+from .launcher import end_sandbox_on_signals, prepare, sandbox_command, take_token
 from .sandbox import RUN_FILE
 from .serve import private_output
 
@@ -185,15 +185,7 @@ async def _run_sandbox(session, spec: SessionSpec, reporter: RunReporter) -> tup
             os.close(fd)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        # Slurm's scancel or time limit: the sandbox's first process dies, and with its pid namespace every
-        # process, mount and staged byte of the run.
-        stopped.set()
-        sandbox.kill()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(signum, stop)
+    end_sandbox_on_signals(sandbox, stopped)
     started, kept, ends = asyncio.Event(), [], []
     reader = asyncio.StreamReader(limit=MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(progress_read, "rb", 0))

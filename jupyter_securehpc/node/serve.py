@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import stat
 import tempfile
 import time
@@ -38,7 +37,7 @@ from . import relay
 from .errors import EX_SOFTWARE, EX_USAGE, LaunchError
 from .hubrelay import HubRelay
 from .hubreport import HubReporter, open_pipe_reader, read_audit_pipe
-from .launcher import prepare, sandbox_command, take_token
+from .launcher import end_sandbox_on_signals, prepare, sandbox_command, take_token
 from .sandbox import (
     HUB_DIR,
     HUB_SOCKET,
@@ -302,13 +301,7 @@ async def _serve(
         mounted = asyncio.create_task(status_reader.readline())
         reporter.stage(STAGE_MOUNTING)
         loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            stopped.set()
-            sandbox.kill()
-
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(signum, stop)
+        end_sandbox_on_signals(sandbox, stopped)
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
         deadline = loop.time() + READY_TIMEOUT
         # The program starts only once the stores are mounted (or the sandbox ended): wait for that first, so
