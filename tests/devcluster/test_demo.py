@@ -452,3 +452,41 @@ def test_the_local_hub_config_example_is_the_demo_hubs(ready, tmp_path):
     refused = subprocess.run(argv, env={**os.environ, "SECUREHPC_DEV_STATE": str(empty)},
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert refused.returncode != 0 and "run `securehpc dev up` first" in refused.stderr
+
+
+# --- the portal, as the demo's people use it ----------------------------------------------------------------
+def signed_in(layout, username: str) -> requests.Session:
+    browser = requests.Session()
+    home = submit(browser, layout, username)
+    assert home.url == f"{layout.hub_url}/hub/home", home.url
+    return browser
+
+
+def portal_page(browser: requests.Session, layout, path: str = "") -> requests.Response:
+    """A page of the portal, signed in through the hub's OAuth as a browser is (the redirects followed)."""
+    return browser.get(f"{layout.hub_url}/services/securehpc/{path}", timeout=60)
+
+
+def test_alice_carol_and_the_admin_do_their_work_in_the_demos_portal(ready):
+    alice = signed_in(ready, "alice")
+    mine = portal_page(alice, ready)
+    assert mine.status_code == 200 and "My projects" in mine.text, mine.text[:500]
+    assert "sleep" in mine.text and "data owner" in mine.text and "cardio" not in mine.text
+    project = portal_page(alice, ready, "projects/sleep")
+    assert project.status_code == 200 and "bob" in project.text and "psg" in project.text
+    assert 'name="_xsrf"' in project.text  # she manages it: the member form is there
+    assert portal_page(alice, ready, "admin").status_code == 403
+
+    carol = signed_in(ready, "carol")
+    mine = portal_page(carol, ready)
+    assert mine.status_code == 200 and "cardio" in mine.text
+    # sleep's members are not hers to see: the page answers as for a project that does not exist.
+    assert portal_page(carol, ready, "projects/sleep").status_code == 404
+    assert "sleep/psg" in portal_page(carol, ready, "projects/cardio").text  # the share she received
+
+    admin = signed_in(ready, "root-admin")
+    projects = portal_page(admin, ready, "admin")
+    assert projects.status_code == 200 and "Projects admin" in projects.text
+    assert "sleep" in projects.text and "cardio" in projects.text
+    policy = portal_page(admin, ready, "admin/projects/sleep/policy")
+    assert policy.status_code == 200 and "max_cpus" in policy.text, policy.text[:500]
