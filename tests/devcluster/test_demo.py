@@ -11,10 +11,12 @@ OpenID provider, JupyterHub with configurable-http-proxy, bubblewrap and gocrypt
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import html
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -51,6 +53,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def demo_up(local_cluster, slurm_env):
     layout = local_cluster.layout
+    accounts, groups = {e.pw_name for e in pwd.getpwall()}, {e.gr_name for e in grp.getgrall()}
     result = subprocess.run(
         [CLI, "dev", "--state-dir", str(layout.state_dir), "up", "--no-install"],
         capture_output=True, text=True, timeout=600, check=False,
@@ -61,6 +64,12 @@ def demo_up(local_cluster, slurm_env):
         hub.down(layout)
         for person in demo.people():
             subprocess.run(["scancel", f"--user={person}"], env=slurm_env, check=False, timeout=30)
+        # The Unix accounts and groups these tests made (the demo's people and principals, the README block's
+        # project's): gone again, unless they were on the machine before (a demo of the machine's own).
+        for name in {e.pw_name for e in pwd.getpwall()} - accounts:
+            subprocess.run(["userdel", name], check=False, timeout=30, capture_output=True)
+        for name in {e.gr_name for e in grp.getgrall()} - groups:
+            subprocess.run(["groupdel", name], check=False, timeout=30, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +372,7 @@ def test_the_readme_admin_commands_run_as_printed(ready):
     if not (ROOT / ".venv" / "bin" / "securehpc").exists():  # a checkout whose environment lives elsewhere
         lines[0] = lines[0].replace("./.venv/bin/securehpc", CLI)
     script = "set -euo pipefail\n" + "\n".join(f"echo '>>> {i}'\n{line}" for i, line in enumerate(lines))
-    ran = root_shell(script, ready)
+    ran = root_shell(script, ready)  # its project's principals are removed with the demo's (demo_up)
     assert ran.returncode == 0, f"{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
     assert ran.stdout.count(">>> ") == len(lines)
     assert "imported sleep-study/psg" in ran.stdout and "audit log OK" in ran.stdout
