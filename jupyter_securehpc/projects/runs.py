@@ -15,11 +15,12 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ..session.reports import RunEnd
 from ..session.spec import RUN_LOG, RUNS_FOLDER, RunRequestError, RunSpec, upload_notebook_path
 from ..spawner.options import OptionsError
+from . import accounts as principals
 from .authz import Action, decide
 from .model import Project, Run, utcnow
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from ..runs.request import RunRequest
+    from .policy import Policy
 
 # States of a run. "unknown": Slurm did not answer when the hub last asked (the run may be fine).
 ACTIVE = ("submitting", "queued", "running", "unknown")
@@ -182,6 +184,17 @@ def end_reason(end: RunEnd) -> str:
         return f"cell {end.cell} of the executed notebook raised {end.exception or 'an exception'}"
     text = PROBLEMS.get(end.problem or "sandbox", PROBLEMS["sandbox"])
     return f"{text} ({end.exception})" if end.exception else text
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What the hub submits a run's job with (``run_job``): the account it runs as and the policy in effect."""
+
+    project: str
+    user: str
+    principal: str
+    group: str
+    policy: Policy
 
 
 class RunService:
@@ -389,6 +402,73 @@ class RunService:
             recent = run.ended_at is not None and utcnow() - run.ended_at < REPORTS_AFTER_END
             return run.report_hash if recent else None
 
+    def run_job(self, run_id: str) -> RunJob:
+        """What the hub submits the run's job with, no key wrapped: the account of the person's principal in the
+        project (from this database, never a request) and the project's policy (partition, GRES). Refused
+        (audited) when the person has no active principal there."""
+        from .service import Refused
+
+        self._hub_only("submit runs' jobs")
+        with self.sessions() as session:
+            run, project = self._run(session, run_id, Action.RUN_SUBMIT)
+            principal = principals.active_principal(session, project, run.username)
+            if principal is None or project.unix_group is None:
+                reason = (
+                    f"{run.username} has no project account (principal) in {project.name} yet: a hub admin runs "
+                    "`securehpc account sync`"
+                )
+                self._event(Action.RUN_SUBMIT, f"run:{project.name}/{run_id}", "denied", project.name, reason)
+                raise Refused(reason)
+            return RunJob(project.name, run.username, principal.name, project.unix_group, self._policy(project))
+
+    def hub_run(self, run_id: str) -> RunRecord | None:
+        """The run, for the hub (its job's requests; no audit event: the caller records what it decides)."""
+        self._hub_only("read runs' jobs")
+        with self.sessions() as session:
+            row = session.execute(select(Run, Project.name).join(Project).where(Run.run_id == run_id)).first()
+            return _record(row[0], row[1]) if row else None
+
+    def claim_run_start(self, run_id: str, slurm_state: str | None) -> RunRecord:
+        """The run's job asks for its spec and key (``/runs/ID/start``): granted once, while the run is queued or
+        running and was never started, and only while Slurm shows its job RUNNING (``slurm_state``, as the hub
+        just asked). The claim (``started_at``, state running) is written in one conditional update before any
+        key is wrapped, so that neither a second request nor a restarted hub hands a key out twice. Refusals
+        raise Refused, audited as ``run.start``."""
+        from .service import Refused
+
+        self._hub_only("start runs")
+        with self._transaction() as session:
+            run, project = self._run(session, run_id, Action.RUN_SUBMIT)
+            obj, record = f"run:{project.name}/{run_id}", _record(run, project.name)
+            if run.started_at is not None:
+                reason = f"run {run_id} was started already (its job took its spec and key once)"
+            elif run.state not in ("queued", "running", "unknown"):
+                reason = f"run {run_id} is {run.state}: it cannot start"
+            elif slurm_state != "RUNNING":
+                reason = f"job {run.job_id} of run {run_id} is not running in Slurm ({slurm_state or 'unknown'})"
+            else:
+                now = utcnow()
+                # Conditional: of two requests at once (or two hub processes), one updates the row.
+                claimed = session.execute(
+                    update(Run).where(Run.id == run.id, Run.started_at.is_(None), Run.state.in_(ACTIVE))
+                    .values(started_at=now, state="running")
+                    .execution_options(synchronize_session=False)
+                ).rowcount  # fmt: skip
+                reason = None if claimed == 1 else f"run {run_id} was started already (its job took its spec once)"
+                record = dataclasses.replace(record, started_at=now, state="running")
+        if reason is not None:
+            self._event("run.start", obj, "denied", record.project, reason, job_id=record.job_id)
+            raise Refused(reason)
+        self._event("run.start", obj, "allowed", record.project, "the run's job is running and asked once",
+                    job_id=record.job_id, user=record.user)  # fmt: skip
+        return record
+
+    def run_not_started(self, run_id: str, reason: str) -> RunRecord:
+        """The job started but may not run: no key for its person now (removed, policy changed), or the hub could
+        not give it one. The run ends failed, saying why."""
+        self._hub_only("record runs' starts")
+        return self._end(run_id, "failed", f"not started: {reason}", action="run.start", outcome="denied")
+
     def record_run_progress(self, run_id: str, done: int, total: int) -> None:
         self._hub_only("record runs' progress")
         with self._transaction() as session:
@@ -423,8 +503,7 @@ class RunService:
                 return record
             state = SLURM_STATES.get(slurm_state or "", "failed")
             if state in ACTIVE:
-                if state == "running" and run.state != "running":
-                    run.started_at = run.started_at or utcnow()
+                # Not started_at: that is the job's claim of its spec and key (claim_run_start), made once.
                 run.state = state
                 if run.reason and run.reason.startswith("Slurm did not answer"):
                     run.reason = None
