@@ -3,11 +3,13 @@
 - ``check``: what this node lacks to run secure sessions, and the fix;
 - ``exec --spec FILE -- PROGRAM ARGS...``: run a program in the project sandbox (headless runs, tests);
 - ``serve --spec FILE [--ip IP] [--port N]``: the user's Jupyter server in the sandbox, for the spawner;
-- ``run --spec FILE``: a headless run's notebook executed by papermill in the sandbox (the spec names it).
+- ``run --from-hub RUN_ID``: a headless run's notebook executed by papermill in the sandbox, its signed spec
+  and key asked of the hub when the job starts (what a run's batch script runs); ``run --spec FILE`` for a run
+  started by hand (the spec names the notebook).
 
 The wrapped single-use token comes from ``$SECUREHPC_WRAPPED_TOKEN`` (removed from the environment before
-anything else starts) or, with ``--token-stdin``, from the first line of standard input. Never pass it as
-an argument.
+anything else starts) or, with ``--token-stdin``, from the first line of standard input (``run --from-hub``:
+from the hub's answer, in memory only). Never pass it as an argument.
 """
 
 from __future__ import annotations
@@ -51,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=0, help="TCP port for the proxy (default: any free port)")
     srv.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM (default: jupyterhub-singleuser)")
     headless = sub.add_parser("run", help="execute a headless run's notebook with papermill in the sandbox")
-    headless.add_argument("--spec", type=Path, help=f"the run's signed spec (JSON); default ${SESSION_SPEC_ENV}")
+    source = headless.add_mutually_exclusive_group()
+    source.add_argument("--spec", type=Path, help=f"the run's signed spec (JSON); default ${SESSION_SPEC_ENV}")
+    source.add_argument("--from-hub", metavar="RUN_ID",
+                        help="ask the hub for run RUN_ID's signed spec and key when the job starts (the hub's "
+                        "runs; needs $SECUREHPC_REPORT_URL and $SECUREHPC_REPORT_TOKEN)")  # fmt: skip
     headless.add_argument("--token-stdin", action="store_true", help="read the wrapped token from standard input")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="securehpc-node: %(message)s")
@@ -72,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec" and not program:
         parser.error("exec needs a program: securehpc-node exec --spec FILE -- PROGRAM ARGS...")
     try:
+        if args.command == "run" and args.from_hub is not None:
+            if args.token_stdin:
+                parser.error("run --from-hub gets its token from the hub: --token-stdin goes with --spec only")
+            return asyncio.run(run_headless(None, run_id=args.from_hub))
         spec = load_spec(args.spec)
         if args.command == "serve":
             return asyncio.run(serve(spec, program, ip=args.ip, port=args.port, token_from_stdin=args.token_stdin))

@@ -1,10 +1,18 @@
 """``securehpc-node run``: a headless run's notebook, executed by papermill in the session's sandbox.
 
-The same prepared pipeline as ``exec`` and ``serve`` (``launcher.prepare``: node checks, the user, the stores,
-then the single-use key; ``sandbox_command``: the two bubblewrap layers without network). The program is the
-runner (``runs/runner.py``); the run's spec (notebook, parameters, kernel, as the hub signed them) is a read-only
-file inside, and the runner tells its progress and its end on a pipe that this launcher reads and checks with the
-run reports' parsers before anything goes to the hub.
+A run submitted through the hub starts with ``run --from-hub RUN_ID``: its batch script holds no spec and no key
+(Slurm keeps batch scripts and their environment on its controller). The launcher asks the hub for both once, at
+``<report URL>/start`` with the run's report secret; the hub answers only while Slurm shows this job running and
+only the first time, deciding membership and policy now, so the key's ``key_ttl`` counts from the job's start. The
+answer's spec is verified with the hub's public key as a spec file is, and must name this run; the wrapped token
+stays in this process's memory (never in a file, argument, environment or log). ``run --spec FILE`` (with the
+token in ``$SECUREHPC_WRAPPED_TOKEN`` or on standard input) is for runs started by hand.
+
+Then the same prepared pipeline as ``exec`` and ``serve`` (``launcher.prepare``: node checks, the user, the
+stores, then the single-use key; ``sandbox_command``: the two bubblewrap layers without network). The program is
+the runner (``runs/runner.py``); the run's spec (notebook, parameters, kernel, as the hub signed them) is a
+read-only file inside, and the runner tells its progress and its end on a pipe that this launcher reads and
+checks with the run reports' parsers before anything goes to the hub.
 
 The launcher reports to the hub with the run's own secret (``$SECUREHPC_REPORT_TOKEN``, taken out of the
 environment at start; the sandbox never sees it): cells done, the end, and its own messages. The sandbox's
@@ -21,29 +29,37 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import urllib.error
+import urllib.request
 
-from ..session.env import RUN_PROGRESS_FD_ENV, RUN_SPEC_ENV
+from .. import jobspec
+from ..session.env import REPORT_TOKEN_ENV, REPORT_URL_ENV, RUN_PROGRESS_FD_ENV, RUN_SPEC_ENV, WRAPPED_TOKEN_ENV
 from ..session.reports import (
     KIND_RUN_END,
     KIND_RUN_MESSAGE,
     KIND_RUN_PROGRESS,
+    KIND_RUN_START,
+    MAX_RUN_START_ANSWER,
+    REPORT_SCHEME,
     ReportError,
     RunEnd,
     parse_run_end,
     parse_run_progress,
+    parse_run_start_answer,
     run_end_report,
     run_message_report,
     run_progress_report,
 )
-from ..session.spec import SessionSpec
-from .errors import EX_USAGE, LaunchError
+from ..session.spec import SessionSpec, SpecError
+from .errors import EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, LaunchError
 from .hubreport import HubReporter
 from .launcher import end_sandbox_on_signals, prepare, sandbox_command, take_token
 from .sandbox import RUN_FILE
 from .serve import private_output
+from .spec import hub_public_key
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,12 @@ RUNNER = (sys.executable, "-m", "jupyter_securehpc.runs.runner")
 END_ATTEMPTS = 12
 END_RETRY_SECONDS = 5.0
 MAX_LINE = 16 * 1024
+# The start is asked again while the hub does not answer or says "not yet" (503: its job id is not recorded yet,
+# or Slurm did not answer it); any other refusal is final.
+START_ATTEMPTS = 12
+START_RETRY_SECONDS = 5.0
+RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class RunReporter(HubReporter):
@@ -75,6 +97,38 @@ class RunReporter(HubReporter):
         if self.base_url:
             self._worker.submit(self._post_quietly, KIND_RUN_PROGRESS, run_progress_report(done, total))
 
+    def _ask_start(self) -> bytes:
+        request = urllib.request.Request(  # noqa: S310 - the hub's URL, set by the hub in sbatch's environment
+            f"{self.base_url}/{KIND_RUN_START}",
+            data=b"{}",
+            headers={"Authorization": f"{REPORT_SCHEME} {self._secret}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return response.read(MAX_RUN_START_ANSWER + 1)
+
+    async def start(self, run_id: str) -> tuple[str, str]:
+        """The run's signed spec (text) and wrapped token, asked of the hub once; LaunchError, in words, when the
+        hub refuses or never answers."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                body = await asyncio.get_running_loop().run_in_executor(self._worker, self._ask_start)
+                return parse_run_start_answer(body)
+            except ReportError as error:
+                raise LaunchError(f"run {run_id}: the hub's answer to the start is not usable: {error}",
+                                  EX_UNAVAILABLE) from None  # fmt: skip
+            except urllib.error.HTTPError as error:
+                said = _hub_message(error)
+                if error.code != 503:
+                    raise LaunchError(f"run {run_id}: the hub refused to start it (HTTP {error.code}): {said}",
+                                      EX_NOPERM) from None  # fmt: skip
+                log.warning("the hub cannot start run %s yet (%s); attempt %d", run_id, said, attempt + 1)
+            except (OSError, urllib.error.URLError) as error:
+                log.warning("the hub did not answer the start of run %s (%s); attempt %d", run_id, error, attempt + 1)
+            await asyncio.sleep(START_RETRY_SECONDS)
+        raise LaunchError(f"run {run_id}: the hub did not give the run its spec and key; it did not start",
+                          EX_UNAVAILABLE)  # fmt: skip
+
     async def end(self, end: RunEnd) -> bool:
         """Tell the hub how the run ended, trying again while the hub does not answer; whether it took it."""
         if not self.base_url:
@@ -92,6 +146,40 @@ class RunReporter(HubReporter):
                 log.warning("the hub did not answer the run's end (%s); attempt %d", error, attempt + 1)
                 await asyncio.sleep(END_RETRY_SECONDS)
         return False
+
+
+def _hub_message(error: urllib.error.HTTPError) -> str:
+    """The one line a refusal of the hub says (JupyterHub's ``{"status", "message"}``), printable and short."""
+    try:
+        message = json.loads(error.read(4096)).get("message")
+    except (OSError, ValueError, AttributeError):
+        message = None
+    text = message if isinstance(message, str) and message else error.reason or "no reason given"
+    return _CONTROL.sub(" ", str(text))[:300]
+
+
+async def spec_from_hub(reporter: RunReporter, run_id: str) -> tuple[SessionSpec, str]:
+    """The run's spec and wrapped token from the hub, the spec verified as a spec file is (the hub's public key)
+    and naming this run."""
+    if not RUN_ID.fullmatch(run_id):
+        raise LaunchError(f"{run_id[:60]!r} is not a run id", EX_USAGE)
+    if not reporter.base_url or not reporter.base_url.endswith(f"/runs/{run_id}"):
+        raise LaunchError(
+            f"run {run_id}: --from-hub needs ${REPORT_URL_ENV} (ending in /runs/{run_id}) and ${REPORT_TOKEN_ENV}, "
+            "which the hub puts into its runs' jobs: submit the run through the hub, or use --spec FILE",
+            EX_USAGE,
+        )
+    text, token = await reporter.start(run_id)
+    try:
+        spec = jobspec.verify_session_spec(text, hub_public_key())
+    except jobspec.SignatureError as error:
+        raise LaunchError(f"run {run_id}: the spec the hub answered is refused: {error}", EX_NOPERM) from None
+    except SpecError as error:
+        raise LaunchError(f"run {run_id}: the spec the hub answered is not valid: {error}", EX_USAGE) from None
+    if spec.run is None or spec.run.run_id != run_id:
+        named = spec.run.run_id if spec.run else "no run"
+        raise LaunchError(f"run {run_id}: the hub's spec names {named}, not this run: refusing it", EX_NOPERM)
+    return spec, token
 
 
 async def _read_sandbox_output(reader: asyncio.StreamReader, kept: list[str], started: asyncio.Event) -> None:
@@ -138,18 +226,24 @@ def final_end(status: int, runner_end: RunEnd | None) -> RunEnd:
     return RunEnd("failed", exit_code=status % 256, problem="sandbox")
 
 
-async def run(spec: SessionSpec, *, token_from_stdin: bool) -> int:
-    """``securehpc-node run``: prepare, run the notebook in the sandbox, report, and clean up."""
+async def run(spec: SessionSpec | None, *, token_from_stdin: bool = False, run_id: str | None = None) -> int:
+    """``securehpc-node run``: get the spec and key (``spec`` given, or from the hub for ``run_id``), prepare, run
+    the notebook in the sandbox, report, and clean up."""
     output_file = private_output()
-    token = take_token(token_from_stdin)
+    token = None if spec is None else take_token(token_from_stdin)
+    os.environ.pop(WRAPPED_TOKEN_ENV, None)  # nothing started later inherits one
     reporter = RunReporter()  # takes the report secret out of the environment before anything starts
     try:
-        if spec.run is None:
-            raise LaunchError("this spec names no run: `securehpc-node run` needs the spec of a headless run", EX_USAGE)
         try:
+            if spec is None:
+                spec, token = await spec_from_hub(reporter, run_id or "")
+            if spec.run is None:
+                raise LaunchError("this spec names no run: `securehpc-node run` needs the spec of a headless run",
+                                  EX_USAGE)  # fmt: skip
             session = prepare(spec, token)
         except LaunchError as error:
             reporter.message(str(error).splitlines()[0])
+            await reporter.end(RunEnd("failed", exit_code=error.exit_code % 256, problem="start"))
             raise
         del token
         reporter.message(f"run {spec.run.run_id}: keys delivered, starting papermill in the sandbox")

@@ -65,6 +65,7 @@ PROBLEMS = {
     "output_exists": "the run's folder in the workspace exists already; submit the run again",
     "kernel": "the kernel did not start (is it installed in the nodes' environment? see the run's log)",
     "sandbox": "the run ended without saying why (see `securehpc run logs`)",
+    "start": "the run's job did not get as far as its sandbox (see `securehpc run logs` for why)",
 }
 MAX_MESSAGES = 50
 REPORTS_AFTER_END = dt.timedelta(minutes=10)
@@ -233,6 +234,8 @@ class RunService:
                 request: RunRequest = parse(data, policy)
             except (RunRequestError, OptionsError) as error:
                 raise self._run_refused(obj, project.name, str(error), bad_input=True) from None
+            # Every parameter name must be in the notebook's parameters cell (projects/notebooks.py), deny by default.
+            self._check_run_parameters(session, project, request, obj)
             # One submission of a project at a time (PostgreSQL: the project's row is locked; SQLite's writers
             # are serialised anyway), so that concurrent submissions cannot all pass the count.
             session.execute(select(Project.id).where(Project.id == project.id).with_for_update())

@@ -11,10 +11,17 @@ For people (a JupyterHub API token or the hub's cookie, with the scope to start 
 - ``GET /runs?project=P``: the project's runs; ``GET /runs/ID``: one run (state, cells done of the total, how it
   ended); ``POST /runs/ID/cancel``: ``scancel``, recorded; ``GET /runs/ID/logs``: the launcher's messages.
 
-For the run's job only, with ``Authorization: securehpc-report <the run's secret>`` (made at submission, never in
-the sandbox, only its SHA-256 kept): ``POST /runs/ID/progress`` ``{"cells_done", "cells_total"}``,
-``/end`` (``session.reports.parse_run_end``), ``/message`` ``{"message"}``. Refusals are 403 (400 for a malformed
-body from the right job), audited and bounded per source like the sessions' reports (``spawner/api.py``).
+For the run's job only, with ``Authorization: securehpc-report <the run's secret>`` (made at submission, in sbatch's
+environment only, never in the sandbox, only its SHA-256 kept): ``POST /runs/ID/start`` ``{}`` answers the run's
+signed spec and its wrapped key (``session.reports.run_start_answer``, ``Cache-Control: no-store``), once: while
+the run is queued or running, was never started (``ProjectService.claim_run_start`` records the claim before any
+key is wrapped; a second start is 409, audited) and Slurm shows its job running (so a copy of the secret from
+slurmctld's stored environment is no use before the job runs); membership and policy are decided then
+(``session_grant``: a person removed while the run was queued gets 403 and the run ends failed); 503 while the hub
+cannot decide yet (nothing claimed; the launcher asks again). ``POST /runs/ID/progress``
+``{"cells_done", "cells_total"}``, ``/end`` (``session.reports.parse_run_end``), ``/message`` ``{"message"}``.
+Refusals are 403 (400 for a malformed body from the right job), audited and bounded per source like the
+sessions' reports (``spawner/api.py``).
 
 The project portal (``/services/securehpc/api/v1``) will offer the same through ``ProjectService`` later; until
 then the hub serves this.
@@ -34,17 +41,19 @@ from ..session.reports import (
     KIND_RUN_END,
     KIND_RUN_MESSAGE,
     KIND_RUN_PROGRESS,
+    KIND_RUN_START,
     MAX_RUN_END_BODY,
     ReportError,
     parse_run_end,
     parse_run_message,
     parse_run_progress,
+    run_start_answer,
 )
 from ..session.spec import RunRequestError
 from ..spawner.api import _limiter, refuse
 from ..spawner.reports import secret_from_authorization, secret_matches
 from ..spawner.slurm import SlurmError
-from .hub import REFRESH_AGE, RunManager, RunNotSubmitted
+from .hub import REFRESH_AGE, RunManager, RunNotStarted, RunNotSubmitted, RunStartLater
 from .request import MAX_BODY, parse_body
 
 _MANAGER = "securehpc_runs"  # where the hub's one RunManager lives in the tornado settings
@@ -187,8 +196,7 @@ class RunReportHandler(APIHandler):
         refuse(self, status, action=f"run.report.{kind}", actor="anonymous", obj=f"run:{run_id}", reason=reason,
                answer=answer)  # fmt: skip
 
-    async def post(self, run_id: str, kind: str) -> None:
-        runs = manager(self)
+    def _check_secret(self, runs: RunManager, kind: str, run_id: str) -> None:
         secret = secret_from_authorization(self.request.headers.get("Authorization"))
         if secret is None:
             self._refuse(kind, run_id, 403, "no report credential (Authorization: securehpc-report ...)",
@@ -198,6 +206,10 @@ class RunReportHandler(APIHandler):
             # Unknown run, ended run, wrong secret: one answer for all.
             self._refuse(kind, run_id, 403, "no such active run, or a wrong report credential for it",
                          "not a report credential of this run")  # fmt: skip
+
+    async def post(self, run_id: str, kind: str) -> None:
+        runs = manager(self)
+        self._check_secret(runs, kind, run_id)
         body = bytes(self._body)
         hub = runs.as_hub()
         try:
@@ -213,10 +225,34 @@ class RunReportHandler(APIHandler):
         self.finish()
 
 
+class RunStartHandler(RunReportHandler):
+    """The run's job asks for its signed spec and key, once, when it has started (see the module's docstring)."""
+
+    async def post(self, run_id: str) -> None:  # type: ignore[override]
+        runs = manager(self)
+        self._check_secret(runs, KIND_RUN_START, run_id)
+        if bytes(self._body).strip() not in (b"", b"{}"):
+            self._refuse(KIND_RUN_START, run_id, 400, "the start takes no body but {}")
+        try:
+            signed, token = await runs.start(run_id)
+        except RunStartLater as error:
+            raise web.HTTPError(503, str(error)) from None
+        except Refused as error:  # claim_run_start recorded it: started already, ended, or its job not running
+            raise web.HTTPError(409, str(error).splitlines()[0]) from None
+        except RunNotStarted as error:  # no key for its person now (audited key.wrap); the run has ended
+            raise web.HTTPError(403, str(error).splitlines()[0]) from None
+        # Only to the holder of the run's secret, and kept by nobody on the way.
+        self.set_status(200)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(run_start_answer(signed, token)))
+
+
 ROUTES = [
     (r"/api/securehpc/runs", RunsHandler),
     (rf"/api/securehpc/runs/{_RUN_ID}", RunHandler),
     (rf"/api/securehpc/runs/{_RUN_ID}/cancel", CancelHandler),
     (rf"/api/securehpc/runs/{_RUN_ID}/logs", LogsHandler),
+    (rf"/api/securehpc/runs/{_RUN_ID}/{KIND_RUN_START}", RunStartHandler),
     (rf"/api/securehpc/runs/{_RUN_ID}/({KIND_RUN_PROGRESS}|{KIND_RUN_END}|{KIND_RUN_MESSAGE})", RunReportHandler),
 ]

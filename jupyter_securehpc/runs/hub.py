@@ -1,11 +1,20 @@
-"""The hub's side of headless runs: submit, cancel, and follow Slurm until each run has ended.
+"""The hub's side of headless runs: submit, start, cancel, and follow Slurm until each run has ended.
 
-A submission takes the path of a session start: ``ProjectService`` records and audits the run (``submit_run``:
-membership, role, the request against the policy, ``max_concurrent_runs``), wraps the session key
-(``session_grant``: decided again, audited as ``key.wrap``), the run spec is signed inside the session spec, and the
-batch script (``spawner/script.py``, ``mode="run"``) goes to ``sbatch --uid`` as the grant's account
-(``spawner/slurm.py``, shared with the spawner) with the wrapped token and the run's own report secret in its
-environment only (the hub keeps the secret's SHA-256 in the run's row).
+A submission records and audits the run (``ProjectService.submit_run``: membership, role, the request against the
+policy, ``max_concurrent_runs``; refusals before anything is submitted) and submits its batch script
+(``spawner/script.py``, ``mode="run"``) with ``sbatch --uid`` as the person's principal in the project
+(``ProjectService.run_job``; ``spawner/slurm.py``, shared with the spawner). Nothing of the run is in the job:
+the script holds its tag and resources, sbatch's environment the report URL, the run's own report secret (the hub
+keeps its SHA-256 in the run's row) and the hub's public key; no key is wrapped yet. Slurm keeps scripts and their
+environment on its controller, which is why the run's notebook, parameter values and uploaded notebook are not
+there.
+
+At its start the job asks once (``start``, ``runs/api.py``'s ``/runs/ID/start`` with the report secret): while
+Slurm shows it running and only the first time (``ProjectService.claim_run_start`` records the claim before a key
+exists), the hub decides membership and policy again and wraps the session key (``session_grant``, audited as
+``key.wrap``), signs the session spec with the run spec inside and answers both. The key's ``key_ttl`` therefore
+counts from the job's start, however long it queued; a person removed meanwhile gets no key and the run ends
+failed, saying why.
 
 A hub restart loses nothing: runs live in the projects database, their jobs are tagged (``securehpc-run:RUN_ID``),
 and a run the hub was submitting when it stopped is found by its tag or ended as not submitted; no run is ever
@@ -33,9 +42,9 @@ from ..audit import AuditLog
 from ..config import SecureHPC
 from ..keys import KeyStore, KeyStoreConfig
 from ..projects.db import open_database
-from ..projects.runs import RunRecord
+from ..projects.runs import RunJob, RunRecord
 from ..projects.service import Actor, ProjectService
-from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV, WRAPPED_TOKEN_ENV
+from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV
 from ..session.spec import SessionSpec
 from ..spawner import script, slurm
 from ..spawner.options import SessionRequest
@@ -56,6 +65,16 @@ _SCONTROL_FIELD = re.compile(r"(\w+)=(\S*)")
 
 class RunNotSubmitted(RuntimeError):
     """The run was recorded, but its job could not be submitted; the run has ended as failed, and says why."""
+
+
+class RunStartLater(RuntimeError):
+    """The hub cannot answer the run's job yet (its job id is not recorded, Slurm did not answer); nothing was
+    claimed: the job asks again."""
+
+
+class RunNotStarted(RuntimeError):
+    """The run's job asked for its key and may not have one (its person was removed, the policy changed, the key
+    server failed): the run has ended as failed, and says why."""
 
 
 def run_tag(run_id: str) -> str:
@@ -142,21 +161,20 @@ class RunManager:
 
     # --- submit ---------------------------------------------------------------------------------------
     async def submit(self, user: str, data: dict) -> RunRecord:
-        """Record, grant, sign and submit a run of ``user``; refusals raise before anything is submitted."""
+        """Record and submit a run of ``user``; refusals raise before anything is submitted. No key is wrapped
+        and nothing of the run (notebook, parameters, upload) goes into the job: it asks for them when it
+        starts (``start``)."""
         self.ensure_poller()
         secret, secret_hash = new_report_secret()
         record = await asyncio.to_thread(self.as_person(user).submit_run, data, report_hash=secret_hash)
         self._submitting.add(record.run_id)
-        grant = None
         try:
-            grant = await asyncio.to_thread(self.as_hub().session_grant, record.project, user)
-            batch, env, account = self._job(record, grant)
+            job = await asyncio.to_thread(self.as_hub().run_job, record.run_id)
+            batch, env, account = self._job(record, job)
             env[REPORT_TOKEN_ENV] = secret
             job_id = await slurm.submit(batch, account=account, env=env, timeout=float(self.setting("command_timeout")))
-        except Exception as error:  # whatever stopped it (refused now, OpenBao, Slurm): the run ends, saying why
+        except Exception as error:  # whatever stopped it (no principal, Slurm): the run ends, saying why
             reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-            if grant is not None:
-                self._revoke(grant)
             ended = await asyncio.to_thread(self.as_hub().run_not_submitted, record.run_id, reason)
             raise RunNotSubmitted(f"run {record.run_id}: {ended.reason}") from None
         finally:
@@ -164,16 +182,65 @@ class RunManager:
         log.info("submitted run %s of %s in %s as job %s", record.run_id, user, record.project, job_id)
         return await asyncio.to_thread(self.as_hub().run_submitted, record.run_id, job_id)
 
-    def _job(self, record: RunRecord, grant: object) -> tuple[str, dict[str, str], slurm.JobAccount]:
-        """The batch script, sbatch's environment and the account of ``record``'s job under ``grant``."""
+    def _job(self, record: RunRecord, job: RunJob) -> tuple[str, dict[str, str], slurm.JobAccount]:
+        """The batch script, sbatch's environment and the account of ``record``'s job: its tag and resources,
+        the report URL and secret, nothing of the run itself and no key."""
+        # The account of the person's principal in the project: the spec the job gets at its start names the
+        # same principal (session_grant decides it from the same database), and the launcher refuses to start
+        # under any other, as for a session.
+        account = slurm.job_account(job)  # type: ignore[arg-type] - RunJob has the fields a grant lends it
+        output = self.settings.job_output.replace(script.NONCE, secrets.token_hex(8))
+        settings = script.JobSettings(str(self.setting("node_command")), output,
+                                      tuple(self.setting("extra_sbatch_options") or ()))  # fmt: skip
+        request = SessionRequest(record.project, **record.resources)
+        batch = script.render(request, job.policy, tag=run_tag(record.run_id), settings=settings, mode="run",
+                              run_id=record.run_id)  # fmt: skip
+        env = {**slurm.slurm_env(), REPORT_URL_ENV: f"{self.hub_api_url}/securehpc/runs/{record.run_id}"}
+        if os.environ.get(HUB_PUBLIC_KEY_ENV):
+            env[HUB_PUBLIC_KEY_ENV] = os.environ[HUB_PUBLIC_KEY_ENV]
+        return batch, env, account
+
+    # --- start: the job's one question ------------------------------------------------------------------
+    async def start(self, run_id: str) -> tuple[str, str]:
+        """The signed spec and the wrapped key of a run whose job has started (the caller checked the run's
+        report secret): once, while Slurm shows the job running; membership and policy decided now
+        (``session_grant``, audited ``key.wrap``), so the key's ``key_ttl`` counts from here. ``RunStartLater``
+        when the hub cannot decide yet (nothing claimed); ``Refused`` (audited) when it may not start."""
+        hub = self.as_hub()
+        record = await asyncio.to_thread(hub.hub_run, run_id)
+        if record is None or record.state == "submitting" or not record.job_id:
+            raise RunStartLater(f"the hub has not recorded run {run_id}'s job yet: ask again in a moment")
+        try:
+            timeout = float(self.setting("command_timeout"))
+            text = await slurm.run_command(["scontrol", "--oneliner", "show", "job", record.job_id],
+                                           env=slurm.slurm_env(), timeout=timeout)  # fmt: skip
+        except slurm.SlurmError as error:
+            if "Invalid job id" not in str(error):
+                raise RunStartLater(f"Slurm did not answer about job {record.job_id}: ask again") from None
+            text = ""
+        fields = dict(_SCONTROL_FIELD.findall(text))
+        tag_ok = fields.get("Comment") == run_tag(run_id)
+        claimed = await asyncio.to_thread(hub.claim_run_start, run_id, fields.get("JobState") if tag_ok else None)
+        grant = None
+        try:
+            grant = await asyncio.to_thread(hub.session_grant, claimed.project, claimed.user)
+            signed = self._signed_spec(claimed, grant)
+        except Exception as error:  # refused now (removed, policy), OpenBao: the run ends, saying why
+            reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+            if grant is not None:
+                self._revoke(grant)
+            ended = await asyncio.to_thread(hub.run_not_started, run_id, reason)
+            raise RunNotStarted(ended.reason or reason) from None
+        log.info("gave run %s (job %s) its spec and key", run_id, claimed.job_id)
+        return signed, grant.wrapped.token
+
+    def _signed_spec(self, record: RunRecord, grant: object) -> str:
+        """The session spec of ``record``'s run under ``grant``, with the run spec inside, signed."""
         keys = KeyStoreConfig(config=self.config)
-        # The account the grant runs as (the person's principal in the project): the spec names it, and the
-        # launcher refuses to start under any other, as for a session.
-        account = slurm.job_account(grant)
         spec = SessionSpec(
             project=record.project,
             user=grant.user,
-            principal=account.name,
+            principal=grant.principal,
             role=grant.role,
             store_root=Path(self.site.store_root),
             vault_addr=keys.url,
@@ -186,18 +253,7 @@ class RunManager:
             policy=grant.policy,
             run=record.spec,
         )
-        signed = jobspec.sign(spec, jobspec.load_private_key(Path(str(self.setting("signing_key_file")))))
-        output = self.settings.job_output.replace(script.NONCE, secrets.token_hex(8))
-        settings = script.JobSettings(str(self.setting("node_command")), output,
-                                      tuple(self.setting("extra_sbatch_options") or ()))  # fmt: skip
-        request = SessionRequest(record.project, **record.resources)
-        batch = script.render(request, grant.policy, tag=run_tag(record.run_id), signed_spec=signed,
-                              settings=settings, mode="run")  # fmt: skip
-        env = {**slurm.slurm_env(), WRAPPED_TOKEN_ENV: grant.wrapped.token}
-        env[REPORT_URL_ENV] = f"{self.hub_api_url}/securehpc/runs/{record.run_id}"
-        if os.environ.get(HUB_PUBLIC_KEY_ENV):
-            env[HUB_PUBLIC_KEY_ENV] = os.environ[HUB_PUBLIC_KEY_ENV]
-        return batch, env, account
+        return jobspec.sign(spec, jobspec.load_private_key(Path(str(self.setting("signing_key_file")))))
 
     def _revoke(self, grant: object) -> None:
         try:
@@ -205,8 +261,8 @@ class RunManager:
             KeyStore(KeyStoreConfig(config=self.config)).revoke_wrapping(
                 wrapped.accessor, wrapped_accessor=wrapped.wrapped_accessor
             )
-        except Exception as error:  # the job never started; the token expires with its TTL anyway
-            log.warning("could not revoke the key of a run that was not submitted: %s", error)
+        except Exception as error:  # the token expires with its TTL anyway
+            log.warning("could not revoke the key of a run that did not start: %s", error)
 
     # --- cancel ---------------------------------------------------------------------------------------
     async def cancel(self, user: str, run_id: str) -> RunRecord:

@@ -212,6 +212,9 @@ def activity_report() -> dict:
 KIND_RUN_PROGRESS = "progress"
 KIND_RUN_END = "end"
 KIND_RUN_MESSAGE = "message"
+# Not a report but the job's one question, asked once when it starts: the answer is the run's signed spec and its
+# wrapped key (``run_start_answer``), which the batch script never holds.
+KIND_RUN_START = "start"
 MAX_RUN_PROGRESS_BODY = 128
 MAX_RUN_END_BODY = 8 * 1024
 MAX_RUN_MESSAGE_BODY = 1024
@@ -226,6 +229,7 @@ RUN_PROBLEMS = (
     "output_exists",  # runs/RUN_ID exists already: a run is never executed twice
     "kernel",  # the kernel does not exist or did not start
     "sandbox",  # the sandbox or the runner ended without saying why
+    "start",  # the launcher did not get as far as the sandbox (no spec or key from the hub, a store, the node)
 )
 _EXCEPTION = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 
@@ -334,3 +338,28 @@ def run_end_report(end: RunEnd) -> dict:
 
 def run_message_report(text: str) -> dict:
     return {"message": text}
+
+
+# --- a run's start: the hub's answer to ``<run report URL>/start`` (runs/api.py), read by the launcher -----------
+
+# The signed spec may carry an uploaded notebook (at most 1 MiB of text, escaped twice in JSON): room for it.
+MAX_RUN_START_ANSWER = 8 * 1024 * 1024
+_WRAPPED_TOKEN = re.compile(r"[A-Za-z0-9._+/=-]{1,512}")
+
+
+def run_start_answer(signed_spec: str, wrapped_token: str) -> dict:
+    """What the hub answers the run's job, and only it (the holder of the run's report secret)."""
+    return {"signed_spec": signed_spec, "wrapped_token": wrapped_token}
+
+
+def parse_run_start_answer(body: bytes) -> tuple[str, str]:
+    """(signed spec text, wrapped token) of the hub's answer; the spec's signature is the caller's to verify."""
+    data = _json(body, MAX_RUN_START_ANSWER)
+    if not isinstance(data, dict) or sorted(data) != ["signed_spec", "wrapped_token"]:
+        raise ReportError('the answer must be exactly {"signed_spec": TEXT, "wrapped_token": TOKEN}')
+    spec, token = data["signed_spec"], data["wrapped_token"]
+    if not isinstance(spec, str) or not spec:
+        raise ReportError("signed_spec must be the signed spec's JSON text")
+    if not isinstance(token, str) or not _WRAPPED_TOKEN.fullmatch(token):
+        raise ReportError("wrapped_token must be a wrapping token")
+    return spec, token

@@ -1,9 +1,13 @@
-"""The Slurm batch script of a secure session: rendered only from validated values, never user text.
+"""The Slurm batch script of a secure session or a headless run: rendered only from validated values, never
+user text.
 
 Every ``#SBATCH`` line comes from an int or a name that passed ``vocabulary.names``; every value that
-reaches the shell is quoted with ``shlex.quote`` all the same. The signed job spec travels inside the
-script as a quoted here-document (one line of JSON, which cannot contain the terminator line). The
-wrapped token is not in the script: it reaches the job through sbatch's environment.
+reaches the shell is quoted with ``shlex.quote`` all the same. A session's signed job spec travels inside the
+script as a quoted here-document (one line of JSON, which cannot contain the terminator line); its wrapped
+token is not in the script: it reaches the job through sbatch's environment. A headless run's script holds
+neither: Slurm keeps batch scripts on its controller, so the run's spec (notebook, parameter values, an
+uploaded notebook) and its key are asked from the hub by the launcher when the job starts
+(``securehpc-node run --from-hub``); the script carries the tag and the resources only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def job_tag(user: str, project: str, server_id: str) -> str:
 
 NONCE = "{nonce}"
 _JOB_OUTPUT = re.compile(r"/[A-Za-z0-9_.%@+/-]*")
+_RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 def check_job_output(value: str, setting: str) -> str:
@@ -55,14 +60,20 @@ def render(
     policy: Policy,
     *,
     tag: str,
-    signed_spec: str,
     settings: JobSettings,
+    signed_spec: str | None = None,
     mode: str = "serve",
+    run_id: str | None = None,
 ) -> str:
-    """The batch script of a session (``mode="serve"``) or of a headless run (``mode="run"``)."""
+    """The batch script of a session (``mode="serve"``, with its ``signed_spec``) or of the headless run
+    ``run_id`` (``mode="run"``, without a spec: the launcher asks the hub for it when the job starts)."""
     if mode not in ("serve", "run"):
         raise ValueError(f"unknown job mode {mode!r}")
-    if "\n" in signed_spec or SPEC_END in signed_spec:
+    if (signed_spec is None) != (mode == "run"):
+        raise ValueError("a session's script carries its signed spec; a run's never does (it asks the hub)")
+    if mode == "run" and not _RUN_ID.fullmatch(run_id or ""):
+        raise ValueError(f"a run's script needs its run id, not {run_id!r}")
+    if signed_spec is not None and ("\n" in signed_spec or SPEC_END in signed_spec):
         raise ValueError("the job spec must be one line of JSON")
     if "{" in settings.output or "}" in settings.output:
         raise ValueError(f"the job output {settings.output!r} still has a placeholder: fill its {{nonce}} first")
@@ -82,6 +93,12 @@ def render(
     if policy.exclusive:
         lines.append("#SBATCH --exclusive")
     lines += [f"#SBATCH {option}" for option in settings.extra_sbatch]
+    if mode == "run":
+        # A headless run: the launcher asks the hub for the run's signed spec and key (its report secret and the
+        # hub's URL are in sbatch's environment), then runs papermill in the sandbox.
+        command = f"{shlex.quote(settings.node_command)} run --from-hub {shlex.quote(run_id)}"
+        lines += ["set -euo pipefail", f"exec {command}", ""]
+        return "\n".join(lines)
     lines += [
         "set -euo pipefail",
         'spec="$(mktemp)"',
@@ -91,10 +108,7 @@ def render(
         SPEC_END,
         # Not exec: the trap removes the spec file when the launcher ends. The launcher reports its port to
         # the hub itself, on the node's address that the proxy reaches.
-        f'{shlex.quote(settings.node_command)} serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"'
-        if mode == "serve"
-        # A headless run: papermill in the sandbox; the spec names the notebook and its parameters.
-        else f'{shlex.quote(settings.node_command)} run --spec "$spec"',
+        f'{shlex.quote(settings.node_command)} serve --spec "$spec" --ip "$(hostname --ip-address | cut -d" " -f1)"',
         "",
     ]
     return "\n".join(lines)
