@@ -376,7 +376,8 @@ def test_a_token_without_the_portal_scope_is_refused_and_recorded(site):
 def test_responses_carry_the_security_headers(site):
     response = api(site, "GET", "/me", OWNER)
     assert (
-        response.headers["Content-Security-Policy"] == "default-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        response.headers["Content-Security-Policy"]
+        == "default-src 'self'; script-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
     )
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
