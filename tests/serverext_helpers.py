@@ -202,6 +202,7 @@ def launch(
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
     user: str | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> Server:
     """Start ``python -m jupyter_server`` on a free loopback port; with ``wait``, until /api/status answers.
 
@@ -209,7 +210,8 @@ def launch(
     ``extension``: on or off on the command line (as the node launcher does), or None to leave it to the
     config files (``config_path`` is added to ``$JUPYTER_CONFIG_PATH``). ``extra_args`` go on the command
     line (``--ServerApp.jpserver_extensions=...`` there replaces the one made from ``extension``);
-    ``extra_env`` is added to the environment; ``user`` runs the server as that (unprivileged) user.
+    ``extra_env`` is added to the environment; ``user`` runs the server as that (unprivileged) user;
+    ``pass_fds`` are inherited by the server (the launcher's audit pipe, ``SECUREHPC_AUDIT_FD``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if session is not None:
@@ -238,7 +240,8 @@ def launch(
     if user is not None:
         chown_tree(workdir, user)  # its config, data and runtime folders
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, user=user)
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, user=user,
+                                pass_fds=pass_fds)  # fmt: skip
     server = Server(proc, port, token, root, log, audit)
     if wait:
         try:

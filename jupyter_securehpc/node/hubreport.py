@@ -1,9 +1,14 @@
 """What ``securehpc-node serve`` tells the hub (``jupyter_securehpc.spawner.api``): its start stages, its port,
-the session's audit events and its activity.
+the session's audit events, its activity, and the parameter names of the notebooks saved in it.
 
 The credential is the session's report secret (``$SECUREHPC_REPORT_TOKEN``, taken out of the environment
 at start): it never enters the sandbox, so code in a kernel cannot report anything in the session's name.
 The server's own hub API token stays with the server, which needs it to authenticate its users.
+
+The server extension's audit pipe carries its refusals and, as ``{"parameters": {...}}`` lines, the changes of
+the hub's notebook parameter index (``session.parameters``): each is parsed here with the hub's own strict parser
+before it is posted; one that does not parse is not posted, and becomes an audit event (``session.parameters``,
+denied) instead.
 
 Posts go one at a time through one worker thread, in order, so that the relays' event loop never waits for
 the hub. Without ``$SECUREHPC_REPORT_URL`` (a session run by hand) stages and the port are printed instead,
@@ -16,18 +21,22 @@ import asyncio
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..session.env import REPORT_TOKEN_ENV, REPORT_URL_ENV
+from ..session.parameters import KIND_PARAMETERS, PIPE_KEY, ParametersChange, parameters_report, parse_parameters_change
 from ..session.reports import (
     KIND_ACTIVITY,
     KIND_AUDIT,
     KIND_PORT,
     KIND_STAGE,
     REPORT_SCHEME,
+    ReportError,
     activity_report,
     audit_report,
     port_report,
@@ -39,6 +48,7 @@ log = logging.getLogger(__name__)
 
 AUDIT_BATCH = 50  # events per post; the hub takes at most 100 and 64 KiB
 MAX_PENDING = 1000  # audit events kept for a hub that does not take them; beyond, they are counted only
+MAX_PENDING_PARAMETERS = 200  # parameter index changes kept likewise
 MAX_LINE = 64 * 1024
 
 
@@ -59,6 +69,7 @@ class HubReporter:
             )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-report")
         self.pending: deque[dict] = deque()
+        self.pending_parameters: deque[ParametersChange] = deque()
         self.forwarded = 0
         self.dropped = 0
         self._flushing = asyncio.Lock()
@@ -122,10 +133,44 @@ class HubReporter:
             return
         self.pending.append(event)
 
+    def parameters(self, change: ParametersChange) -> None:
+        """Queue a change of the notebook parameter index (checked already), sent in order with the next flush."""
+        if len(self.pending_parameters) >= MAX_PENDING_PARAMETERS:
+            self.dropped_parameters += 1
+            return
+        self.pending_parameters.append(change)
+
+    dropped_parameters = 0
+    forwarded_parameters = 0
+
     async def flush(self) -> None:
-        """Send the queued audit events; those the hub does not take stay queued for the next flush."""
+        """Send the queued audit events and index changes; those the hub does not take stay queued for the next
+        flush (refused ones are dropped: the hub answered why in its own audit log)."""
         async with self._flushing:
             await self._flush()
+            await self._flush_parameters()
+
+    async def _flush_parameters(self) -> None:
+        if not self.base_url:
+            self.pending_parameters.clear()
+            return
+        while self.pending_parameters:
+            change = self.pending_parameters[0]
+            try:
+                await self._submit(KIND_PARAMETERS, parameters_report(change))
+            except urllib.error.HTTPError as error:
+                if error.code in (400, 403, 404):  # refused for good (and audited by the hub): do not retry
+                    log.warning("the hub refused a notebook parameters report (HTTP %d)", error.code)
+                    self.dropped_parameters += 1
+                    self.pending_parameters.popleft()
+                    continue
+                log.warning("the hub did not take a notebook parameters report yet (HTTP %d)", error.code)
+                return
+            except (OSError, urllib.error.URLError) as error:
+                log.warning("the hub did not take a notebook parameters report yet: %s", error)
+                return
+            self.pending_parameters.popleft()
+            self.forwarded_parameters += 1
 
     async def _flush(self) -> None:
         if not self.base_url:
@@ -155,15 +200,55 @@ class HubReporter:
     def summary(self) -> str:
         """For the job's output at the end: counts only (the events' objects are paths in the project)."""
         left = len(self.pending) + self.dropped
-        return f"{self.forwarded} audit events forwarded to the hub" + (f", {left} could not be" if left else "")
+        text = f"{self.forwarded} audit events forwarded to the hub" + (f", {left} could not be" if left else "")
+        changes = self.forwarded_parameters + len(self.pending_parameters) + self.dropped_parameters
+        if changes:
+            unsent = len(self.pending_parameters) + self.dropped_parameters
+            text += f"; {self.forwarded_parameters} notebook parameter reports" + (f", {unsent} not" if unsent else "")
+        return text
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
 
 
-async def read_audit_pipe(reader: asyncio.StreamReader, reporter: HubReporter) -> None:
-    """Queue the server extension's events, one JSON object per line, from the pipe only the server holds,
-    until the server ends (``reporter.flush`` sends them)."""
+def parameters_refusal(user: str, project: str, reason: str) -> dict:
+    """An audit event (the server extension's event shape) for an index change the launcher would not post."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "actor": user,
+        "action": "session.parameters",
+        "object": f"server:{user}/{project}",
+        "project": project,
+        "outcome": "denied",
+        "reason": f"the session's notebook parameters report was not posted: {reason}"[:1000],
+    }
+
+
+def take_pipe_line(event: dict, reporter: HubReporter, refused: Callable[[str], dict] | None) -> None:
+    """One decoded line of the audit pipe: an index change (``{"parameters": {...}}``, parsed strictly) or an
+    audit event (the hub parses those)."""
+    if PIPE_KEY not in event:
+        reporter.queue(event)
+        return
+    try:
+        if list(event) != [PIPE_KEY]:
+            raise ReportError(f"a line with {PIPE_KEY!r} must hold nothing else")
+        change = parse_parameters_change(event[PIPE_KEY])
+    except ReportError as error:
+        log.warning("the server extension wrote a notebook parameters report that is not valid: %s", error)
+        reporter.dropped_parameters += 1
+        if refused is not None:
+            reporter.queue(refused(str(error)))
+        return
+    reporter.parameters(change)
+
+
+async def read_audit_pipe(
+    reader: asyncio.StreamReader, reporter: HubReporter, refused: Callable[[str], dict] | None = None
+) -> None:
+    """Queue the server extension's events and index changes, one JSON object per line, from the pipe only the
+    server holds, until the server ends (``reporter.flush`` sends them). ``refused(reason)`` makes the audit
+    event for an index change that does not parse."""
     while True:
         try:
             line = await reader.readuntil(b"\n")
@@ -178,7 +263,7 @@ async def read_audit_pipe(reader: asyncio.StreamReader, reporter: HubReporter) -
         except ValueError:
             event = None
         if isinstance(event, dict):
-            reporter.queue(event)
+            take_pipe_line(event, reporter, refused)
         else:
             reporter.dropped += 1
 

@@ -5,8 +5,9 @@ Nothing the sandbox can write decides where traffic goes:
 - the launcher binds the server's listening socket in a private folder that is never part of the sandbox
   and hands it in as a descriptor (``SECUREHPC_SERVER_FD``); the public relay (node TCP port, for the hub's
   proxy) connects only to that very socket (``relay.py``);
-- the server's audit events come out on a pipe (``SECUREHPC_AUDIT_FD``) that only the server holds; the
-  launcher forwards them to the hub with a credential the sandbox never sees (``hubreport.py``);
+- the server's audit events, and the parameter names of the notebooks it saves, come out on a pipe
+  (``SECUREHPC_AUDIT_FD``) that only the server holds; the launcher checks them and forwards them to the hub
+  with a credential the sandbox never sees (``hubreport.py``);
 - the hub API is reached through a socket in a read-only folder, and the relay behind it passes only the
   requests the server needs (``hubrelay.py``);
 - the server's own log stays inside: the job's output carries the launcher's messages only, is readable by
@@ -28,6 +29,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 from ..session.env import AUDIT_FD_ENV, SERVER_FD_ENV, SESSION_POLICY_ENV
@@ -36,7 +38,7 @@ from ..session.spec import SessionSpec
 from . import relay
 from .errors import EX_SOFTWARE, EX_USAGE, LaunchError
 from .hubrelay import HubRelay
-from .hubreport import HubReporter, open_pipe_reader, read_audit_pipe
+from .hubreport import HubReporter, open_pipe_reader, parameters_refusal, read_audit_pipe
 from .launcher import end_sandbox_on_signals, prepare, sandbox_command, take_token
 from .sandbox import (
     HUB_DIR,
@@ -296,7 +298,8 @@ async def _serve(
             listener.close()
         sandbox_output = SandboxOutput()
         tasks.append(asyncio.create_task(sandbox_output.read(sandbox.stdout)))
-        tasks.append(asyncio.create_task(read_audit_pipe(await open_pipe_reader(audit_read), reporter)))
+        refused = partial(parameters_refusal, spec.user, spec.project)
+        tasks.append(asyncio.create_task(read_audit_pipe(await open_pipe_reader(audit_read), reporter, refused)))
         status_reader = await open_pipe_reader(status_read)
         mounted = asyncio.create_task(status_reader.readline())
         reporter.stage(STAGE_MOUNTING)

@@ -101,8 +101,28 @@ def _v3_principals(connection: Connection) -> None:
         Index("ix_projects_unix_group", projects.c.unix_group, unique=True).create(connection)
 
 
+def _v4_notebook_parameters(connection: Connection) -> None:
+    """The parameter names of the workspace's notebooks, as sessions report them on each save (headless runs
+    check a submission's names against them). A database created fresh has the table already."""
+    metadata = MetaData()
+    Table("projects", metadata, Column("id", Integer, primary_key=True))  # what the foreign key refers to
+    Table(
+        "notebook_parameters",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+        Column("path", String(1024), nullable=False),
+        Column("names", JSON(), nullable=False),
+        Column("updated_at", DateTime(), nullable=False),
+        Column("reported_by", String(255), nullable=False),
+        UniqueConstraint("project_id", "path"),
+    ).create(connection, checkfirst=True)
+
+
 # version -> step that upgrades version-1 to it. Append; never edit a released step.
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_runs, 3: _v3_principals}
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    1: _v1_initial, 2: _v2_runs, 3: _v3_principals, 4: _v4_notebook_parameters,
+}  # fmt: skip
 
 
 class SchemaError(RuntimeError):

@@ -1,4 +1,5 @@
-"""The database schema: projects, members, datasets, shares, policies, headless runs; room for releases.
+"""The database schema: projects, members, datasets, shares, policies, headless runs and the parameter names of
+the workspace's notebooks; room for releases.
 
 Names are stored as typed (NFC) with a ``name_key`` (NFKC, case-folded) that carries the uniqueness
 constraint, so that names which people or OpenBao would confuse cannot both exist.
@@ -154,6 +155,23 @@ class Run(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     # Who cancelled it.
     ended_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class NotebookParameters(Base):
+    """The parameter names of one notebook of a project's workspace, as a session last reported them when the
+    notebook was saved in JupyterLab (``projects/notebooks.py``): names only, never values. Schema version 4."""
+
+    __tablename__ = "notebook_parameters"
+    __table_args__ = (UniqueConstraint("project_id", "path"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # Relative to the workspace, as the contents API and ``securehpc run submit`` name it.
+    path: Mapped[str] = mapped_column(String(1024))
+    # The parameters cell's names in the cell's order ([] for a notebook without a parameters cell).
+    names: Mapped[list] = mapped_column(JSON, default=list)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The person whose session reported the save.
+    reported_by: Mapped[str] = mapped_column(String(255))
 
 
 class ReleaseRequest(Base):

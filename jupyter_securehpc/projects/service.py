@@ -31,6 +31,7 @@ from ..vocabulary import DatasetRef, InvalidName, StoreLayout, name_key, validat
 from . import accounts as principals
 from .authz import Action, Subject, decide
 from .model import Dataset, Member, Project, Share, utcnow
+from .notebooks import NotebookService
 from .policy import InvalidPolicy, Policy
 from .roles import Role
 from .runs import RunService
@@ -146,8 +147,9 @@ class Actor:
         return self.admin if self.as_user is not None else None
 
 
-class ProjectService(RunService):
-    """The one door to the projects database (runs: ``RunService``, projects/runs.py)."""
+class ProjectService(RunService, NotebookService):
+    """The one door to the projects database (runs: ``RunService``, projects/runs.py; the index of notebook
+    parameter names: ``NotebookService``, projects/notebooks.py)."""
 
     def __init__(
         self,

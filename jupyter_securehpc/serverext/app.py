@@ -4,7 +4,9 @@ At link time (before kernels, the web app or the HTTP server exist): the process
 without core files, the launcher's listening socket (``SECUREHPC_SERVER_FD``) replaces jupyter-server's own
 binding, and the audit sink is opened (the launcher's pipe ``SECUREHPC_AUDIT_FD``, else the file
 ``SECUREHPC_AUDIT_LOG``); see ``process.py`` and ``sink.py``. At initialize: tokens are read and removed from
-the environment (kernels and terminals start later), tracebacks are never served, and the guard is installed.
+the environment (kernels and terminals start later), tracebacks are never served, and the guard is installed;
+for roles that may write, notebook saves, renames and deletes tell the hub their parameter names
+(``parameters.py``).
 
 Fail closed: a missing or invalid session policy file, no audit sink, a descriptor that is not what the
 launcher promised, a contents manager that is not file based, or any other error while setting up makes the
@@ -31,6 +33,7 @@ from jupyter_securehpc.session.env import SESSION_POLICY_ENV
 
 from .authorizer import SecureHPCAuthorizer
 from .guard import Guard
+from .parameters import ParameterIndexReporter
 from .process import ProcessSetupError, not_dumpable, read_tokens, scrub_tokens, serve_on, take_listening_socket
 from .rules import Rules
 from .session import Session, SessionPolicyError, load_session
@@ -230,6 +233,10 @@ class SecureHPCServerExtension(ExtensionApp):
             started_at=time.time(),
         )  # fmt: skip
         app.web_app.add_handlers(".*$", [(url_path_join(app.base_url, SESSION_PATH), SessionInfoHandler)])
+        if rules.write:
+            # Roles that may save notebooks tell the hub their parameter names (headless runs check them before
+            # submitting; the hub records them only for such roles in any case).
+            ParameterIndexReporter(self.audit_sink, root_real, self.log).install(contents, app.event_logger)
         session = self.session
         self.log.info(
             "securehpc: guarding project %s for %s as %s in %s (download: %s, upload: %s, terminals: %s, write: %s)",

@@ -7,8 +7,10 @@ with exactly the keys ``time`` (ISO 8601 UTC), ``actor``, ``action``, ``object``
 ``reason`` and ``details`` (``method``, ``role``, ``status`` only). Texts are cut to ``MAX_TEXT`` characters
 and control characters are replaced, as the hub refuses events otherwise (``spawner/reports.py``).
 
-Without the pipe (tests, a server started by hand) events are appended to the hash-chained ``AuditLog``
-at ``SECUREHPC_AUDIT_LOG``.
+The same pipe carries the notebook parameter index's changes (``serverext/parameters.py``), one line each:
+``{"parameters": {...}}`` in ``session.parameters``' shapes, which the launcher tells apart from events by that
+one key and parses strictly. Without the pipe (tests, a server started by hand) events are appended to the
+hash-chained ``AuditLog`` at ``SECUREHPC_AUDIT_LOG``, and index changes go nowhere (no launcher, no hub).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Protocol
 
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.session.env import AUDIT_FD_ENV, AUDIT_LOG_ENV
+from jupyter_securehpc.session.parameters import PIPE_KEY
 
 MAX_LINE = 60 * 1024
 MAX_TEXT = 1024
@@ -46,6 +49,10 @@ class AuditSink(Protocol):
         self, *, actor: str, action: str, obj: str, outcome: str, project: str, reason: str, details: dict
     ) -> None: ...
 
+    def parameters(self, change: dict) -> None:
+        """A change of the notebook parameter index, for the launcher (``serverext/parameters.py``)."""
+        ...
+
 
 class FileSink:
     """The hash-chained audit log file (``jupyter_securehpc.audit``)."""
@@ -59,6 +66,9 @@ class FileSink:
     ) -> None:
         self.log.append(actor=actor, action=action, obj=obj, outcome=outcome, project=project, reason=reason, **details)
 
+    def parameters(self, change: dict) -> None:
+        """No launcher reads this file: the hub's index is kept by sessions that have one."""
+
 
 class PipeSink:
     """JSON lines on the launcher's pipe, one ``os.write`` each (a line is never interleaved with another)."""
@@ -71,7 +81,15 @@ class PipeSink:
     def append(
         self, *, actor: str, action: str, obj: str, outcome: str, project: str, reason: str, details: dict
     ) -> None:
-        line = encode_event(actor, action, obj, outcome, project, reason, details)
+        self._write(encode_event(actor, action, obj, outcome, project, reason, details))
+
+    def parameters(self, change: dict) -> None:
+        line = json.dumps({PIPE_KEY: change}, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        if len(line) > MAX_LINE:
+            raise ValueError(f"a parameters change is {len(line)} bytes, the pipe takes {MAX_LINE}")
+        self._write(line)
+
+    def _write(self, line: bytes) -> None:
         with self._lock:
             written = os.write(self.fd, line)
         if written != len(line):

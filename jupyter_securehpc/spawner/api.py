@@ -11,6 +11,9 @@ the sandbox; the hub keeps only its SHA-256):
   project, into the hub's central audit log;
 - ``activity``: ``{}``: someone used the server; the hub records its own clock, at most once per
   ``ACTIVITY_INTERVAL`` seconds per server (more often: 204, nothing changes).
+- ``parameters``: a notebook saved (with its parameter names), renamed or deleted in the session
+  (``session.parameters``), recorded in the projects database for the server's project and user through
+  ``ProjectService.record_notebook_parameters``, which refuses it (403) unless the user may write the workspace.
 
 Every refusal is a 403 (400 for a malformed body from the right session) and an audit event, bounded per
 source address by ``RefusalLimiter`` (``ReportLimits``): beyond the limit 429 before anything is read.
@@ -45,6 +48,7 @@ from traitlets.config import Configurable
 
 from ..audit import AuditError, AuditLog
 from ..config import SecureHPC
+from ..session.parameters import ParametersChange, parse_parameters_report
 from .reports import (
     AUDIT,
     MAX_AUDIT_BODY,
@@ -306,6 +310,31 @@ class ActivityReportHandler(_ServerReportHandler):
         self.finish()
 
 
+class ParametersReportHandler(_ServerReportHandler):
+    """The parameter names of a notebook the session saved (or a rename, a delete): into the hub's index for this
+    server's project (its name) and user, never another; refused unless the user's role may write the workspace."""
+
+    action = "session.parameters"
+    accepting = "accepts_session_audit"
+    parse = staticmethod(parse_parameters_report)
+
+    def apply(self, user: Any, spawner: Any, change: ParametersChange) -> None:
+        from ..projects.service import BadInput, Refused
+
+        obj = f"server:{user.name}/{spawner.name}"
+        projects = getattr(spawner, "projects", None)
+        if projects is None or not spawner.name:
+            refuse(self, 403, action=self.action, actor=user.name, obj=obj, project=spawner.name or None,
+                   reason="this server is not a project's session")  # fmt: skip
+        try:
+            # The service audits both what it records and what it refuses.
+            projects().record_notebook_parameters(spawner.name, user.name, change)
+        except (Refused, BadInput) as error:
+            raise web.HTTPError(403, str(error)) from None
+        self.set_status(204)
+        self.finish()
+
+
 # --- JupyterHub routes that must not serve a secure hub as they are -------------------------------------
 
 
@@ -364,6 +393,7 @@ ROUTES = [
     (_SERVER + "/stage", StageReportHandler),
     (_SERVER + "/audit", AuditReportHandler),
     (_SERVER + "/activity", ActivityReportHandler),
+    (_SERVER + "/parameters", ParametersReportHandler),
 ]
 REPLACED = {
     r"/api/users/([^/]+)/tokens": OwnTokensOnlyHandler,

@@ -21,6 +21,7 @@ from portal_site import ADMIN, OBSERVER, OTHER_OWNER, OUTSIDER, OWNER, api, even
 from jupyter_securehpc.audit import AuditLog
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, ProjectService
+from jupyter_securehpc.session.parameters import ParametersChange
 from jupyter_securehpc.session.reports import RunEnd
 
 SCIENTIST = "scientist"  # stands for the real Unix test user (site["scientist"])
@@ -67,9 +68,11 @@ def run(site) -> str:
                               site["root"] / "stores", actor)  # fmt: skip
 
     person = service(Actor.signed_in(site["scientist"], is_admin=False, via="hub-runs"))
+    hub = service(Actor(admin="jupyterhub-runs"))
+    # As the scientist's session reports it when JupyterLab saves the notebook (projects/notebooks.py).
+    hub.record_notebook_parameters("alpha", site["scientist"], ParametersChange("sweep.ipynb", names=("secret_value",)))
     record = person.submit_run({"project": "alpha", "notebook": "sweep.ipynb", "parameters": {"secret_value": 7}},
                                report_hash="0" * 64)  # fmt: skip
-    hub = service(Actor(admin="jupyterhub-runs"))
     hub.run_submitted(record.run_id, "4242")
     hub.record_run_progress(record.run_id, 1, 3)
     hub.record_run_end(record.run_id, RunEnd("failed", exit_code=1, cell=2, exception="KeyError"))

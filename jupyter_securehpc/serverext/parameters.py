@@ -1,0 +1,119 @@
+"""Tell the hub the parameter names of each notebook JupyterLab saves, renames or deletes (headless runs' index).
+
+The hub cannot read the encrypted workspace, yet refuses a run's unknown parameter names before anything is
+submitted (``projects/notebooks.py``). So the session tells it, for every notebook saved through the contents
+API (a post-save hook: new, saved, copied and uploaded notebooks), the names its ``parameters`` cell defines,
+read with papermill as the runner reads them (``session.parameters.parameter_names``); and for every rename or
+delete through the contents API (the contents manager's own events), the paths that moved or went.
+
+A change is one line on the launcher's audit pipe (``sink.PipeSink.parameters``), which the launcher parses
+strictly and posts with the session's report secret; the hub records it for this session's project and user
+only, and only for a role that may write the workspace. Names only, never values; bounded (at most
+``MAX_NAMES`` identifiers of at most ``MAX_NAME`` characters). A notebook papermill cannot read is reported as
+deleted: the hub then refuses its runs with parameters until it is saved readable again.
+
+Not seen here: files a kernel or a terminal writes, renames or deletes. The runner checks the names once more
+in the sandbox when the job starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from jupyter_securehpc.session.parameters import (
+    NotebookUnreadable,
+    ParametersChange,
+    parameter_names,
+    parameters_report,
+    workspace_path,
+)
+from jupyter_securehpc.session.reports import ReportError
+
+from .sink import AuditSink
+
+CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+# Saves of one session reported with the same names again are not reported twice (JupyterLab saves every two
+# minutes); a session's first save of a notebook always is. Bounded: beyond, the oldest are forgotten.
+MAX_REMEMBERED = 1000
+
+
+class ParameterIndexReporter:
+    """Reports changes of the session's notebooks to the launcher's pipe (see the module docstring)."""
+
+    def __init__(self, sink: AuditSink, root_real: str, log: logging.Logger) -> None:
+        self.sink = sink
+        self.root_real = root_real
+        self.log = log
+        self._last: dict[str, tuple[str, ...] | None] = {}
+
+    def install(self, contents_manager: Any, event_logger: Any) -> None:
+        contents_manager.register_post_save_hook(self.post_save)
+        event_logger.add_listener(schema_id=CONTENTS_EVENTS, listener=self.contents_event)
+
+    # --- the contents manager's calls ------------------------------------------------------------------------
+
+    def post_save(self, model: dict, os_path: str, contents_manager: Any) -> None:
+        """jupyter-server's post-save hook (after every save through the contents API)."""
+        if model.get("type") != "notebook" or not os_path.endswith(".ipynb"):
+            return
+        path = self._relative(os_path)
+        if path is None:
+            return
+        try:
+            names: tuple[str, ...] | None = parameter_names(os_path)
+        except NotebookUnreadable as error:
+            self.log.warning("securehpc: %s for headless runs: %s", path, error)
+            names = None
+        if path in self._last and self._last[path] == names:
+            return  # the hub knows these names from this session already
+        self._remember(path, names)
+        if names is None:
+            self._send(ParametersChange(path, deleted=True))
+        else:
+            self._send(ParametersChange(path, names=names))
+
+    async def contents_event(self, logger: Any, schema_id: str, data: dict) -> None:
+        """The contents manager's events: ``rename`` (``source_path`` to ``path``) and ``delete``."""
+        action = data.get("action")
+        if action == "rename":
+            old, new = str(data.get("source_path", "")).strip("/"), str(data.get("path", "")).strip("/")
+            self._forget(old)
+            self._forget(new)
+            self._send(ParametersChange(old, renamed_to=new))
+        elif action == "delete":
+            path = str(data.get("path", "")).strip("/")
+            self._forget(path)
+            self._send(ParametersChange(path, deleted=True))
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    def _relative(self, os_path: str) -> str | None:
+        real = os.path.realpath(os_path)
+        if os.path.commonpath([self.root_real, real]) != self.root_real:
+            return None
+        return os.path.relpath(real, self.root_real).replace(os.sep, "/")
+
+    def _remember(self, path: str, names: tuple[str, ...] | None) -> None:
+        self._last.pop(path, None)
+        self._last[path] = names
+        while len(self._last) > MAX_REMEMBERED:
+            self._last.pop(next(iter(self._last)))
+
+    def _forget(self, path: str) -> None:
+        for known in [known for known in self._last if known == path or known.startswith(path + "/")]:
+            del self._last[known]
+
+    def _send(self, change: ParametersChange) -> None:
+        try:
+            # The paths as the launcher and the hub will check them: a path they refuse is not sent.
+            workspace_path(change.path, "path")
+            if change.renamed_to is not None:
+                workspace_path(change.renamed_to, "to")
+        except ReportError:
+            return
+        try:
+            self.sink.parameters(parameters_report(change))
+        except (OSError, ValueError) as error:
+            self.log.warning("securehpc: could not tell the launcher about %s: %s", change.path, error)
