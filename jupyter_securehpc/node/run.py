@@ -158,9 +158,8 @@ def _hub_message(error: urllib.error.HTTPError) -> str:
     return _CONTROL.sub(" ", str(text))[:300]
 
 
-async def spec_from_hub(reporter: RunReporter, run_id: str) -> tuple[SessionSpec, str]:
-    """The run's spec and wrapped token from the hub, the spec verified as a spec file is (the hub's public key)
-    and naming this run."""
+def check_hub_url(reporter: RunReporter, run_id: str) -> None:
+    """Refuse before anything is posted: a run id that is not one, or a report URL of another run."""
     if not RUN_ID.fullmatch(run_id):
         raise LaunchError(f"{run_id[:60]!r} is not a run id", EX_USAGE)
     if not reporter.base_url or not reporter.base_url.endswith(f"/runs/{run_id}"):
@@ -169,6 +168,11 @@ async def spec_from_hub(reporter: RunReporter, run_id: str) -> tuple[SessionSpec
             "which the hub puts into its runs' jobs: submit the run through the hub, or use --spec FILE",
             EX_USAGE,
         )
+
+
+async def spec_from_hub(reporter: RunReporter, run_id: str) -> tuple[SessionSpec, str]:
+    """The run's spec and wrapped token from the hub, the spec verified as a spec file is (the hub's public key)
+    and naming this run."""
     text, token = await reporter.start(run_id)
     try:
         spec = jobspec.verify_session_spec(text, hub_public_key())
@@ -234,6 +238,8 @@ async def run(spec: SessionSpec | None, *, token_from_stdin: bool = False, run_i
     os.environ.pop(WRAPPED_TOKEN_ENV, None)  # nothing started later inherits one
     reporter = RunReporter()  # takes the report secret out of the environment before anything starts
     try:
+        if spec is None:
+            check_hub_url(reporter, run_id or "")
         try:
             if spec is None:
                 spec, token = await spec_from_hub(reporter, run_id or "")
