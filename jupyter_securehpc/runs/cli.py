@@ -3,6 +3,11 @@
 For project members at their terminal (a login node, a laptop), not only for admins on the hub host: every verb
 goes through the hub's REST API (``$JUPYTERHUB_URL`` or ``--hub-url``; the token ``$JUPYTERHUB_API_TOKEN`` or
 ``--token-file``). Refusals are one line on stderr and exit status 1.
+
+The hub decides what to refuse, and audits each refusal: ``submit`` sends names, ``-p`` values (as their text)
+and paths as typed. Only what the hub never sees stays here, with ``securehpc: error:`` and no audit event: no hub
+address or token, a local file (``-f``, ``--upload``, ``--token-file``) that cannot be read or a ``-f`` file that
+is not YAML, a hub that cannot be reached.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .client import RunError, RunRefused, RunsClient, parameter_value, request
+from .client import RunError, RunRefused, RunsClient, request
 
 BAR = 30
 
@@ -42,12 +47,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "workspace path, never a local file (for that: --upload)")  # fmt: skip
     p.add_argument("--upload", type=Path, metavar="FILE",
                    help="instead of NOTEBOOK: a local notebook file, sent with the run (the project policy's "
-                   "upload_roles decide; at most 1 MiB), written to runs/RUN_ID/input/ in the workspace")  # fmt: skip
+                   "upload_roles decide; at most 1 MiB: a larger file or one not UTF-8 is refused by the hub from "
+                   "its name and size, its content is not sent), written to runs/RUN_ID/input/ in the "
+                   "workspace")  # fmt: skip
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a parameter, its value as JSON (0.1, true, \"text\", [1, 2])")  # fmt: skip
+                   help="a parameter, its value as JSON (0.1, true, \"text\", [1, 2]); sent as typed, the hub "
+                   "refuses a value that is not JSON (nan, Infinity, {bad)")  # fmt: skip
     p.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[], metavar=("NAME", "TEXT"),
                    help="a parameter whose value is the text as given")  # fmt: skip
-    p.add_argument("-f", "--parameters-file", type=Path, metavar="FILE", help="parameters from a YAML or JSON file")
+    p.add_argument("-f", "--parameters-file", type=Path, metavar="FILE",
+                   help="parameters from a YAML or JSON file of NAME: VALUE, read here (the hub never sees the "
+                   "file: one that cannot be read or is not YAML is a local error); a value that is not JSON "
+                   "(a date, .nan) goes as written and the hub refuses it; -p and -r override it")  # fmt: skip
     p.add_argument("--kernel", help="the kernel (default: the notebook's own)")
     p.add_argument("--gpus", help="GPUs (default 0)")
     p.add_argument("--cpus", help="CPUs (default 1)")
@@ -75,23 +86,58 @@ def _client(args: argparse.Namespace) -> RunsClient:
     return RunsClient(args.hub_url, token_file=args.token_file)
 
 
-def _parameters(args: argparse.Namespace) -> dict:
-    parameters: dict = {}
-    if args.parameters_file is not None:
-        try:
-            loaded = yaml.safe_load(args.parameters_file.read_text())
-        except OSError as error:
-            raise RunRefused(f"cannot read {args.parameters_file}: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise RunRefused(f"{args.parameters_file} is not YAML: {str(error).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise RunRefused(f"{args.parameters_file} must hold NAME: VALUE pairs")
-        parameters.update(loaded)
+def _file_parameters(path: Path) -> tuple[dict, dict[str, str]]:
+    """``-f FILE``: its JSON values, and the YAML text as written of each value that is not JSON (a date,
+    ``.nan``, a set) for the hub to refuse by name. A key that is not text goes as written too (the hub refuses
+    the name). RunError (local: the hub never sees the file) for a file that cannot be read or is not YAML."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RunError(f"cannot read {path}: {error.strerror}; nothing was sent to the hub") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not YAML (not UTF-8 text); nothing was sent to the hub") from None
+
+    def written(node: yaml.Node) -> str:
+        return text[node.start_mark.index : node.end_mark.index]
+
+    values: dict = {}
+    texts: dict[str, str] = {}
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if not isinstance(root, yaml.MappingNode):
+            raise RunError(f"{path} must hold NAME: VALUE pairs (a YAML mapping); nothing was sent to the hub")
+        loader.flatten_mapping(root)  # YAML's merge keys (<<: *defaults), as safe_load does
+        for key_node, value_node in root.value:
+            key = loader.construct_object(key_node, deep=True)
+            name = key if isinstance(key, str) else written(key_node)
+            value = loader.construct_object(value_node, deep=True)
+            values.pop(name, None)
+            texts.pop(name, None)
+            try:
+                json.dumps(value, allow_nan=False)
+                values[name] = value
+            except (TypeError, ValueError):
+                texts[name] = written(value_node)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunError(f"{path} is not YAML: {first}; nothing was sent to the hub") from None
+    finally:
+        loader.dispose()
+    return values, texts
+
+
+def _parameters(args: argparse.Namespace) -> tuple[dict, dict[str, str]]:
+    """The parameters as given: JSON values (-f's, -r's text), and -p's VALUE texts for the hub to parse (and
+    refuse, audited, when not JSON). -p and -r override -f; -r overrides -p."""
+    values, texts = ({}, {}) if args.parameters_file is None else _file_parameters(args.parameters_file)
     for name, text in args.parameter:
-        parameters[name] = parameter_value(name, text)
+        values.pop(name, None)
+        texts[name] = text
     for name, text in args.raw_parameter:
-        parameters[name] = text
-    return parameters
+        texts.pop(name, None)
+        values[name] = text
+    return values, texts
 
 
 def _bar(run: dict) -> str:
@@ -134,13 +180,10 @@ def _follow(client: RunsClient, run: dict, args: argparse.Namespace) -> dict:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    if (args.notebook is None) == (args.upload is None):
-        raise RunRefused(
-            "give either NOTEBOOK (a path in the project's workspace) or --upload FILE (a local notebook), not both"
-        )
+    values, texts = _parameters(args)
     body = request(
-        args.project, args.notebook, _parameters(args), kernel_name=args.kernel, gpus=args.gpus, cpus=args.cpus,
-        memory_gb=args.memory_gb, time=args.time, upload=args.upload,
+        args.project, args.notebook, values, kernel_name=args.kernel, gpus=args.gpus, cpus=args.cpus,
+        memory_gb=args.memory_gb, time=args.time, upload=args.upload, parameters_json=texts,
     )  # fmt: skip
     client = _client(args)
     run = client.submit(body)

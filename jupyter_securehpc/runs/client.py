@@ -2,8 +2,14 @@
 
 Used by ``securehpc run ...`` (``cli.py``) and ``jupyter_securehpc.runs.submit`` (Python). The hub is
 ``$JUPYTERHUB_URL`` (or given), the token ``$JUPYTERHUB_API_TOKEN`` (or given, or read from a file): never an
-argument on a command line, never in a URL. Parameters are checked here with the run contract's own rules, so a
-value that is not JSON is refused before anything is sent.
+argument on a command line, never in a URL.
+
+The hub is the one place that decides, so that every refusal is an audit event: parameters go as given (names
+unchecked; a value that is NaN or an infinity as its text in ``parameters_json``, which the hub refuses naming
+it), notebook paths as typed, and an upload that cannot be sent (over ``MAX_UPLOAD_BYTES``, not UTF-8) as its
+name, size and why, never its content. What stays here is only what the hub never sees, not audited: no hub
+address or token, a local file that cannot be read, a value Python's json cannot encode at all (a date, a set:
+``RunRefused``), a hub that cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import requests
 
-from ..session.spec import MAX_UPLOAD_BYTES, RunRequestError, validate_parameters, validate_upload_name
+from ..session.spec import MAX_UPLOAD_BYTES
 
 URL_ENV = "JUPYTERHUB_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - the variable's name
@@ -112,45 +118,78 @@ class RunsClient:
 
 
 def read_upload(path: str | Path) -> dict:
-    """A local notebook as the submission's ``upload`` (``{"name", "content"}``); RunRefused for a file that
-    cannot be sent (nothing is sent). The hub checks it again, and that it is a notebook."""
+    """A local notebook as the submission's ``upload``: ``{"name", "content"}``; for a file the hub must refuse
+    without its content, ``{"name", "size", "withheld": "too large" | "not UTF-8"}`` (never more than
+    ``MAX_UPLOAD_BYTES`` is read or sent). The hub checks the name, the size and that it is a notebook. RunError
+    (local, nothing sent) for a file that cannot be read."""
     path = Path(path)
     try:
-        validate_upload_name(path.name)
-    except RunRequestError as error:
-        raise RunRefused(str(error)) from None
-    try:
-        size = path.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise RunRefused(
-                f"{path} has {size} bytes: an uploaded notebook may have at most {MAX_UPLOAD_BYTES} (clear its "
-                "outputs, keep data in the project's files)"
-            )
-        content = path.read_bytes().decode()
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(MAX_UPLOAD_BYTES + 1) if size <= MAX_UPLOAD_BYTES else b""
     except OSError as error:
-        raise RunRefused(f"cannot read {path}: {error.strerror}") from None
+        raise RunError(f"cannot read {path}: {error.strerror}; nothing was sent to the hub") from None
+    if size > MAX_UPLOAD_BYTES or len(data) > MAX_UPLOAD_BYTES:
+        return {"name": path.name, "size": max(size, len(data)), "withheld": "too large"}
+    try:
+        return {"name": path.name, "content": data.decode()}
     except UnicodeDecodeError:
-        raise RunRefused(f"{path} is not a notebook (not UTF-8 text)") from None
-    return {"name": path.name, "content": content}
+        return {"name": path.name, "size": len(data), "withheld": "not UTF-8"}
+
+
+def _not_encodable(where: str, value: object) -> RunRefused:
+    return RunRefused(
+        f"{where} is a {type(value).__name__}, which JSON cannot carry: give text (a date as its .isoformat()), a "
+        "number, true/false, None, a list or a dict; nothing was sent to the hub"
+    )
+
+
+def split_parameters(parameters: object) -> tuple[object, dict[str, str]]:
+    """Parameters as given, as the request's ``parameters`` (JSON values) and ``parameters_json`` (NaN and
+    infinities, as JSON text the hub refuses naming the parameter). RunRefused (local) for a value that json
+    cannot encode at all, such as a date or a set."""
+    if not isinstance(parameters, dict):
+        return parameters, {}
+    values: dict = {}
+    texts: dict[str, str] = {}
+    for name, value in parameters.items():
+        if not isinstance(name, (str, int, float, bool, type(None))):
+            raise _not_encodable(f"parameter name {str(name)[:40]!r}", name)
+        try:
+            json.dumps(value, allow_nan=False)
+        except TypeError:
+            raise _not_encodable(f"parameter {str(name)[:40]!r}", value) from None
+        except ValueError:  # NaN or an infinity (or a value that contains itself)
+            try:
+                texts[str(name)] = json.dumps(value)
+            except ValueError:
+                raise RunRefused(f"parameter {str(name)[:40]!r} contains itself: give data") from None
+        else:
+            values[name] = value
+    return values, texts
 
 
 def request(project: str, notebook: str | None = None, parameters: dict | None = None, *,
             kernel_name: str | None = None, gpus: int | None = None, cpus: int | None = None,
             memory_gb: int | None = None, time: str | int | None = None,
-            upload: str | Path | None = None) -> dict:  # fmt: skip
-    """The JSON body of a submission; RunRefused for parameters that are not JSON data or an upload that cannot
-    be sent (nothing is sent). Exactly one of ``notebook`` (a path in the workspace) and ``upload`` (a local file)."""
-    if (notebook is None) == (upload is None):
-        raise RunRefused("give either a notebook of the project's workspace or a local notebook to upload, not both")
-    try:
-        checked = validate_parameters(parameters or {})
-    except RunRequestError as error:
-        raise RunRefused(str(error)) from None
-    body = {"project": project, "notebook": notebook, "parameters": checked, "kernel": kernel_name, "gpus": gpus,
-            "cpus": cpus, "memory_gb": memory_gb, "time": time}  # fmt: skip
+            upload: str | Path | None = None, parameters_json: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """The JSON body of a submission, with what was given: the hub checks all of it (``notebook``, a path in the
+    workspace, or ``upload``, a local file: one of them; names and values of ``parameters``; ``parameters_json``,
+    NAME: the value's JSON text as typed). RunError for a local file that cannot be read, RunRefused for a value
+    json cannot encode at all (nothing is sent)."""
+    values, texts = split_parameters(parameters)
+    if parameters_json:
+        texts = {**texts, **parameters_json}
+    body = {"project": project, "notebook": notebook, "parameters": values, "parameters_json": texts or None,
+            "kernel": kernel_name, "gpus": gpus, "cpus": cpus, "memory_gb": memory_gb, "time": time}  # fmt: skip
     if upload is not None:
         body["upload"] = read_upload(upload)
-    return {key: value for key, value in body.items() if value is not None}
+    body = {key: value for key, value in body.items() if value is not None}
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as error:  # in parameters that are not a dict, or in the resources
+        raise RunRefused(f"the request cannot be sent as JSON ({error}): give data; nothing was sent") from None
+    return body
 
 
 def submit(project: str, notebook: str | None = None, parameters: dict | None = None, *,
@@ -163,18 +202,3 @@ def submit(project: str, notebook: str | None = None, parameters: dict | None = 
     client = RunsClient(hub_url, token)
     run = client.submit(body)
     return client.wait(run["run_id"]) if wait else run
-
-
-def parameter_value(name: str, text: str) -> object:
-    """``-p NAME VALUE``: VALUE is JSON (numbers, true/false, null, "quoted text", [lists], {objects})."""
-
-    def refuse(constant: str) -> object:
-        raise ValueError(constant)
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError:
-        raise RunRefused(
-            f"parameter {name}: {text[:40]!r} is not JSON; quote text as JSON ('\"{text[:20]}\"') or give it "
-            f"with -r {name} TEXT"
-        ) from None

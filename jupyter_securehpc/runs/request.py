@@ -1,16 +1,20 @@
 """A user's request for a headless run, as the hub receives it: parsed strictly and checked against the policy.
 
-The notebook path, the parameters and the kernel are checked by the run contract's own functions
-(``session.spec``: what the hub accepts, the node accepts); the resources by the spawner's option parser, against
-the project's policy, with the same messages a session start gives. Every refusal is one line that names what was
-wrong and how to fix it. Whether each parameter is in the notebook's ``parameters`` cell can only be checked
-where the notebook can be read: by the runner in the sandbox, before any cell runs.
+The hub is the one place that decides: the command line and the Python client send what the person gave (names
+and values as typed, ``-p NAME VALUE`` as its text in ``parameters_json``, an upload they could not send as its
+name and size), so that every refusal is an audit event. The notebook path, the parameters and the kernel are
+checked by the run contract's own functions (``session.spec``: what the hub accepts, the node accepts); the
+resources by the spawner's option parser, against the project's policy, with the same messages a session start
+gives. Every refusal is one line that names what was wrong and how to fix it. Whether each parameter is in the
+notebook's ``parameters`` cell can only be checked where the notebook can be read: by the runner in the sandbox,
+before any cell runs.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..projects.policy import PARSERS, Policy
 from ..session.spec import (
@@ -18,6 +22,7 @@ from ..session.spec import (
     RunRequestError,
     validate_kernel,
     validate_notebook_path,
+    validate_parameter_name,
     validate_parameters,
     validate_upload_name,
     validate_upload_size,
@@ -25,8 +30,14 @@ from ..session.spec import (
 from ..spawner import options
 
 # What a submission may hold; anything else is refused by name. ``upload`` ({"name", "content"}) replaces
-# ``notebook`` for a notebook from outside the workspace.
-FIELDS = ("project", "notebook", "upload", "parameters", "kernel", "gpus", "cpus", "memory_gb", "time")
+# ``notebook`` for a notebook from outside the workspace. ``parameters`` holds JSON values; ``parameters_json``
+# NAME: the value's JSON text as the person typed it (``-p NAME VALUE``), parsed here, so that a value that is not
+# JSON (``nan``, ``{bad``, a YAML date) is refused by the hub, naming the parameter, and audited.
+FIELDS = ("project", "notebook", "upload", "parameters", "parameters_json", "kernel", "gpus", "cpus", "memory_gb",
+          "time")  # fmt: skip
+# An upload the client did not send, as {"name", "size", "withheld": WHY} (no content): so that the hub refuses it
+# by name, audited, and no more than MAX_UPLOAD_BYTES ever travels.
+WITHHELD = ("too large", "not UTF-8")
 # Room for an upload (its JSON text escaped inside the request's JSON) besides the parameters.
 MAX_BODY = 64 * 1024 + 2 * MAX_UPLOAD_BYTES
 
@@ -40,7 +51,10 @@ class Upload:
 
 
 def parse_upload(value: object) -> Upload:
-    """``{"name": "local.ipynb", "content": "<the notebook's JSON text>"}``; RunRequestError otherwise."""
+    """``{"name": "local.ipynb", "content": "<the notebook's JSON text>"}``; RunRequestError otherwise, also for
+    ``{"name", "size", "withheld"}``: a file the client did not send (over the limit, not UTF-8), refused here."""
+    if isinstance(value, dict) and set(value) == {"name", "size", "withheld"}:
+        _refuse_withheld(validate_upload_name(value["name"]), value["size"], value["withheld"])
     if not isinstance(value, dict) or set(value) != {"name", "content"} or not isinstance(value["content"], str):
         raise RunRequestError('upload must be an object {"name": "NAME.ipynb", "content": "<the notebook\'s text>"}')
     name = validate_upload_name(value["name"])
@@ -57,6 +71,63 @@ def parse_upload(value: object) -> Upload:
             "it in JupyterLab, or check the file"
         ) from None
     return Upload(name, content)
+
+
+def _refuse_withheld(name: str, size: object, why: object) -> NoReturn:
+    if why == "too large" and isinstance(size, int) and not isinstance(size, bool) and size > MAX_UPLOAD_BYTES:
+        raise RunRequestError(
+            f"upload {name!r} has {size} bytes: an uploaded notebook may have at most {MAX_UPLOAD_BYTES} (clear its "
+            "outputs, keep data in files of the project's workspace or datasets)"
+        )
+    if why == "not UTF-8":
+        raise RunRequestError(
+            f"upload {name!r} is not a notebook (not UTF-8 text): open and save it in JupyterLab, or check the file"
+        )
+    raise RunRequestError(
+        f'upload {name!r} came without its content: send {{"name", "content"}} (withheld is for a file over '
+        f"{MAX_UPLOAD_BYTES} bytes or not UTF-8: {', '.join(map(repr, WITHHELD))})"
+    )
+
+
+def _no_value_constant(name: str) -> float:
+    raise ValueError(name)
+
+
+def parameter_from_text(name: str, text: object) -> object:
+    """``-p NAME VALUE``: VALUE is JSON text (numbers, true/false, null, "quoted text", [lists], {objects}); NaN
+    and infinities are not JSON. RunRequestError naming the parameter and the fix otherwise."""
+    if not isinstance(text, str):
+        raise RunRequestError(
+            f"parameter {name}: parameters_json holds each value's JSON text as a string, not {type(text).__name__}"
+        )
+    try:
+        return json.loads(text, parse_constant=_no_value_constant)
+    except ValueError:
+        hint = json.dumps(text[:20])
+        constant = " (NaN and infinities are not JSON numbers)" if text.strip().lower().lstrip("+-.") in (
+            "nan", "inf", "infinity") else ""  # fmt: skip
+        raise RunRequestError(
+            f"parameter {name}: {text[:40]!r} is not JSON{constant}; quote text as JSON ({hint}) or give it as text "
+            f"with -r {name} TEXT"
+        ) from None
+
+
+def parse_parameters(values: object, texts: object) -> dict:
+    """``parameters`` (JSON values) and ``parameters_json`` (NAME: the value's JSON text) as one dict, checked by
+    the run contract's rules (``validate_parameters``); a name in both is refused."""
+    if texts is None:
+        return validate_parameters(values)
+    if not isinstance(texts, dict):
+        raise RunRequestError('parameters_json must be a JSON object of NAME: "<the value as JSON text>"')
+    merged = dict(validate_parameters(values))
+    for name, text in texts.items():
+        validate_parameter_name(name)
+        if name in merged:
+            raise RunRequestError(
+                f"parameter {name} is given twice (in parameters and in parameters_json): give each name once"
+            )
+        merged[name] = parameter_from_text(name, text)
+    return validate_parameters(merged)
 
 
 @dataclass(frozen=True)
@@ -128,9 +199,14 @@ def parse(data: dict, policy: Policy) -> RunRequest:
             raise RunRequestError("give either a notebook of the workspace or an upload, not both")
         upload = parse_upload(data["upload"])
         notebook = f"{upload.name}"  # where it goes is decided with the run's id (session.spec.upload_notebook_path)
+    elif data.get("notebook") in (None, ""):
+        raise RunRequestError(
+            "give the notebook: a path in the project's workspace (e.g. analysis/sweep.ipynb), or a local notebook "
+            "to upload (securehpc run submit PROJECT --upload FILE)"
+        )
     else:
         notebook = validate_notebook_path(data.get("notebook"))
-    parameters = validate_parameters(data.get("parameters"))
+    parameters = parse_parameters(data.get("parameters"), data.get("parameters_json"))
     kernel = validate_kernel(data.get("kernel"))
     minutes = _minutes(data.get("time"))
     resources = {

@@ -318,8 +318,28 @@ def _json_value(value: object, where: str, depth: int) -> None:
     )
 
 
+def validate_parameter_name(name: object) -> str:
+    """A parameter's name: an ASCII Python identifier, not a keyword, not ``__...``, at most 64 characters.
+
+    ASCII only: a name with a look-alike letter (U+0430, Cyrillic a, for a Latin a) is a valid Python identifier
+    but names another variable than the one the notebook defines."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
+        raise RunRequestError(
+            f"parameter name {str(name)[:40]!r} is not a Python identifier (letters, digits and '_', not "
+            "starting with a digit, not a keyword, at most 64 characters)"
+        )
+    if not name.isascii():
+        raise RunRequestError(
+            f"parameter name {name[:40]!r} ({name[:40]!a}) has letters outside ASCII (a look-alike of a "
+            "Latin letter?): parameter names are a-z, A-Z, digits and '_'; type it again"
+        )
+    if name.startswith("__"):
+        raise RunRequestError(f"parameter name {name!r} starts with '__': such names are Python's own")
+    return name
+
+
 def validate_parameters(value: object) -> dict:
-    """Parameters as papermill takes them: Python identifiers mapped to JSON values, within the size limits.
+    """Parameters as papermill takes them: ASCII Python identifiers mapped to JSON values, within the size limits.
 
     Whether each name is in the notebook's ``parameters`` cell is checked where the notebook can be read: by the
     runner in the sandbox, before any cell runs (the hub never holds a project's key)."""
@@ -330,14 +350,7 @@ def validate_parameters(value: object) -> dict:
     if len(value) > MAX_PARAMETERS:
         raise RunRequestError(f"{len(value)} parameters: at most {MAX_PARAMETERS}")
     for name, item in value.items():
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
-            raise RunRequestError(
-                f"parameter name {str(name)[:40]!r} is not a Python identifier (letters, digits and '_', not "
-                "starting with a digit, not a keyword, at most 64 characters)"
-            )
-        if name.startswith("__"):
-            raise RunRequestError(f"parameter name {name!r} starts with '__': such names are Python's own")
-        _json_value(item, repr(name), 1)
+        _json_value(item, repr(validate_parameter_name(name)), 1)
     size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_PARAMETERS_BYTES:
         raise RunRequestError(f"the parameters take {size} bytes as JSON: at most {MAX_PARAMETERS_BYTES}")

@@ -22,7 +22,7 @@ from jupyter_securehpc.devcluster import openbao
 from jupyter_securehpc.keys import KeyStore, KeyStoreConfig
 from jupyter_securehpc.projects.db import open_database
 from jupyter_securehpc.projects.service import Actor, BadInput, ProjectService, Refused
-from jupyter_securehpc.runs.client import RunRefused, read_upload
+from jupyter_securehpc.runs.client import RunError, read_upload
 from jupyter_securehpc.runs.client import request as run_request
 from jupyter_securehpc.session.spec import MAX_UPLOAD_BYTES, RunRequestError, RunSpec, SpecError
 
@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.openbao, pytest.mark.sandbox]
 
 def notebook_text(code: str = "print(1)") -> str:
     document = nbformat.v4.new_notebook()
+    # Its kernel, as JupyterLab saves it: papermill reads the parameters cell (hub and runner) through it.
+    document.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     first = nbformat.v4.new_code_cell("alpha = 0.1")
     first.metadata["tags"] = ["parameters"]
     document.cells = [first, nbformat.v4.new_code_cell(code)]
@@ -150,21 +152,52 @@ def test_the_run_spec_keeps_an_upload_in_its_own_folder():
     assert jobspec  # the signing itself is test_run_contract's
 
 
-def test_the_client_refuses_what_it_cannot_send(tmp_path):
+def test_the_client_sends_the_hub_what_it_must_refuse_never_more_than_the_limit(tmp_path):
+    """The hub decides (and audits): an oversize or non-UTF-8 file goes as its name and size, without content;
+    a badly named one as given. Only a file that cannot be read is the client's own error (nothing sent)."""
     big = tmp_path / "big.ipynb"
     big.write_bytes(b" " * (MAX_UPLOAD_BYTES + 1))
-    with pytest.raises(RunRefused, match=f"at most {MAX_UPLOAD_BYTES}"):
-        read_upload(big)
-    with pytest.raises(RunRefused, match="cannot read"):
+    assert read_upload(big) == {"name": "big.ipynb", "size": MAX_UPLOAD_BYTES + 1, "withheld": "too large"}
+    latin1 = tmp_path / "latin1.ipynb"
+    latin1.write_bytes(text := '{"cells": "Ärzte"}'.encode("latin-1"))
+    assert read_upload(latin1) == {"name": "latin1.ipynb", "size": len(text), "withheld": "not UTF-8"}
+    named = tmp_path / "data.csv"
+    named.write_text(notebook_text())
+    assert read_upload(named) == {"name": "data.csv", "content": named.read_text()}
+    with pytest.raises(RunError, match=r"cannot read .*missing\.ipynb: No such file or directory; nothing was sent"):
         read_upload(tmp_path / "missing.ipynb")
-    with pytest.raises(RunRefused, match="not both"):
-        run_request("sleep", "a.ipynb", upload=big)
-    with pytest.raises(RunRefused, match="not both"):
-        run_request("sleep")
+    # Both or neither of a workspace notebook and an upload: the hub answers that (audited).
+    assert set(run_request("sleep", "a.ipynb", upload=big)) == {"project", "notebook", "upload"}
+    assert run_request("sleep") == {"project": "sleep"}
     local = tmp_path / "local.ipynb"
     local.write_text(notebook_text())
     body = run_request("sleep", upload=local)
     assert body["upload"] == {"name": "local.ipynb", "content": local.read_text()} and "notebook" not in body
+
+
+@pytest.mark.parametrize(
+    ("upload", "says"),
+    [
+        ({"name": "big.ipynb", "size": MAX_UPLOAD_BYTES + 1, "withheld": "too large"},
+         f"upload 'big.ipynb' has {MAX_UPLOAD_BYTES + 1} bytes: an uploaded notebook may have at most "
+         f"{MAX_UPLOAD_BYTES}"),
+        ({"name": "latin1.ipynb", "size": 17, "withheld": "not UTF-8"},
+         "upload 'latin1.ipynb' is not a notebook (not UTF-8 text)"),
+        ({"name": "small.ipynb", "size": 10, "withheld": "too large"}, "came without its content"),
+        ({"name": "x.ipynb", "size": 10, "withheld": "lazy"}, "came without its content"),
+        ({"name": "../x.ipynb", "size": MAX_UPLOAD_BYTES + 1, "withheld": "too large"},
+         "upload name '../x.ipynb' is not usable"),
+        ({"name": "x.ipynb", "size": 10}, "upload must be an object"),
+    ],
+)  # fmt: skip
+def test_an_upload_the_client_withheld_is_refused_by_name_and_audited(site, upload, says):
+    before = len(site.person("alice").list_runs("sleep"))
+    with pytest.raises(BadInput) as refused:
+        site.person("alice").submit_run({"project": "sleep", "upload": upload}, report_hash="0" * 64)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+    event = site.last_event()
+    assert (event["action"], event["outcome"]) == ("run.submit", "denied") and says in event["reason"]
+    assert len(site.person("alice").list_runs("sleep")) == before
 
 
 def test_a_request_too_large_for_any_upload_names_both_limits():
