@@ -23,7 +23,13 @@ def submit(project: str, notebook: str | None = None, parameters: dict | None = 
     Papermill's names where they exist: ``kernel_name``; and the resources ``gpus``, ``cpus``, ``memory_gb``,
     ``time`` ("90", "2h"); ``wait=True`` follows the run to its end. The hub comes from ``hub_url`` or
     ``$JUPYTERHUB_URL``, the API token from ``token`` or ``$JUPYTERHUB_API_TOKEN``. Returns the run (its
-    ``run_id``, ``state``, ``output``, ...); raises ``RunRefused`` or ``RunError`` with a one-line message."""
+    ``run_id``, ``state``, ``output``, ...); raises ``RunRefused`` or ``RunError`` with a one-line message.
+
+    The hub checks everything and audits each refusal: parameter names and values go as given (NaN and infinities
+    as their text, which the hub refuses naming the parameter), the notebook path as written. Only what cannot be
+    sent is refused here, without an audit event: a value ``json`` cannot encode at all (a ``datetime``, a
+    ``set``: ``RunRefused``; give its text, e.g. ``.isoformat()``), an upload that cannot be read (``RunError``),
+    no hub address or token."""
     from .client import submit as submit_run
 
     return submit_run(project, notebook, parameters, **options)
