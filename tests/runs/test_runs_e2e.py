@@ -162,8 +162,15 @@ def notebooks(e2e, token):
                                                       parameters="seconds = 1\ntag = 'x'"))  # fmt: skip
     write_notebook(base, token, "fails.ipynb", notebook("x = 1", "raise KeyError('patient 0815 ' + word)",
                                                         parameters="word = 'x'"))  # fmt: skip
+    paths = {"sweep": "analysis/sweep.ipynb", "slow": "slow.ipynb", "fails": "fails.ipynb"}
+    # The session tells the hub each saved notebook's parameter names (the hub checks a run's names against
+    # them): the session stays until the hub knows all three.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(admin_service(e2e).notebook_parameters("sleep", path) is None
+                                              for path in paths.values()):  # fmt: skip
+        time.sleep(0.5)
     stop(e2e, token, "sleep")
-    return {"sweep": "analysis/sweep.ipynb", "slow": "slow.ipynb", "fails": "fails.ipynb"}
+    return paths
 
 
 def test_a_parametrised_notebook_runs_headless_and_its_copy_is_read_in_a_later_session(e2e, token, notebooks):
@@ -205,7 +212,9 @@ def test_a_parametrised_notebook_runs_headless_and_its_copy_is_read_in_a_later_s
     assert not job_output(e2e, run["job_id"]).exists()
 
     mine = [e for e in events(e2e) if run["run_id"] in e["object"]]
-    assert [e["action"] for e in mine if e["action"].startswith("run.")] == ["run.submit", "run.job", "run.end"]
+    assert [e["action"] for e in mine if e["action"].startswith("run.")] == [
+        "run.submit", "run.job", "run.start", "run.end"
+    ]  # fmt: skip
     assert mine[0]["actor"] == e2e["user"].name and mine[0]["details"]["parameter_names"] == [
         "alpha", "patient", "suffix"
     ]  # fmt: skip
