@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("project")
     p.add_argument("notebook", nargs="?",
                    help="its path in the workspace, as JupyterLab shows it (e.g. analysis/sweep.ipynb); always a "
-                   "workspace path, never a local file (for that: --upload)")  # fmt: skip
+                   "workspace path, never a local file (for that: --upload); sent as typed, the hub refuses one "
+                   "with '..', absolute or hidden")  # fmt: skip
     p.add_argument("--upload", type=Path, metavar="FILE",
                    help="instead of NOTEBOOK: a local notebook file, sent with the run (the project policy's "
                    "upload_roles decide; at most 1 MiB: a larger file or one not UTF-8 is refused by the hub from "
