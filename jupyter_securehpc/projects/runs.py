@@ -470,7 +470,7 @@ class RunService:
         """The job started but may not run: no key for its person now (removed, policy changed), or the hub could
         not give it one. The run ends failed, saying why."""
         self._hub_only("record runs' starts")
-        return self._end(run_id, "failed", f"not started: {reason}", action="run.start", outcome="denied")
+        return self._end(run_id, "failed", f"not started: {reason}", outcome="denied")
 
     def record_run_progress(self, run_id: str, done: int, total: int) -> None:
         self._hub_only("record runs' progress")
