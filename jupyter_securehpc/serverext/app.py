@@ -37,7 +37,7 @@ from .parameters import ParameterIndexReporter
 from .process import ProcessSetupError, not_dumpable, read_tokens, scrub_tokens, serve_on, take_listening_socket
 from .rules import Rules
 from .session import Session, SessionPolicyError, load_session
-from .session_api import SESSION_PATH, SETTINGS_KEY, SessionInfoHandler, session_info
+from .session_api import SESSION_PATH, SETTINGS_KEY, SessionInfoHandler, add_to_page_config, session_info
 from .sink import AUDIT_LOG_ENV, AuditSink, AuditSinkError, sink_from_environment
 
 POLICY_ENV = SESSION_POLICY_ENV
@@ -233,6 +233,7 @@ class SecureHPCServerExtension(ExtensionApp):
             started_at=time.time(),
         )  # fmt: skip
         app.web_app.add_handlers(".*$", [(url_path_join(app.base_url, SESSION_PATH), SessionInfoHandler)])
+        add_to_page_config(app.web_app.settings)  # and in JupyterLab's page, read without a request
         if rules.write:
             # Roles that may save notebooks tell the hub their parameter names (headless runs check them before
             # submitting; the hub records them only for such roles in any case).
@@ -243,6 +244,12 @@ class SecureHPCServerExtension(ExtensionApp):
             session.project, session.user, session.role.value, root_real, _yes(rules.download), _yes(rules.upload),
             _yes(rules.terminals), _yes(rules.write),
         )  # fmt: skip
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Every extension has initialized now: jupyterhub-singleuser's (after ours by name) replaced the page
+        # config hook with its own; ours wraps it, so that JupyterLab's page still carries the session.
+        if self.guard is not None:
+            add_to_page_config(serverapp.web_app.settings)
 
 
 def _yes(decision: object) -> str:

@@ -27,6 +27,7 @@ from jupyter_securehpc.projects.roles import Role
 from jupyter_securehpc.serverext.guard import Guard, content_security_policy
 from jupyter_securehpc.serverext.paths import PathRefused, check_text, resolve_inside
 from jupyter_securehpc.serverext.session import SessionPolicyError, session_from_dict
+from jupyter_securehpc.serverext.session_api import PAGE_CONFIG_KEY, SETTINGS_KEY, add_to_page_config
 
 ROLES = [role.value for role in Role]
 VARIANTS = {
@@ -441,6 +442,57 @@ def test_session_endpoint_tells_the_ui_what_the_guard_enforces(servers: Servers,
 def test_session_endpoint_needs_a_login(servers: Servers) -> None:
     reply = servers.get("observer", "default").client("none").request("GET", "/securehpc/session")
     assert reply.status in (302, 403) and b"cardio" not in reply.body
+
+
+def page_config(html: str) -> dict:
+    start = html.index('<script id="jupyter-config-data" type="application/json">')
+    text = html[html.index(">", start) + 1 : html.index("</script>", start)]
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("page", ["/lab", "/tree"])
+def test_jupyterlab_page_carries_the_session_the_endpoint_answers(servers: Servers, page: str) -> None:
+    """JupyterLab's and Notebook 7's pages carry ``securehpcSession`` in their page configuration (the
+    labextension reads it when it activates, without a request): what ``/securehpc/session`` answers."""
+    client = servers.client("data_scientist", "default", "token")
+    reply = client.request("GET", page)
+    assert reply.status == 200, reply.status
+    from_page = page_config(reply.body.decode())[PAGE_CONFIG_KEY]
+    answer = client.request("GET", "/securehpc/session").json()
+    assert isinstance(from_page.pop("now"), float) and isinstance(answer.pop("now"), float)
+    assert from_page == answer
+    assert from_page["rights"]["download"] is False and from_page["role"] == "data_scientist"
+
+
+def test_page_config_hook_wraps_the_one_set_before_and_after() -> None:
+    """jupyterhub-singleuser sets its own hook (the hub user and token) at initialize, after ours when the
+    names sort so: ours runs the hook it found, and installing again once all are loaded wraps the newer one."""
+    settings: dict = {SETTINGS_KEY: {"project": "cardio"}}
+    calls: list[str] = []
+
+    def earlier(handler: object, config: dict) -> dict:
+        calls.append("earlier")
+        return {**config, "hubUser": "alice"}
+
+    settings["page_config_hook"] = earlier
+    add_to_page_config(settings)
+    ours = settings["page_config_hook"]
+    add_to_page_config(settings)
+    assert settings["page_config_hook"] is ours  # installed once
+    shared = {"appName": "JupyterLab"}
+    config = ours(None, shared)
+    assert calls == ["earlier"] and config["hubUser"] == "alice" and config[PAGE_CONFIG_KEY]["project"] == "cardio"
+    assert PAGE_CONFIG_KEY not in shared  # the web app's shared page_config_data is left alone
+
+    def later(handler: object, config: dict) -> dict:  # replaces ours, as jupyterhub-singleuser does
+        calls.append("later")
+        config["hubUser"] = "bob"
+        return config
+
+    settings["page_config_hook"] = later
+    add_to_page_config(settings)
+    config = settings["page_config_hook"](None, {})
+    assert calls[-1] == "later" and config["hubUser"] == "bob" and config[PAGE_CONFIG_KEY]["project"] == "cardio"
 
 
 def test_audit_logs_verify(servers: Servers) -> None:
