@@ -12,8 +12,8 @@ only, and only for a role that may write the workspace. Names only, never values
 ``MAX_NAMES`` identifiers of at most ``MAX_NAME`` characters). A notebook papermill cannot read is reported as
 deleted: the hub then refuses its runs with parameters until it is saved readable again.
 
-Not seen here: files a kernel or a terminal writes, renames or deletes. The runner checks the names once more
-in the sandbox when the job starts.
+Not seen here: files a kernel or a terminal writes, renames or deletes, and a checkpoint restored over a notebook.
+The runner checks the names once more in the sandbox when the job starts.
 """
 
 from __future__ import annotations
