@@ -43,25 +43,74 @@ export function hideCommand(
 }
 
 /**
- * Hide every command `blocked` says, now and whenever one is added later (plugins activate lazily).
- * Returns the ids hidden so far (for the page's data attribute that tests and admins read).
+ * Hides every command `blocked` says, now and whenever one is added later (plugins activate lazily), and shows
+ * again, as it was, a command the rule no longer blocks after `refresh()` (the rule read a placeholder until
+ * the session was known). `hidden` holds the ids hidden now (for the page's data attribute that tests and
+ * admins read).
  */
+export class CommandRestriction {
+  readonly hidden = new Set<string>();
+
+  constructor(
+    private readonly commands: CommandRegistry,
+    private readonly blocked: (id: string) => boolean,
+    private readonly refused: (id: string) => void
+  ) {
+    commands.listCommands().forEach(id => this.hide(id));
+    commands.commandChanged.connect((_, change) => {
+      if (change.type === 'added' && change.id) {
+        this.hide(change.id);
+      } else if (change.type === 'removed' && change.id) {
+        // A command added again under this id is a new definition: hidden (or not) on its own.
+        this.hidden.delete(change.id);
+        this.originals.delete(change.id);
+      }
+    });
+  }
+
+  /** Apply the rule again to every command: hide what it blocks now, show what it no longer blocks. */
+  refresh(): void {
+    for (const id of this.commands.listCommands()) {
+      this.hide(id);
+    }
+    for (const id of [...this.hidden]) {
+      if (this.blocked(id)) {
+        continue;
+      }
+      const command = definition(this.commands, id);
+      const original = this.originals.get(id);
+      if (command && original) {
+        Object.assign(command, original);
+        this.commands.notifyCommandChanged(id);
+      }
+      this.hidden.delete(id);
+      this.originals.delete(id);
+    }
+  }
+
+  private hide(id: string): void {
+    if (this.hidden.has(id) || !this.blocked(id)) {
+      return;
+    }
+    const command = definition(this.commands, id);
+    if (!command) {
+      return;
+    }
+    const { execute, isEnabled, isVisible } = command;
+    if (hideCommand(this.commands, id, this.refused)) {
+      this.originals.set(id, { execute, isEnabled, isVisible });
+      this.hidden.add(id);
+    }
+  }
+
+  private readonly originals = new Map<string, IMutableCommand>();
+}
+
+/** Hide every command `blocked` says, now and later; returns the ids hidden (see `CommandRestriction`). */
 export function restrictCommands(
   commands: CommandRegistry,
   blocked: (id: string) => boolean,
   refused: (id: string) => void
 ): Set<string> {
-  const hidden = new Set<string>();
-  const hide = (id: string): void => {
-    if (!hidden.has(id) && blocked(id) && hideCommand(commands, id, refused)) {
-      hidden.add(id);
-    }
-  };
-  commands.listCommands().forEach(hide);
-  commands.commandChanged.connect((_, change) => {
-    if (change.type === 'added' && change.id) {
-      hide(change.id);
-    }
-  });
-  return hidden;
+  return new CommandRestriction(commands, blocked, refused).hidden;
 }

@@ -1,7 +1,10 @@
 /**
  * jupyter-securehpc's JupyterLab extension: the session's project, role and rights made visible, the refused
- * paths made absent. The server extension stays the enforcement; everything here follows its
- * `GET /securehpc/session` and never allows more than the server does.
+ * paths made absent. The server extension stays the enforcement; everything here follows the session it
+ * describes (in the page configuration, else `GET /securehpc/session`) and never allows more than it does.
+ *
+ * Activation never waits: the session is in the page, or, while the endpoint is asked, every command a right
+ * governs is hidden (deny by default) and what the role may use is shown once the answer is there.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { IMainMenu } from '@jupyterlab/mainmenu';
@@ -11,9 +14,15 @@ import { Menu } from '@lumino/widgets';
 
 import { SessionBanner } from './banner';
 import { isAllowed } from './blocked';
-import { restrictCommands } from './commands';
+import { CommandRestriction } from './commands';
 import { Refusals, refusalReason } from './refusals';
-import { fetchSession, IRights, ISessionInfo } from './session';
+import {
+  fetchSession,
+  IRights,
+  ISessionInfo,
+  pageReceivedAt,
+  sessionFromPageConfig
+} from './session';
 
 // Server routes whose refusal follows something the person did (open, save, run, export): explained in a
 // dialog. Other 403s (background saves of the layout, which sessions keep read-only) only reach the console.
@@ -37,7 +46,10 @@ const NO_RIGHTS: IRights = {
   terminals: false
 };
 
-function unknownSession(): ISessionInfo {
+const READING = 'reading the session: downloads, uploads and terminals are hidden until then';
+const UNAVAILABLE = 'session details unavailable: downloads, uploads and terminals are hidden';
+
+function unknownSession(classification: string): ISessionInfo {
   return {
     project: '(unknown)',
     user: PageConfig.getOption('hubUser') || '',
@@ -46,7 +58,7 @@ function unknownSession(): ISessionInfo {
     refusal_reasons: {},
     limits: { max_wall_time_minutes: 0, max_gpus: 0, key_ttl_seconds: 0 },
     server_started_at: Date.now() / 1000,
-    classification: 'session details unavailable: downloads, uploads and terminals are hidden',
+    classification,
     support_contact: 'your hub administrator',
     now: Date.now() / 1000
   };
@@ -66,13 +78,32 @@ function pruneMenu(menu: Menu, commands: CommandRegistry): boolean {
   );
 }
 
-function markPage(info: ISessionInfo, hidden: Set<string>): void {
+/** The session on the page's body for CSS and tests (`null`: a stock server, nothing marked). */
+function markPage(info: ISessionInfo | null, hidden: Set<string>): void {
   const body = document.body;
-  body.dataset.securehpcProject = info.project;
-  body.dataset.securehpcRole = info.role;
-  body.dataset.securehpcHidden = [...hidden].sort().join(' ');
-  for (const [right, allowed] of Object.entries(info.rights)) {
-    body.classList.toggle(`jp-SecureHPC-no-${right}`, !allowed);
+  const rights: Partial<IRights> = info?.rights ?? {};
+  for (const right of Object.keys(NO_RIGHTS)) {
+    body.classList.toggle(
+      `jp-SecureHPC-no-${right}`,
+      info !== null && rights[right as keyof IRights] !== true
+    );
+  }
+  if (info === null) {
+    for (const name of ['securehpcProject', 'securehpcRole', 'securehpcHidden']) {
+      delete body.dataset[name];
+    }
+    return;
+  }
+  // Written only when changed: this runs on every command change while JupyterLab starts.
+  const marks = {
+    securehpcProject: info.project,
+    securehpcRole: info.role,
+    securehpcHidden: [...hidden].sort().join(' ')
+  };
+  for (const [name, value] of Object.entries(marks)) {
+    if (body.dataset[name] !== value) {
+      body.dataset[name] = value;
+    }
   }
 }
 
@@ -94,10 +125,13 @@ function keepProjectInTitle(project: string): void {
   }
 }
 
-/** Files dropped from the desktop where the role may not upload: explained, nothing sent, nothing opened. */
-function refuseDroppedFiles(refusals: Refusals): void {
+/**
+ * Files dropped from the desktop where the role may not upload (`mayUpload` answers for the session as known
+ * now): explained, nothing sent, nothing opened.
+ */
+function refuseDroppedFiles(refusals: Refusals, mayUpload: () => boolean): void {
   const hasFiles = (event: DragEvent): boolean =>
-    Array.from(event.dataTransfer?.types ?? []).includes('Files');
+    !mayUpload() && Array.from(event.dataTransfer?.types ?? []).includes('Files');
   document.addEventListener(
     'dragover',
     event => {
@@ -161,62 +195,78 @@ function watchRefusals(refusals: Refusals, original: Fetch): Fetch {
   };
 }
 
+/** The commands' labels and visibility, for admins and the browser tests (see `activate`). */
+function listCommands(app: JupyterFrontEnd): { id: string; label: string; visible: boolean }[] {
+  return app.commands.listCommands().map(id => {
+    let label = '';
+    try {
+      label = app.commands.label(id, {});
+    } catch {
+      // a label that needs arguments
+    }
+    return { id, label, visible: app.commands.isVisible(id, {}) };
+  });
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-securehpc-labextension:plugin',
   description:
     'Shows the secure project and role; removes the downloads, exports and uploads the server refuses.',
   autoStart: true,
   optional: [IMainMenu],
-  activate: async (app: JupyterFrontEnd, mainMenu: IMainMenu | null): Promise<void> => {
-    let info: ISessionInfo | null;
-    try {
-      info = await fetchSession();
-    } catch (error) {
-      console.error(
-        'jupyter-securehpc: the session could not be read; hiding every restricted item',
-        error
-      );
-      info = unknownSession();
-    }
-    if (info === null) {
-      return; // not a secure session (a stock server): nothing to show or hide
-    }
-    const session = info;
-    const refusals = new Refusals(session);
-    const hidden = restrictCommands(
+  // Not async: JupyterLab attaches its shell (and the file browser) only once every plugin has activated.
+  activate: (app: JupyterFrontEnd, mainMenu: IMainMenu | null): void => {
+    const fromPage = sessionFromPageConfig();
+    // The session as known now: from the page, else a placeholder without rights until the server answers;
+    // null once the server said it has no secure session (a stock server: nothing to show or hide).
+    let current: ISessionInfo | null = fromPage ?? unknownSession(READING);
+    const refusals = new Refusals(() => current ?? unknownSession(UNAVAILABLE));
+    const restriction = new CommandRestriction(
       app.commands,
-      id => !isAllowed(id, session.rights),
+      id => current !== null && !isAllowed(id, current.rights),
       id => void refusals.command(id)
     );
-    markPage(session, hidden);
+    markPage(current, restriction.hidden);
+    app.commands.commandChanged.connect(() => markPage(current, restriction.hidden));
     // For admins and the browser tests: every command with its label and whether it is shown, so that a
     // command a newer JupyterLab adds (and this extension does not know) can be found.
     (window as unknown as Record<string, unknown>).jupyterSecureHPC = {
-      hidden: () => [...hidden].sort(),
-      commands: () =>
-        app.commands.listCommands().map(id => {
-          let label = '';
-          try {
-            label = app.commands.label(id, {});
-          } catch {
-            // a label that needs arguments
-          }
-          return { id, label, visible: app.commands.isVisible(id, {}) };
-        })
+      hidden: () => [...restriction.hidden].sort(),
+      commands: () => listCommands(app)
     };
-    app.commands.commandChanged.connect(() => markPage(session, hidden));
-    if (!session.rights.upload) {
-      refuseDroppedFiles(refusals);
-    }
-    explainServerRefusals(
-      refusals,
-      app.serviceManager.serverSettings as unknown as { fetch: Fetch }
-    );
-    const skew = session.now * 1000 - Date.now();
-    app.shell.add(new SessionBanner(session, skew), 'top', { rank: 1 });
-    keepProjectInTitle(session.project);
-    // After every plugin has added its menu items (waiting here would hold up the application's start).
-    void app.restored.then(() => {
+    refuseDroppedFiles(refusals, () => current === null || current.rights.upload === true);
+
+    const settle = (info: ISessionInfo | null, receivedAt: number): ISessionInfo | null => {
+      current = info;
+      restriction.refresh();
+      markPage(info, restriction.hidden);
+      if (info !== null) {
+        explainServerRefusals(
+          refusals,
+          app.serviceManager.serverSettings as unknown as { fetch: Fetch }
+        );
+        app.shell.add(new SessionBanner(info, info.now * 1000 - receivedAt), 'top', { rank: 1 });
+        keepProjectInTitle(info.project);
+      }
+      return info;
+    };
+    const known: Promise<ISessionInfo | null> = fromPage
+      ? Promise.resolve(settle(fromPage, pageReceivedAt()))
+      : fetchSession()
+          .catch((error: unknown) => {
+            console.error(
+              'jupyter-securehpc: the session could not be read; hiding every restricted item',
+              error
+            );
+            return unknownSession(UNAVAILABLE);
+          })
+          .then(info => settle(info, Date.now()));
+    // After every plugin has added its menu items and the rights are known (waiting for either here would
+    // hold up the application's start).
+    void Promise.all([app.restored, known]).then(([, info]) => {
+      if (info === null) {
+        return;
+      }
       if (mainMenu) {
         for (const menu of (mainMenu as unknown as { menus: Menu[] }).menus ?? []) {
           pruneMenu(menu, app.commands);

@@ -19,7 +19,12 @@ const WHAT: Record<string, string> = {
 };
 
 export class Refusals {
-  constructor(private readonly info: ISessionInfo) {}
+  /** `session` gives the session as known now (a placeholder without rights until it is read). */
+  constructor(private readonly session: () => ISessionInfo) {}
+
+  private get info(): ISessionInfo {
+    return this.session();
+  }
 
   /** A refusal of the kind `right` (a right the role lacks). */
   explain(right: string, detail?: string): Promise<void> {

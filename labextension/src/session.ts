@@ -1,8 +1,10 @@
 /**
- * The session as the server extension enforces it (`GET /securehpc/session`): the only source of the
- * extension's decisions. The server decides every request on its own; what is hidden here is refused there.
+ * The session as the server extension enforces it: the only source of the extension's decisions. The server
+ * puts it in the page configuration (`securehpcSession`), so that it is there when the extension activates;
+ * `GET /securehpc/session` answers the same for a page without it. The server decides every request on its
+ * own; what is hidden here is refused there.
  */
-import { URLExt } from '@jupyterlab/coreutils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 export interface IRights {
@@ -29,6 +31,57 @@ export interface ISessionInfo {
 }
 
 export const SESSION_PATH = 'securehpc/session';
+export const PAGE_CONFIG_KEY = 'securehpcSession';
+
+/** Enough of the shape to decide with; a right that is not `true` is refused anyway (see `isAllowed`). */
+function isSessionInfo(value: unknown): value is ISessionInfo {
+  const info = value as Partial<ISessionInfo> | null;
+  return (
+    typeof info === 'object' &&
+    info !== null &&
+    typeof info.project === 'string' &&
+    typeof info.role === 'string' &&
+    typeof info.rights === 'object' &&
+    info.rights !== null &&
+    typeof info.limits === 'object' &&
+    info.limits !== null &&
+    typeof info.now === 'number'
+  );
+}
+
+/**
+ * The session the server wrote into the page, or null when the page has none (a server whose page
+ * configuration hook did not run: ask the endpoint). `read` is PageConfig's (objects come as JSON text).
+ */
+export function sessionFromPageConfig(
+  read: (name: string) => string = PageConfig.getOption
+): ISessionInfo | null {
+  const text = read(PAGE_CONFIG_KEY);
+  if (!text) {
+    return null;
+  }
+  try {
+    const info: unknown = JSON.parse(text);
+    if (isSessionInfo(info)) {
+      return info;
+    }
+  } catch {
+    // not JSON: said below
+  }
+  console.warn(`jupyter-securehpc: the page's ${PAGE_CONFIG_KEY} is unreadable; asking the server`);
+  return null;
+}
+
+/**
+ * When the page arrived (milliseconds since the epoch): the server's `now` in the page configuration was
+ * taken just before, so the clock skew is measured against this, not against the end of loading.
+ */
+export function pageReceivedAt(): number {
+  const [navigation] = performance.getEntriesByType('navigation') as PerformanceNavigationTiming[];
+  return navigation && navigation.responseStart > 0
+    ? performance.timeOrigin + navigation.responseStart
+    : Date.now();
+}
 
 /** The session, or null where the server has no secure session (a stock server: nothing to hide). */
 export async function fetchSession(
@@ -42,7 +95,11 @@ export async function fetchSession(
   if (!response.ok) {
     throw new Error(`${SESSION_PATH} answered ${response.status}`);
   }
-  return (await response.json()) as ISessionInfo;
+  const info: unknown = await response.json();
+  if (!isSessionInfo(info)) {
+    throw new Error(`${SESSION_PATH} answered something that is not a session`);
+  }
+  return info;
 }
 
 /** When the job ends at the latest (milliseconds since the epoch). */

@@ -8,12 +8,14 @@ refusal dialog for a dropped file (and nothing on disk), an allowed download tha
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -77,6 +79,18 @@ def open_lab(browser, server: Server, **context: object):
     return page
 
 
+def without_session_in_page_config(route) -> None:
+    """The real /lab page with ``securehpcSession`` taken out of its configuration (a server without the hook)."""
+    response = route.fetch()
+    html = response.text()
+    marker = '<script id="jupyter-config-data" type="application/json">'
+    start = html.index(">", html.index(marker)) + 1
+    end = html.index("</script>", start)
+    config = json.loads(html[start:end])
+    assert config.pop("securehpcSession")["project"] == "cardio"
+    route.fulfill(response=response, body=html[:start] + json.dumps(config) + html[end:])
+
+
 def menu_texts(page) -> str:
     # Hidden items stay in the menu's DOM (lm-mod-hidden): only what is shown counts.
     items = page.locator(".lm-Menu:visible .lm-Menu-item:not(.lm-mod-hidden) .lm-Menu-itemLabel")
@@ -107,6 +121,47 @@ def test_banner_and_title_show_project_and_role(browser, servers):
         assert re.search(r"Session ends in: at most \d", banner), banner
         assert page.title().startswith("[cardio] ")
         page.context.close()
+
+
+def test_the_session_comes_from_the_page_without_a_request(browser, servers):
+    """The server puts the session in JupyterLab's page configuration: the extension decides from it when it
+    activates and does not ask ``/securehpc/session``."""
+    page = browser.new_context().new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "securehpc/session" in request.url else None)
+    page.goto(f"http://127.0.0.1:{servers['data_scientist'].port}/lab?token={TEST_TOKEN}")
+    page.wait_for_selector("body[data-securehpc-ready='true']", state="attached", timeout=90_000)
+    assert "Project: cardio" in page.inner_text("#securehpc-banner")
+    assert "filebrowser:download" in page.evaluate("window.jupyterSecureHPC.hidden()")
+    assert asked == []
+    page.context.close()
+
+
+def test_without_the_session_in_the_page_everything_is_hidden_until_the_endpoint_answers(browser, servers):
+    """A page without the session (a server without the page configuration hook): the extension asks
+    ``/securehpc/session`` without holding up JupyterLab; until the answer, every download, upload and
+    terminal command is hidden even for an owner who may download, then what the owner may use is shown."""
+    page = browser.new_context().new_page()
+    held: list = []
+    page.route(lambda url: urlparse(url).path == "/lab", without_session_in_page_config)
+    page.route(lambda url: urlparse(url).path == "/securehpc/session", lambda route: held.append(route))
+    page.goto(f"http://127.0.0.1:{servers['data_owner'].port}/lab?token={TEST_TOKEN}")
+    # The file browser lists the project while the session's answer is held back.
+    page.wait_for_selector(".jp-DirListing-item[title*='data.csv']", timeout=90_000)
+    assert len(held) == 1
+    hidden = page.evaluate("window.jupyterSecureHPC.hidden()")
+    assert {"filebrowser:download", "docmanager:download", "filebrowser:open-url"} <= set(hidden), hidden
+    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='uploader']").is_hidden()
+    assert page.locator("#securehpc-banner").count() == 0
+    assert "Download" not in context_menu_of(page, "data.csv")
+    held[0].continue_()
+    page.wait_for_selector("body[data-securehpc-ready='true']", state="attached", timeout=30_000)
+    assert "Role: data owner" in page.inner_text("#securehpc-banner")
+    hidden = page.evaluate("window.jupyterSecureHPC.hidden()")
+    assert "filebrowser:download" not in hidden and "filebrowser:open-url" not in hidden, hidden
+    assert "Download" in context_menu_of(page, "data.csv")
+    assert page.locator(".jp-FileBrowser-toolbar [data-jp-item-name='uploader']").is_visible()
+    page.context.close()
 
 
 @pytest.mark.parametrize("role", ["data_scientist", "observer"])
