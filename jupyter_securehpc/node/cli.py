@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"securehpc-node: {error}", file=sys.stderr)
         return EX_USAGE
     except LaunchError as error:
-        print(f"securehpc-node: {error}", file=sys.stderr)
+        if not getattr(error, "reported", False):
+            print(f"securehpc-node: {error}", file=sys.stderr)
         return error.exit_code
 
 

@@ -250,6 +250,7 @@ async def run(spec: SessionSpec | None, *, token_from_stdin: bool = False, run_i
         except LaunchError as error:
             reporter.message(str(error).splitlines()[0])
             await reporter.end(RunEnd("failed", exit_code=error.exit_code % 256, problem="start"))
+            error.reported = True  # the job's output has its line already
             raise
         del token
         reporter.message(f"run {spec.run.run_id}: keys delivered, starting papermill in the sandbox")

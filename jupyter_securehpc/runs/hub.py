@@ -26,6 +26,7 @@ run cannot report itself (its time limit, a cancel in Slurm, a failed node).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -45,7 +46,7 @@ from ..projects.db import open_database
 from ..projects.runs import RunJob, RunRecord
 from ..projects.service import Actor, ProjectService
 from ..session.env import HUB_PUBLIC_KEY_ENV, REPORT_TOKEN_ENV, REPORT_URL_ENV
-from ..session.spec import SessionSpec
+from ..session.spec import RUNS_FOLDER, UPLOAD_FOLDER, SessionSpec
 from ..spawner import script, slurm
 from ..spawner.options import SessionRequest
 from ..spawner.reports import new_report_secret
@@ -137,6 +138,9 @@ class RunManager:
         self.hub_api_url = hub_api_url.rstrip("/")
         self._database = open_database(self.site.db_url)
         self._submitting: set[str] = set()
+        # Uploaded notebooks of runs whose jobs have not started yet: in this process's memory only (never in the
+        # database, on the hub's disk or in Slurm); a hub restart meanwhile ends such a run at its start.
+        self._uploads: dict[str, tuple[str, float]] = {}
         self._refreshed: dict[str, float] = {}
         self._poller: asyncio.Task | None = None
 
@@ -168,6 +172,8 @@ class RunManager:
         secret, secret_hash = new_report_secret()
         record = await asyncio.to_thread(self.as_person(user).submit_run, data, report_hash=secret_hash)
         self._submitting.add(record.run_id)
+        if record.upload is not None:
+            self._uploads[record.run_id] = (record.upload, time.monotonic())
         try:
             job = await asyncio.to_thread(self.as_hub().run_job, record.run_id)
             batch, env, account = self._job(record, job)
@@ -175,6 +181,7 @@ class RunManager:
             job_id = await slurm.submit(batch, account=account, env=env, timeout=float(self.setting("command_timeout")))
         except Exception as error:  # whatever stopped it (no principal, Slurm): the run ends, saying why
             reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+            self._uploads.pop(record.run_id, None)
             ended = await asyncio.to_thread(self.as_hub().run_not_submitted, record.run_id, reason)
             raise RunNotSubmitted(f"run {record.run_id}: {ended.reason}") from None
         finally:
@@ -223,14 +230,22 @@ class RunManager:
         claimed = await asyncio.to_thread(hub.claim_run_start, run_id, fields.get("JobState") if tag_ok else None)
         grant = None
         try:
+            if claimed.notebook.startswith(f"{RUNS_FOLDER}/{run_id}/{UPLOAD_FOLDER}/"):
+                upload, _ = self._uploads.get(run_id, (None, 0.0))
+                if upload is None:
+                    raise RuntimeError("the hub restarted while the run waited: its uploaded notebook (kept in the "
+                                       "hub's memory only) is gone; submit the run again")  # fmt: skip
+                claimed = dataclasses.replace(claimed, upload=upload)
             grant = await asyncio.to_thread(hub.session_grant, claimed.project, claimed.user)
             signed = self._signed_spec(claimed, grant)
-        except Exception as error:  # refused now (removed, policy), OpenBao: the run ends, saying why
+        except Exception as error:  # refused now (removed, policy), OpenBao, no upload: the run ends, saying why
             reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
             if grant is not None:
                 self._revoke(grant)
+            self._uploads.pop(run_id, None)
             ended = await asyncio.to_thread(hub.run_not_started, run_id, reason)
             raise RunNotStarted(ended.reason or reason) from None
+        self._uploads.pop(run_id, None)
         log.info("gave run %s (job %s) its spec and key", run_id, claimed.job_id)
         return signed, grant.wrapped.token
 
@@ -284,6 +299,10 @@ class RunManager:
         while True:
             try:
                 records = await asyncio.to_thread(self.as_hub().active_runs)
+                active, now = {record.run_id for record in records}, time.monotonic()
+                for run_id, (_, added) in list(self._uploads.items()):
+                    if run_id not in active and now - added > SUBMIT_GRACE:  # ended before its job started
+                        self._uploads.pop(run_id, None)
                 await self.refresh(records)
             except Exception:  # the poller must outlive one bad round (database busy, Slurm odd)
                 log.exception("checking the runs' jobs failed; trying again in %.0fs", self.settings.poll_interval)

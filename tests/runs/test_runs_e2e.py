@@ -302,7 +302,7 @@ def test_the_rest_api_refuses_non_json_and_foreign_credentials(e2e, token, noteb
     assert answer.status_code == 400 and "NaN is not JSON" in answer.json()["message"]
     assert api(e2e, "not-a-token", "GET", "?project=sleep").status_code == 403
     # The runs' report endpoints take no hub token.
-    for kind in ("progress", "end", "message"):
+    for kind in ("start", "progress", "end", "message"):
         reply = requests.post(f"{e2e['layout'].hub_url}/hub/api/securehpc/runs/0123456789ab/{kind}",
                               headers={"Authorization": f"token {token}"}, data="{}", timeout=30)  # fmt: skip
         assert reply.status_code == 403
@@ -511,3 +511,133 @@ def test_an_uploaded_notebook_runs_for_a_role_in_upload_roles_only(e2e, token, n
         assert executed.cells[-1].outputs[0]["text"].strip() == "CANARY-E2E-UPLOAD-UPL0AD"
     finally:
         stop(e2e, token, "sleep")
+
+
+# --- a run's spec and key are given at its job's start, never put into Slurm -----------------------------------
+
+
+def squeue_state(e2e, job_id: str) -> str:
+    argv = ["squeue", "--noheader", f"--jobs={job_id}", "--states=all", "--format=%T"]
+    return subprocess.run(argv, env=e2e["slurm_env"], capture_output=True, text=True, timeout=30,
+                          check=False).stdout.strip()  # fmt: skip
+
+
+def fill_the_node(e2e) -> str:
+    """A job of root's that takes the whole node: runs submitted meanwhile wait in the queue (PENDING)."""
+    job = subprocess.run(["sbatch", "--parsable", "--exclusive", "--partition=gpu", "--mem=100M", "--output=/dev/null",
+                          "--wrap=sleep 900"], env=e2e["slurm_env"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout.strip().split(";")[0]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and squeue_state(e2e, job) != "RUNNING":
+        time.sleep(0.5)
+    assert squeue_state(e2e, job) == "RUNNING"
+    return job
+
+
+def free_the_node(e2e, job: str) -> None:
+    subprocess.run(["scancel", job], env=e2e["slurm_env"], capture_output=True, timeout=30, check=False)
+
+
+def stored_job(e2e, job_id: str) -> dict[str, bytes]:
+    """What slurmctld keeps of a job on its controller (StateSaveLocation): its script and its environment."""
+    folders = list((e2e["layout"].slurm_dir / "ctld").glob(f"hash.*/job.{job_id}"))
+    assert len(folders) == 1, folders
+    return {path.name: path.read_bytes() for path in folders[0].iterdir() if path.is_file()}
+
+
+def ask_start(e2e, run_id: str, secret: str) -> requests.Response:
+    """The job's question at its start, as anyone holding the run's report secret can ask it."""
+    return requests.post(f"{e2e['layout'].hub_url}/hub/api/securehpc/runs/{run_id}/start", data="{}",
+                         headers={"Authorization": f"securehpc-report {secret}"}, timeout=60)  # fmt: skip
+
+
+def test_a_run_queued_past_its_key_ttl_gets_its_key_at_start_and_slurm_keeps_nothing_of_it(e2e, token, tmp_path):
+    """The batch script and the environment Slurm stores hold neither a parameter value nor the uploaded
+    notebook nor a key; the key is wrapped when the job runs (key_ttl 30 s, queued longer), once."""
+    admin = admin_service(e2e)
+    local = tmp_path / "queued.ipynb"
+    local.write_text(json.dumps(notebook("# UPLOADED-TEXT-5e1d\nprint(('canary-queued-' + word).upper())",
+                                         parameters="word = 'x'")))  # fmt: skip
+    admin.set_policy("sleep", ["key_ttl=30", "upload_roles=data_owner,data_scientist"])
+    node = fill_the_node(e2e)
+    try:
+        submitted = cli(e2e, token, "submit", "sleep", "--upload", str(local), "-r", "word", "PARAM-CANARY-77b1",
+                        "--json")  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        run = json.loads(submitted.stdout)
+        queued_at = time.monotonic()
+        assert run["state"] == "queued" and squeue_state(e2e, run["job_id"]) == "PENDING", run
+        stored = stored_job(e2e, run["job_id"])
+        assert f"run --from-hub {run['run_id']}".encode() in stored["script"]
+        for canary in (b"PARAM-CANARY-77b1", b"UPLOADED-TEXT-5e1d", b"SECUREHPC_WRAPPED_TOKEN", b"signature"):
+            assert [name for name, data in stored.items() if canary in data] == [], canary
+        # The run's report secret is in the stored environment: whoever reads it there cannot start the run
+        # before its job runs.
+        secret = stored["environment"].split(b"SECUREHPC_REPORT_TOKEN=", 1)[1].split(b"\0", 1)[0].decode()
+        audited = len(events(e2e))
+        early = ask_start(e2e, run["run_id"], secret)
+        assert early.status_code == 409, early.text
+        assert (
+            f"job {run['job_id']} of run {run['run_id']} is not running in Slurm (PENDING)" in early.json()["message"]
+        )
+        wrong = ask_start(e2e, run["run_id"], "x" * 43)
+        assert wrong.status_code == 403 and "wrapped_token" not in early.text + wrong.text
+        refusals = [(e["action"], e["outcome"]) for e in events(e2e)[audited:]]
+        assert refusals == [("run.start", "denied"), ("run.report.start", "denied")], refusals
+        # Longer in the queue than the policy's key_ttl: no key exists yet to expire.
+        while time.monotonic() - queued_at < 40:
+            time.sleep(1)
+        assert squeue_state(e2e, run["job_id"]) == "PENDING"
+        free_the_node(e2e, node)
+        ended = wait_state(e2e, token, run["run_id"], ("succeeded", "failed", "timed out", "cancelled"))
+        assert ended["state"] == "succeeded", (ended["reason"], ended["failed_cell"], ended["exception"])
+        assert ended["started_at"] is not None
+        mine = events(e2e)[audited:]
+        started = [e for e in mine if e["action"] == "run.start" and e["outcome"] == "allowed"]
+        assert len(started) == 1 and run["run_id"] in started[0]["object"]
+        wraps = [e for e in mine if e["action"] == "key.wrap" and e["outcome"] == "allowed"]
+        assert len(wraps) == 1 and wraps[0]["details"]["ttl"] == 30 and mine.index(wraps[0]) > mine.index(started[0])
+        # Once: the same secret does not start the run again (nor hand out another key).
+        again = ask_start(e2e, run["run_id"], secret)
+        assert again.status_code == 409 and "was started already" in again.json()["message"], again.text
+        last = events(e2e)[-1]
+        assert (last["action"], last["outcome"]) == ("run.start", "denied") and "started already" in last["reason"]
+        assert len([e for e in events(e2e)[audited:] if e["action"] == "key.wrap"]) == 1
+    finally:
+        free_the_node(e2e, node)
+        admin.set_policy("sleep", ["key_ttl=300", "upload_roles=data_owner"])
+    assert verify(e2e["root"] / "audit.jsonl").ok
+
+
+def test_a_member_removed_while_the_run_waits_gets_no_key_and_the_run_fails_at_start(e2e, token):
+    user, admin = e2e["user"].name, admin_service(e2e)
+    node = fill_the_node(e2e)
+    removed = False
+    try:
+        submitted = cli(e2e, token, "submit", "other", "plain.ipynb", "--json")
+        assert submitted.returncode == 0, submitted.stderr
+        run = json.loads(submitted.stdout)
+        audited = len(events(e2e))
+        admin.remove_member("other", user)
+        removed = True
+        free_the_node(e2e, node)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and admin.hub_run(run["run_id"]).active:
+            time.sleep(1)
+        ended = admin.hub_run(run["run_id"])
+        assert ended.state == "failed", ended
+        assert ended.reason.startswith(f"not started: no session key for {user} in other: "), ended.reason
+        mine = [(e["action"], e["outcome"]) for e in events(e2e)[audited:] if e["action"] != "member.remove"]
+        assert ("key.wrap", "denied") in mine and ("key.wrap", "allowed") not in mine, mine
+        assert ("run.start", "allowed") in mine and ("run.end", "denied") in mine, mine
+        # The job's output says why, in one line of the launcher's.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and squeue_state(e2e, run["job_id"]) not in ("FAILED", "COMPLETED"):
+            time.sleep(0.5)
+        text = job_output(e2e, run["job_id"]).read_text()
+        said = [line for line in text.splitlines() if "the hub refused to start it" in line]
+        assert len(said) == 1 and "(HTTP 403)" in said[0] and "no session key" in said[0], text
+    finally:
+        free_the_node(e2e, node)
+        if removed:
+            admin.add_member("other", user, "data_scientist")
