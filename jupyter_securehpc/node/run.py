@@ -68,9 +68,9 @@ RUNNER = (sys.executable, "-m", "jupyter_securehpc.runs.runner")
 END_ATTEMPTS = 12
 END_RETRY_SECONDS = 5.0
 MAX_LINE = 16 * 1024
-# The start is asked again while the hub does not answer or says "not yet" (503: its job id is not recorded yet,
-# or Slurm did not answer it); any other refusal is final.
-START_ATTEMPTS = 12
+# The start is asked again for five minutes (a hub restarting) while the hub does not answer or says "not yet"
+# (503: its job id is not recorded yet, or Slurm did not answer it); any other refusal is final.
+START_ATTEMPTS = 60
 START_RETRY_SECONDS = 5.0
 RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
