@@ -28,7 +28,7 @@ from jupyter_securehpc.portal.pages.common import ROLE_NAMES, minutes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PORTAL = "/services/securehpc/"
-CSP = "default-src 'self'; script-src 'self'; frame-ancestors 'none'"
+CSP = "default-src 'self'; script-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 
 @pytest.fixture(scope="module")
@@ -501,3 +501,39 @@ def xsrf_of(tab: Page) -> str:
     """The portal's XSRF token (the value of its ``_xsrf`` cookie), as a script of the page would send it."""
     (cookie,) = [c for c in tab.context.cookies() if c["name"] == "_xsrf" and c["path"] == PORTAL]
     return cookie["value"]
+
+
+def test_the_project_page_lists_headless_runs_with_names_never_values(site, people):
+    """A run recorded as the hub records one (nothing goes to Slurm: the hub's side is tests/runs/) shows on the
+    project page: who, which notebook, the parameters' names (never their values), how it ended."""
+    from jupyter_securehpc.audit import AuditLog
+    from jupyter_securehpc.projects.db import open_database
+    from jupyter_securehpc.projects.service import Actor, ProjectService
+    from jupyter_securehpc.session.parameters import ParametersChange
+    from jupyter_securehpc.session.reports import RunEnd
+
+    def service(actor: Actor) -> ProjectService:
+        return ProjectService(open_database(f"sqlite:///{site['db']}"), site["keys"], AuditLog(site["audit"]),
+                              site["root"] / "stores", actor)  # fmt: skip
+
+    tab = people(OBSERVER)
+    open_page(site, tab, "projects/alpha")
+    expect(tab.locator("#runs")).to_contain_text("No headless run yet. securehpc run submit alpha NOTEBOOK")
+
+    hub = service(Actor(admin="jupyterhub-runs"))
+    # As the scientist's session reports it when JupyterLab saves the notebook (projects/notebooks.py).
+    hub.record_notebook_parameters("alpha", site["scientist"], ParametersChange("sweeps/sweep.ipynb", ("canary_name",)))
+    person = service(Actor.signed_in(site["scientist"], is_admin=False, via="hub-runs"))
+    request = {"project": "alpha", "notebook": "sweeps/sweep.ipynb", "parameters": {"canary_name": 7331}}
+    record = person.submit_run(request, report_hash="0" * 64)
+    hub.run_submitted(record.run_id, "4243")
+    hub.record_run_end(record.run_id, RunEnd("failed", exit_code=1, cell=2, exception="KeyError"))
+
+    open_page(site, tab, "projects/alpha")
+    shown = tab.locator(f"tr.run[data-run='{record.run_id}']")
+    expect(shown).to_contain_text(site["scientist"])
+    expect(shown).to_contain_text("sweeps/sweep.ipynb")
+    expect(shown).to_contain_text("canary_name")
+    expect(shown.locator(".run-state")).to_contain_text("failed")
+    expect(shown.locator(".run-state")).to_contain_text("KeyError")
+    assert "7331" not in tab.inner_text("#runs")

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from ...projects.authz import Action
 from ..api import common
+from ..api.runs import shown as shown_run
 from ..errors import ApiError
 from .common import ROLE_NAMES, Page
 from .mine import project_sessions
 
 AUDIT_PAGE = 50
+# The project page lists its newest headless runs (the API and `securehpc run list` page through all).
+RUNS_SHOWN = 20
 
 
 class ProjectBase(Page):
@@ -26,6 +29,7 @@ class ProjectBase(Page):
         datasets = await self.call("list_datasets", project, about=project)
         shares = await self.call("list_shares", project, about=project)
         sessions, sessions_problem = await project_sessions(self, project)
+        runs = await self.call("list_runs", project, RUNS_SHOWN, about=project)
         role = next((m["role"] for m in info["members"] if m["user"] == self.caller.name), None)
         policy = info["policy"]
         may = {
@@ -47,6 +51,8 @@ class ProjectBase(Page):
             "received": shares["received"],
             "sessions": sessions,
             "sessions_problem": sessions_problem,
+            # What a run is, never what it produced; parameter names without values (as the API's runs).
+            "runs": [shown_run(record) for record in runs],
             "may": may,
             "spawn_url": self.spawn_url(project),
             "server_url": self.server_url(self.caller.name, project),
