@@ -68,6 +68,8 @@ class NotebookService:
                 self._event(ACTION, obj, "denied", project.name, reason, user=user)
                 raise Refused(reason)
             changed = self._apply(session, project, user, change)
+        if not changed:
+            return  # saved with the names the index has (JupyterLab's autosaves), or nothing to move: no event
         what = "saved" if change.names is not None else "renamed" if change.renamed_to is not None else "deleted"
         details = {"names": len(change.names)} if change.names is not None else {"entries": changed}
         if change.renamed_to is not None:
@@ -77,7 +79,7 @@ class NotebookService:
 
     @staticmethod
     def _apply(session: Session, project: Project, user: str, change: ParametersChange) -> int:
-        """The change on the index; how many entries it touched."""
+        """The change on the index; how many entries it changed (a save with the names the entry has: none)."""
         if change.names is not None:
             entry = session.scalar(
                 select(NotebookParameters).where(
@@ -87,6 +89,9 @@ class NotebookService:
             if entry is None:
                 entry = NotebookParameters(project_id=project.id, path=change.path)
                 session.add(entry)
+            elif entry.names == list(change.names):
+                entry.updated_at, entry.reported_by = utcnow(), user
+                return 0
             entry.names, entry.updated_at, entry.reported_by = list(change.names), utcnow(), user
             return 1
         entries = session.scalars(

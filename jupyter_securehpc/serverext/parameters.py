@@ -34,9 +34,6 @@ from jupyter_securehpc.session.reports import ReportError
 from .sink import AuditSink
 
 CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-# Saves of one session reported with the same names again are not reported twice (JupyterLab saves every two
-# minutes); a session's first save of a notebook always is. Bounded: beyond, the oldest are forgotten.
-MAX_REMEMBERED = 1000
 
 
 class ParameterIndexReporter:
@@ -46,7 +43,6 @@ class ParameterIndexReporter:
         self.sink = sink
         self.root_real = root_real
         self.log = log
-        self._last: dict[str, tuple[str, ...] | None] = {}
 
     def install(self, contents_manager: Any, event_logger: Any) -> None:
         contents_manager.register_post_save_hook(self.post_save)
@@ -66,9 +62,8 @@ class ParameterIndexReporter:
         except NotebookUnreadable as error:
             self.log.warning("securehpc: %s for headless runs: %s", path, error)
             names = None
-        if path in self._last and self._last[path] == names:
-            return  # the hub knows these names from this session already
-        self._remember(path, names)
+        # Every save, also with the names of the last one: another member's session may have saved the notebook
+        # with other names meanwhile, and the hub must have the names of the file as it is now.
         if names is None:
             self._send(ParametersChange(path, deleted=True))
         else:
@@ -79,12 +74,9 @@ class ParameterIndexReporter:
         action = data.get("action")
         if action == "rename":
             old, new = str(data.get("source_path", "")).strip("/"), str(data.get("path", "")).strip("/")
-            self._forget(old)
-            self._forget(new)
             self._send(ParametersChange(old, renamed_to=new))
         elif action == "delete":
             path = str(data.get("path", "")).strip("/")
-            self._forget(path)
             self._send(ParametersChange(path, deleted=True))
 
     # --- helpers ---------------------------------------------------------------------------------------------
@@ -94,16 +86,6 @@ class ParameterIndexReporter:
         if os.path.commonpath([self.root_real, real]) != self.root_real:
             return None
         return os.path.relpath(real, self.root_real).replace(os.sep, "/")
-
-    def _remember(self, path: str, names: tuple[str, ...] | None) -> None:
-        self._last.pop(path, None)
-        self._last[path] = names
-        while len(self._last) > MAX_REMEMBERED:
-            self._last.pop(next(iter(self._last)))
-
-    def _forget(self, path: str) -> None:
-        for known in [known for known in self._last if known == path or known.startswith(path + "/")]:
-            del self._last[known]
 
     def _send(self, change: ParametersChange) -> None:
         try:

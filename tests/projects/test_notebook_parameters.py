@@ -99,6 +99,16 @@ def test_a_save_in_a_writing_role_is_recorded_with_who_and_when(site):
     site.hub().record_notebook_parameters("sleep", "bob", saved("analysis/sweep.ipynb", "alpha", "subjects", "label"))
 
 
+def test_a_save_with_the_names_the_index_has_changes_only_who_and_when(site):
+    first = entry(site, "sleep", "analysis/sweep.ipynb")
+    audited = len(site.events())
+    site.hub().record_notebook_parameters("sleep", "alice", saved("analysis/sweep.ipynb", "alpha", "subjects", "label"))
+    again = entry(site, "sleep", "analysis/sweep.ipynb")
+    assert again["names"] == first["names"] and again["reported_by"] == "alice"
+    assert again["updated_at"] >= first["updated_at"]
+    assert len(site.events()) == audited  # JupyterLab's autosaves do not fill the audit log
+
+
 @pytest.mark.parametrize(("user", "says"), [("olga", "observer may not workspace.write"),
                                             ("mallory", "mallory is not a member")])  # fmt: skip
 def test_an_observers_or_strangers_session_cannot_change_the_index(site, user, says):

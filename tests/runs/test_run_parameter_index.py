@@ -4,8 +4,9 @@ OpenBao, gocryptfs and bubblewrap, the test user signed in through the OpenID pr
 Notebooks are saved, renamed and deleted in sleep's encrypted workspace through the contents API of a real
 JupyterLab session, as JupyterLab does it; the session's launcher reports their parameter names and the hub
 records them in the projects database. Runs with an unknown name, or for a notebook the index does not know, are
-refused in one line before anything reaches Slurm. A session whose user is an observer by now cannot change the
-index. The site (tests/e2e_hub.py): the user is a data scientist in sleep and in other.
+refused in one line before anything reaches Slurm; the runner checks the names once more when the job starts. A
+session whose user is an observer by now cannot change the index. The site (tests/e2e_hub.py): the user is a data
+scientist in sleep and in other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 from e2e_hub import diagnostics, start, stop, wait_ready
 
 from jupyter_securehpc.projects.service import ProjectService
+from jupyter_securehpc.session.parameters import ParametersChange
 
 pytestmark = [pytest.mark.slurm, pytest.mark.openbao, pytest.mark.sandbox]
 CANARY = "CANARY-default-value-7d1e"
@@ -153,6 +155,33 @@ def test_a_notebook_never_saved_in_a_session_is_refused_with_parameters(e2e, tok
     )
     assert all_jobs(e2e) == jobs
     assert events(e2e)[-1]["outcome"] == "denied"
+
+
+def test_the_runner_checks_the_names_again_when_the_job_starts(e2e, token, saved):
+    """A notebook changed outside JupyterLab's saves (a kernel or a terminal wrote it) has names the index does not
+    have: stood in for by an entry with one name more than the cell. The hub submits; the runner refuses in the
+    sandbox before any kernel starts."""
+    stale = ParametersChange("analysis/sweep.ipynb", names=("alpha", "subjects", "label", "ghost"))
+    e2e["service"].record_notebook_parameters("sleep", e2e["user"].name, stale)
+    answer = submit(e2e, token, {"project": "sleep", "notebook": "analysis/sweep.ipynb", "parameters": {"ghost": 1}})
+    assert answer.status_code == 201, answer.text
+    run_id = answer.json()["run_id"]
+    deadline = time.monotonic() + 240
+    while True:
+        run = requests.get(f"{e2e['layout'].hub_url}/hub/api/securehpc/runs/{run_id}", timeout=60,
+                           headers={"Authorization": f"token {token}"}).json()  # fmt: skip
+        if run["state"] not in ("submitting", "queued", "running", "unknown"):
+            break
+        assert time.monotonic() < deadline, f"{run}\n{diagnostics(e2e)}"
+        time.sleep(1)
+    assert run["state"] == "failed" and run["cells_done"] is None, run
+    # (The runner lists the names sorted; the hub in the cell's order.)
+    assert run["reason"] == ("unknown parameter ghost: the notebook's parameters cell defines alpha, label, subjects; "
+                             "nothing was executed"), run  # fmt: skip
+    # The index learns the truth again at the notebook's next save in JupyterLab.
+    body = {"type": "notebook", "format": "json", "content": notebook('alpha = 0.5\nsubjects = []\nlabel = "y"')}
+    assert contents(saved, token, "PUT", "analysis/sweep.ipynb", json=body).status_code == 200
+    wait_indexed(e2e, "sleep", "analysis/sweep.ipynb", ["alpha", "subjects", "label"])
 
 
 def test_renames_and_deletes_in_the_session_update_the_index(e2e, token, saved):
