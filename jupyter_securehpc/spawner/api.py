@@ -326,6 +326,16 @@ class ParametersReportHandler(_ServerReportHandler):
         if projects is None or not spawner.name:
             refuse(self, 403, action=self.action, actor=user.name, obj=obj, project=spawner.name or None,
                    reason="this server is not a project's session")  # fmt: skip
+        # Each report may be an audit event (a change, or a refusal): it counts against the session's budget of
+        # audit events, as the server extension's own events do.
+        allowed, first_refusal = spawner.take_session_audit_budget(1)
+        if not allowed:
+            reason = f"more than {spawner.session_audit_per_minute} session audit events in a minute"
+            if first_refusal:
+                _audit_log(self).append(actor=user.name, action=self.action, obj=obj, outcome="denied",
+                                        project=spawner.name, reason=reason,
+                                        remote_ip=self.request.remote_ip)  # fmt: skip
+            raise web.HTTPError(429, reason)
         try:
             # The service audits both what it records and what it refuses.
             projects().record_notebook_parameters(spawner.name, user.name, change)
