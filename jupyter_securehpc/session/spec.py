@@ -341,8 +341,10 @@ def validate_parameter_name(name: object) -> str:
 def validate_parameters(value: object) -> dict:
     """Parameters as papermill takes them: ASCII Python identifiers mapped to JSON values, within the size limits.
 
-    Whether each name is in the notebook's ``parameters`` cell is checked where the notebook can be read: by the
-    runner in the sandbox, before any cell runs (the hub never holds a project's key)."""
+    Whether each name is in the notebook's ``parameters`` cell is checked at the hub before submission, against
+    the names the project's sessions reported when the notebook was saved (``projects/notebooks.py``; the hub never
+    holds a project's key), and again where the notebook can be read: by the runner in the sandbox, before any cell
+    runs."""
     if value is None:
         return {}
     if not isinstance(value, dict):
