@@ -241,13 +241,16 @@ def test_a_failing_notebook_names_its_cell_and_the_job_output_holds_no_data(e2e,
     assert output.stat().st_mode & 0o077 == 0
 
 
-def test_unknown_parameters_are_refused_naming_the_known_ones_before_any_cell_runs(e2e, token, notebooks):
+def test_unknown_parameters_are_refused_naming_the_known_ones_before_anything_is_submitted(e2e, token, notebooks):
+    # The hub knows the notebook's parameter names from the session that saved it (the runner checks them again
+    # in the sandbox: test_run_node.py).
+    before, audited = all_jobs(e2e), len(events(e2e))
     result = cli(e2e, token, "submit", "sleep", notebooks["sweep"], "-p", "alphaa", "1", "--wait")
-    assert result.returncode == 1
-    assert "unknown parameter alphaa: the notebook's parameters cell defines alpha, patient, suffix; nothing was " \
-           "executed" in result.stdout, result.stdout  # fmt: skip
-    run = api(e2e, token, "GET", "?project=sleep").json()["runs"][0]
-    assert run["state"] == "failed" and run["cells_done"] is None
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert "unknown parameter alphaa" in result.stderr and "defines alpha, patient, suffix" in result.stderr
+    assert "nothing was submitted" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert all_jobs(e2e) == before
+    assert [(e["action"], e["outcome"]) for e in events(e2e)[audited:]] == [("run.submit", "denied")]
 
 
 @pytest.mark.parametrize(
