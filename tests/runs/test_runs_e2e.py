@@ -572,6 +572,9 @@ def test_a_run_queued_past_its_key_ttl_gets_its_key_at_start_and_slurm_keeps_not
         assert run["state"] == "queued" and squeue_state(e2e, run["job_id"]) == "PENDING", run
         stored = stored_job(e2e, run["job_id"])
         assert f"run --from-hub {run['run_id']}".encode() in stored["script"]
+        shown = subprocess.run(["scontrol", "show", "job", "-dd", run["job_id"]], env=e2e["slurm_env"],
+                               capture_output=True, timeout=30, check=True).stdout  # fmt: skip
+        stored["scontrol show job -dd"] = shown
         for canary in (b"PARAM-CANARY-77b1", b"UPLOADED-TEXT-5e1d", b"SECUREHPC_WRAPPED_TOKEN", b"signature"):
             assert [name for name, data in stored.items() if canary in data] == [], canary
         # The run's report secret is in the stored environment: whoever reads it there cannot start the run
