@@ -61,6 +61,14 @@ def test_the_member_lands_in_jupyterlab_with_the_project_banner(e2e, page):
     banner = page.inner_text("#securehpc-banner")
     assert "Project: sleep" in banner and "Role: data scientist" in banner, banner
     assert page.title().startswith("[sleep] ")
+    # The session came with the page (the server's page configuration hook wraps jupyterhub-singleuser's, which
+    # set its own after ours): both are in it, so the extension decided without asking the server.
+    # (Only these two fields leave the page: its configuration also holds the hub's token for this server.)
+    project, hub_user = page.evaluate(
+        "(c => [c.securehpcSession.project, c.hubUser])"
+        "(JSON.parse(document.getElementById('jupyter-config-data').textContent))"
+    )
+    assert (project, hub_user) == ("sleep", e2e["user"].name)
 
 
 def test_no_download_in_the_menus_and_the_server_refuses_one_anyway(e2e, page, session):
