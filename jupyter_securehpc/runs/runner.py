@@ -167,8 +167,9 @@ def execute(spec: RunSpec, reports: Reports) -> int:
         return reports.end(RunEnd("failed", problem="not_a_notebook", exception=_exception_name(type(error).__name__)))
     unknown = sorted(set(spec.parameters) - set(known))
     if unknown:
-        log.error("refused: unknown parameters %s; the parameters cell defines %s", unknown, sorted(known))
-        shown = tuple(name for name in sorted(known) if name.isidentifier() and len(name) <= 64)[:100]
+        log.error("refused: unknown parameters %s; the parameters cell defines %s", unknown, list(known))
+        # In the cell's order, as the hub's index lists them.
+        shown = tuple(name for name in known if name.isidentifier() and len(name) <= 64)[:100]
         return reports.end(RunEnd("refused", unknown=tuple(unknown), known=shown))
     kernel = spec.kernel or document.metadata.get("kernelspec", {}).get("name") or "python3"
     papermill_engines.register(ENGINE, _progress_engine(reports))

@@ -175,8 +175,8 @@ def test_the_runner_checks_the_names_again_when_the_job_starts(e2e, token, saved
         assert time.monotonic() < deadline, f"{run}\n{diagnostics(e2e)}"
         time.sleep(1)
     assert run["state"] == "failed" and run["cells_done"] is None, run
-    # (The runner lists the names sorted; the hub in the cell's order.)
-    assert run["reason"] == ("unknown parameter ghost: the notebook's parameters cell defines alpha, label, subjects; "
+    # In the cell's order, as the hub lists them.
+    assert run["reason"] == ("unknown parameter ghost: the notebook's parameters cell defines alpha, subjects, label; "
                              "nothing was executed"), run  # fmt: skip
     # The index learns the truth again at the notebook's next save in JupyterLab.
     body = {"type": "notebook", "format": "json", "content": notebook('alpha = 0.5\nsubjects = []\nlabel = "y"')}
