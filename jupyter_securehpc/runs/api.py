@@ -3,11 +3,15 @@
 For people (a JupyterHub API token or the hub's cookie, with the scope to start the person's own servers,
 ``servers!user=NAME``: a server's own token has no such scope), under ``/hub/api/securehpc/runs``:
 
-- ``POST /runs`` ``{"project", "notebook", "parameters", "kernel", "gpus", "cpus", "memory_gb", "time"}``: submit
+- ``POST /runs`` ``{"project", "notebook", "parameters", "parameters_json", "kernel", "gpus", "cpus", "memory_gb",
+  "time"}``: submit
   (201 and the run; 400 for a bad request, 403 for a refusal, 404 for a project that does not exist or that the
   person is not a member of; each a one-line ``message``, nothing submitted, an audit event); instead of
   ``notebook``, ``"upload": {"name": "NAME.ipynb", "content": "<the notebook's text>"}`` sends a notebook from
-  outside the workspace (the policy's ``upload_roles``; at most ``session.spec.MAX_UPLOAD_BYTES``; nbformat-valid);
+  outside the workspace (the policy's ``upload_roles``; at most ``session.spec.MAX_UPLOAD_BYTES``; nbformat-valid;
+  a client sends ``{"name", "size", "withheld"}`` without the text for a file it will not send, so that the hub
+  refuses it, audited); ``parameters_json`` holds values as the command line got them, JSON text parsed here
+  (``runs/request.py``);
 - ``GET /runs?project=P``: the project's runs; ``GET /runs/ID``: one run (state, cells done of the total, how it
   ended); ``POST /runs/ID/cancel``: ``scancel``, recorded; ``GET /runs/ID/logs``: the launcher's messages.
 
