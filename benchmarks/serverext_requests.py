@@ -6,13 +6,16 @@ Two real ``jupyter server`` subprocesses on loopback ports serve the same root f
 extension switched off on the command line), one with the extension as a data scientist under the default
 policy. Workloads, each at concurrency 8 with aiohttp and token auth in the Authorization header:
 
-- small file: ``GET /api/contents/small.txt?type=file&format=text`` (1 KiB of text);
+- small file: ``GET /api/contents/small.py?type=file&format=text`` (1 KiB of Python: a code file, which a data
+  scientist opens as text under the default policy, unlike a data file such as ``.txt``);
 - listing: ``GET /api/contents/listing?type=directory`` of a folder with 200 notebooks;
 - notebook save: ``PUT /api/contents/saveN.ipynb`` of a small notebook (one file per worker).
 
 Rounds alternate stock and extension so that drift of the machine hits both. Prints a Markdown table:
 requests per second (all rounds pooled), p50 and p99 latency, and the ratio extension/stock (>= 0.95 is
-the goal). No timing is asserted anywhere; this only measures.
+the goal), and the load average before and after. Every answer must be 200: otherwise the run measured
+refusals or errors, and the script exits with status 1 saying which workload and server, without a table.
+No timing is asserted anywhere; this only measures.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,11 +43,15 @@ class Sample:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    statuses: set[int] = field(default_factory=set)
+    first_error: str = ""  # the first refused answer's body (the guard's reason), cut short
 
     def add(self, other: Sample) -> None:
         self.seconds += other.seconds
         self.latencies += other.latencies
         self.errors += other.errors
+        self.statuses |= other.statuses
+        self.first_error = self.first_error or other.first_error
 
     @property
     def rate(self) -> float:
@@ -56,7 +64,7 @@ class Sample:
 
 def make_files(root: Path, listing: int) -> None:
     root.mkdir(parents=True)
-    (root / "small.txt").write_text(("0123456789abcde\n" * 64)[:1024])
+    (root / "small.py").write_text(("x = '0123456789a'\n" * 64)[:1024])
     (root / "listing").mkdir()
     for index in range(listing):
         (root / "listing" / f"nb{index:03}.ipynb").write_text(json.dumps(notebook_json(f"entry {index}")))
@@ -77,15 +85,17 @@ async def run(server: Server, workload: str, count: int) -> Sample:
             remaining -= 1
             start = time.perf_counter()
             if workload == "small file":
-                request = session.get(f"{base}/api/contents/small.txt?type=file&format=text", headers=headers)
+                request = session.get(f"{base}/api/contents/small.py?type=file&format=text", headers=headers)
             elif workload == "listing (200)":
                 request = session.get(f"{base}/api/contents/listing?type=directory", headers=headers)
             else:
                 request = session.put(f"{base}/api/contents/save{worker}.ipynb", data=body, headers=headers)
             async with request as response:
-                await response.read()
+                answer = await response.read()
                 if response.status != 200:
                     sample.errors += 1
+                    sample.statuses.add(response.status)
+                    sample.first_error = sample.first_error or answer[:300].decode("utf-8", "replace")
             sample.latencies.append(time.perf_counter() - start)
 
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
@@ -100,13 +110,27 @@ async def measure(servers: dict[str, Server], counts: dict[str, int], rounds: in
     results: dict[str, dict[str, Sample]] = {}
     for workload, count in counts.items():
         results[workload] = {name: Sample() for name in servers}
-        for server in servers.values():  # warm-up: caches, first imports, connection setup
-            await run(server, workload, max(CONCURRENCY, count // 20))
+        for name, server in servers.items():  # warm-up: caches, first imports, connection setup
+            warm_up = await run(server, workload, max(CONCURRENCY, count // 20))
+            warm_up.seconds, warm_up.latencies = 0.0, []  # only its errors count
+            results[workload][name].add(warm_up)
+        stop_on_failures(results)  # a workload that is refused measures refusals: no point in timing it
         for round_index in range(rounds):
             order = list(servers.items()) if round_index % 2 == 0 else list(reversed(servers.items()))
             for name, server in order:
                 results[workload][name].add(await run(server, workload, count))
+        stop_on_failures(results)
     return results
+
+
+class BenchmarkFailed(Exception):
+    """Some answer was not 200: the figures would not measure what the table says."""
+
+
+def stop_on_failures(results: dict) -> None:
+    problems = failures(results)
+    if problems:
+        raise BenchmarkFailed("\n".join(problems))
 
 
 def table(results: dict) -> str:
@@ -123,10 +147,18 @@ def table(results: dict) -> str:
             f"{stock.percentile(0.5):.1f} / {stock.percentile(0.99):.1f} | "
             f"{ext.percentile(0.5):.1f} / {ext.percentile(0.99):.1f} |"
         )
-    errors = {f"{w}/{s}": v.errors for w, b in results.items() for s, v in b.items() if v.errors}
-    if errors:
-        lines.append(f"\nnon-200 answers: {errors}")
     return "\n".join(lines)
+
+
+def failures(results: dict) -> list[str]:
+    """One line per workload and server that got an answer other than 200 (warm-up included)."""
+    return [
+        f"{workload} / {name}: {sample.errors} answers not 200 (status "
+        f"{', '.join(map(str, sorted(sample.statuses)))}; first: {sample.first_error})"
+        for workload, by_server in results.items()
+        for name, sample in by_server.items()
+        if sample.errors
+    ]
 
 
 def main() -> None:
@@ -135,6 +167,7 @@ def main() -> None:
     parser.add_argument("--listing-requests", type=int, default=200, help="requests per round for the listing")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per server and workload")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="securehpc-bench-") as tmp:
         base = Path(tmp)
         root = base / "projA"
@@ -150,10 +183,19 @@ def main() -> None:
                 "notebook save": args.requests // 2,
             }
             results = asyncio.run(measure(servers, counts, args.rounds))
+        except BenchmarkFailed as failed:
+            print(f"benchmark failed: every answer must be 200, but\n{failed}", file=sys.stderr)
+            sys.exit(1)
         finally:
             for server in servers.values():
                 server.stop()
+    load_after = os.getloadavg()
     print(table(results))
+    print(f"\nload average (1, 5, 15 min): before {_load(load_before)}, after {_load(load_after)}")
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
 
 
 if __name__ == "__main__":
