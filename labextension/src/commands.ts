@@ -46,7 +46,8 @@ export function hideCommand(
  * Hides every command `blocked` says, now and whenever one is added later (plugins activate lazily), and shows
  * again, as it was, a command the rule no longer blocks after `refresh()` (the rule read a placeholder until
  * the session was known). `hidden` holds the ids hidden now (for the page's data attribute that tests and
- * admins read).
+ * admins read); `changed` hears when it changes (not at every command change: JupyterLab makes hundreds while
+ * it starts).
  */
 export class CommandRestriction {
   readonly hidden = new Set<string>();
@@ -54,7 +55,8 @@ export class CommandRestriction {
   constructor(
     private readonly commands: CommandRegistry,
     private readonly blocked: (id: string) => boolean,
-    private readonly refused: (id: string) => void
+    private readonly refused: (id: string) => void,
+    private readonly changed: (hidden: Set<string>) => void = () => undefined
   ) {
     commands.listCommands().forEach(id => this.hide(id));
     commands.commandChanged.connect((_, change) => {
@@ -62,8 +64,10 @@ export class CommandRestriction {
         this.hide(change.id);
       } else if (change.type === 'removed' && change.id) {
         // A command added again under this id is a new definition: hidden (or not) on its own.
-        this.hidden.delete(change.id);
         this.originals.delete(change.id);
+        if (this.hidden.delete(change.id)) {
+          this.changed(this.hidden);
+        }
       }
     });
   }
@@ -73,6 +77,7 @@ export class CommandRestriction {
     for (const id of this.commands.listCommands()) {
       this.hide(id);
     }
+    const before = this.hidden.size;
     for (const id of [...this.hidden]) {
       if (this.blocked(id)) {
         continue;
@@ -85,6 +90,9 @@ export class CommandRestriction {
       }
       this.hidden.delete(id);
       this.originals.delete(id);
+    }
+    if (this.hidden.size !== before) {
+      this.changed(this.hidden);
     }
   }
 
@@ -100,6 +108,7 @@ export class CommandRestriction {
     if (hideCommand(this.commands, id, this.refused)) {
       this.originals.set(id, { execute, isEnabled, isVisible });
       this.hidden.add(id);
+      this.changed(this.hidden);
     }
   }
 

@@ -224,10 +224,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const restriction = new CommandRestriction(
       app.commands,
       id => current !== null && !isAllowed(id, current.rights),
-      id => void refusals.command(id)
+      id => void refusals.command(id),
+      hidden => markPage(current, hidden)
     );
     markPage(current, restriction.hidden);
-    app.commands.commandChanged.connect(() => markPage(current, restriction.hidden));
     // For admins and the browser tests: every command with its label and whether it is shown, so that a
     // command a newer JupyterLab adds (and this extension does not know) can be found.
     (window as unknown as Record<string, unknown>).jupyterSecureHPC = {

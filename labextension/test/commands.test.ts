@@ -73,10 +73,12 @@ describe('CommandRestriction', () => {
   it('hides what a refreshed rule blocks, also a command removed and added again', () => {
     const { commands } = registry();
     let blocked = 'nothing';
+    const seen: string[][] = [];
     const restriction = new CommandRestriction(
       commands,
       id => id === blocked,
-      () => undefined
+      () => undefined,
+      hidden => seen.push([...hidden])
     );
     expect(commands.isVisible('docmanager:save')).toBe(true);
     blocked = 'later:export';
@@ -91,5 +93,13 @@ describe('CommandRestriction', () => {
     expect(commands.isVisible('docmanager:save')).toBe(false);
     expect(commands.isVisible('later:export')).toBe(true);
     expect([...restriction.hidden]).toEqual(['docmanager:save']);
+    // Told each time the hidden set changed, never for the commands it left alone.
+    expect(seen).toEqual([
+      ['later:export'],
+      [],
+      ['later:export'],
+      ['later:export', 'docmanager:save'],
+      ['docmanager:save']
+    ]);
   });
 });
