@@ -237,7 +237,7 @@ class SecureHPCServerExtension(ExtensionApp):
         if rules.write:
             # Roles that may save notebooks tell the hub their parameter names (headless runs check them before
             # submitting; the hub records them only for such roles in any case).
-            ParameterIndexReporter(self.audit_sink, root_real, self.log).install(contents, app.event_logger)
+            ParameterIndexReporter(self.audit_sink, root_real, self.log).install(contents)
         session = self.session
         self.log.info(
             "securehpc: guarding project %s for %s as %s in %s (download: %s, upload: %s, terminals: %s, write: %s)",

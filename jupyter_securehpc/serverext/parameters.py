@@ -4,7 +4,12 @@ The hub cannot read the encrypted workspace, yet refuses a run's unknown paramet
 submitted (``projects/notebooks.py``). So the session tells it, for every notebook saved through the contents
 API (a post-save hook: new, saved, copied and uploaded notebooks), the names its ``parameters`` cell defines,
 read with papermill as the runner reads them (``session.parameters.parameter_names``); and for every rename or
-delete through the contents API (the contents manager's own events), the paths that moved or went.
+delete through the contents API (what the contents manager emits as its ``rename`` and ``delete`` events), the
+paths that moved or went.
+
+The contents manager's ``emit`` is wrapped rather than listened to on the server's event logger: a listener on
+the contents schema makes the logger copy, validate and schedule a task for every event, ``get`` included,
+which is one per entry of every folder listing (a 200-entry listing took half as long again).
 
 A change is one line on the launcher's audit pipe (``sink.PipeSink.parameters``), which the launcher parses
 strictly and posts with the session's report secret; the hub records it for this session's project and user
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import wraps
 from typing import Any
 
 from jupyter_securehpc.session.parameters import (
@@ -33,8 +39,6 @@ from jupyter_securehpc.session.reports import ReportError
 
 from .sink import AuditSink
 
-CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-
 
 class ParameterIndexReporter:
     """Reports changes of the session's notebooks to the launcher's pipe (see the module docstring)."""
@@ -44,9 +48,18 @@ class ParameterIndexReporter:
         self.root_real = root_real
         self.log = log
 
-    def install(self, contents_manager: Any, event_logger: Any) -> None:
+    def install(self, contents_manager: Any) -> None:
+        """Hook into ``contents_manager``: its post-save hooks, and its ``emit`` (see the module docstring)."""
         contents_manager.register_post_save_hook(self.post_save)
-        event_logger.add_listener(schema_id=CONTENTS_EVENTS, listener=self.contents_event)
+        emit = contents_manager.emit
+
+        @wraps(emit)
+        def emit_and_report(data: dict) -> None:
+            emit(data)  # jupyter-server's own (it returns at once while nobody listens to the event logger)
+            self.contents_event(data)
+
+        # An instance attribute: ContentsManager.delete and .rename call ``self.emit`` after they succeeded.
+        contents_manager.emit = emit_and_report
 
     # --- the contents manager's calls ------------------------------------------------------------------------
 
@@ -69,9 +82,9 @@ class ParameterIndexReporter:
         else:
             self._send(ParametersChange(path, names=names))
 
-    async def contents_event(self, logger: Any, schema_id: str, data: dict) -> None:
-        """The contents manager's events: ``rename`` (``source_path`` to ``path``) and ``delete``."""
-        action = data.get("action")
+    def contents_event(self, data: dict) -> None:
+        """The contents manager's events: ``rename`` (``source_path`` to ``path``) and ``delete``; others pass."""
+        action = data.get("action") if isinstance(data, dict) else None
         if action == "rename":
             old, new = str(data.get("source_path", "")).strip("/"), str(data.get("path", "")).strip("/")
             self._send(ParametersChange(old, renamed_to=new))
