@@ -87,7 +87,7 @@ def row(label: str, rounds: int, with_ext: list[float], without: list[float]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--user", default="nobody", help="unprivileged account the servers run as")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="securehpc-labbench-"))
