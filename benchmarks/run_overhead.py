@@ -122,6 +122,7 @@ class Bench:
         for path in [self.plain, *self.plain.rglob("*")]:
             os.chown(path, user.pw_uid, user.pw_gid)
         self._put_notebook()
+        self._index_notebook()
         account = hubclient.add_account(self.layout, user.pw_name)
         hub.up(self.layout, self.settings(), env=self.hub_env())
         browser = hubclient.login(self.layout, account)
@@ -164,6 +165,19 @@ class Bench:
         subprocess.run([str(BIN / "securehpc-node"), "exec", "--spec", str(path), "--", "python3", "-c", code],
                        input=notebook(), text=True, env=env, check=True, timeout=120, user=self.principal.uid,
                        group=self.principal.gid, extra_groups=[])  # fmt: skip
+
+    def _index_notebook(self) -> None:
+        """The notebook's parameter names in the hub's index, as a session reports them when JupyterLab saves it
+        (the hub refuses parameters of a notebook it does not know)."""
+        from jupyter_securehpc.audit import AuditLog
+        from jupyter_securehpc.projects.db import open_database
+        from jupyter_securehpc.projects.service import Actor, ProjectService
+        from jupyter_securehpc.session.parameters import ParametersChange
+
+        database, audit = open_database(self.site.env["SECUREHPC_DB"]), AuditLog(self.site.audit_log)
+        service = ProjectService(database, self.site.keystore(), audit, self.site.store_root, Actor(admin="benchmark"))
+        change = ParametersChange("bench.ipynb", names=("data", "iterations"))
+        service.record_notebook_parameters(PROJECT, self.user.pw_name, change)
 
     # --- one run of each kind ----------------------------------------------------------------------------
     def submit_plain(self, iterations: int) -> str:
