@@ -6,9 +6,10 @@ from an index of names it cannot read itself (the notebook is in the encrypted w
 key). The index is kept by the sessions:
 
 - the server extension (``serverext/parameters.py``) reads a notebook's names whenever JupyterLab saves it
-  (``parameter_names``: papermill's own ``inspect_notebook``, the function the runner calls) and writes a
-  change to the audit pipe: ``{"parameters": {"saved": PATH, "names": [...]}}``, ``{"parameters":
-  {"renamed": OLD, "to": NEW}}`` or ``{"parameters": {"deleted": PATH}}`` (paths relative to the workspace);
+  (``parameter_names``: what papermill's ``inspect_notebook``, the function the runner calls, finds; for a
+  well-formed notebook without validating all of it) and writes a change to the audit pipe:
+  ``{"parameters": {"saved": PATH, "names": [...]}}``, ``{"parameters": {"renamed": OLD, "to": NEW}}`` or
+  ``{"parameters": {"deleted": PATH}}`` (paths relative to the workspace);
 - the node launcher parses the inner object with ``parse_parameters_report`` and posts it to the hub's
   ``.../servers/<user>/<server>/parameters`` endpoint (``spawner/api.py``), which parses it again and records
   it for the session's project and user (``ProjectService.record_notebook_parameters``).
@@ -20,10 +21,14 @@ it with the same function, from a memory file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import keyword
+import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,16 +57,111 @@ def is_parameter_name(value: object) -> bool:
 def parameter_names(notebook: str | Path) -> tuple[str, ...]:
     """The names the notebook's ``parameters`` cell defines, in the cell's order (papermill's
     ``inspect_notebook``, as the runner uses it), bounded: only valid names, at most ``MAX_NAMES``. No cell
-    tagged ``parameters``: ``()``. NotebookUnreadable when papermill cannot read it."""
+    tagged ``parameters``: ``()``. NotebookUnreadable when papermill cannot read it.
+
+    A well-formed nbformat 4 notebook at an absolute path is read without nbformat's validation of the whole
+    notebook (``_read_well_formed``: what ``inspect_notebook`` would answer, in a fraction of the time, as the
+    server extension does this after every save); anything else goes through ``inspect_notebook`` itself."""
     import papermill
 
+    path = str(notebook)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _papermill_quiet():
             warnings.simplefilter("ignore")  # papermill warns about names without .ipynb (a memory file)
-            found = papermill.inspect_notebook(str(notebook))
+            found = _read_well_formed(path)
+            if found is None:
+                found = list(papermill.inspect_notebook(path))
     except Exception as error:  # nbformat's and papermill's own errors: not JSON, no translator for the kernel
         raise NotebookUnreadable(f"papermill cannot read its parameters cell: {_why(error)}") from None
     return tuple(name for name in found if is_parameter_name(name))[:MAX_NAMES]
+
+
+def _read_well_formed(path: str) -> list[str] | None:
+    """The names ``papermill.inspect_notebook(path)`` finds, or None where only it can say.
+
+    ``inspect_notebook`` formats the path with its built-in parameters (``{...}``), picks an I/O handler by the
+    path's start, reads the text, and parses it with ``nbformat.reads(as_version=4)``, which validates the
+    whole notebook (most of the time it takes: outputs included), then upgrades it, defaults each cell's tags
+    and asks the kernel's translator about the first cell tagged ``parameters``. Validation only logs what is
+    invalid and may renumber cell ids, but it raises on some malformed notebooks (cells that are not objects,
+    ids that are not strings). So here: the same reading and the same papermill pieces, without the
+    validation, and only for an absolute path without braces (the local handler, no formatting) whose text
+    is nbformat 4 with a list of cells that are objects with object metadata and string ids, if any.
+    Everything else: None. ``tests/session/test_parameter_reports.py`` compares both on a table of notebooks.
+    """
+    import nbformat
+    from nbformat import reader
+    from papermill.translators import papermill_translators
+    from papermill.utils import find_first_tagged_cell_index, nb_kernel_name, nb_language
+
+    if not path.startswith("/") or "{" in path or "}" in path:
+        return None
+    with open(path, encoding="utf-8") as file:  # as papermill's local handler reads it
+        text = file.read()
+    nb = reader.reads(text)  # what nbformat.reads does before its conversion (none for v4) and validation
+    if not _well_formed_v4(nb):
+        return None
+    nb = nbformat.v4.upgrade(nb) or nb  # as papermill's load_notebook_node, whose defaults follow
+    for cell in nb.cells:
+        if "tags" not in cell.metadata:
+            cell.metadata["tags"] = []
+    index = find_first_tagged_cell_index(nb, "parameters")  # and then as papermill's _infer_parameters
+    if index < 0:
+        return []
+    translator = papermill_translators.find_translator(nb_kernel_name(nb), nb_language(nb))
+    try:
+        return [parameter.name for parameter in translator.inspect(nb.cells[index])]
+    except NotImplementedError:  # a language papermill cannot inspect: it finds no parameters either
+        return []
+
+
+def _well_formed_v4(nb: Any) -> bool:
+    def exact_int(value: object) -> bool:
+        return type(value) is int
+
+    cells = nb.get("cells")
+    return (
+        exact_int(nb.get("nbformat"))
+        and nb["nbformat"] == 4
+        and exact_int(nb.get("nbformat_minor"))
+        and nb["nbformat_minor"] >= 0
+        and isinstance(nb.get("metadata"), dict)
+        and isinstance(cells, list)
+        and all(
+            isinstance(cell, dict)
+            and isinstance(cell.get("metadata"), dict)
+            and ("id" not in cell or isinstance(cell["id"], str))
+            for cell in cells
+        )
+    )
+
+
+class _PapermillQuiet(logging.Filter):
+    """Drops papermill's log records while ``parameter_names`` runs: its translators log a line of the cell they
+    cannot parse (``Unable to parse line 2 'a = b = 1'``), a parameter's value, which a session or the hub would
+    write into a log outside the project."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _QUIET.get()
+
+
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("securehpc_papermill_quiet", default=False)
+_QUIET_FILTER = _PapermillQuiet()
+# A logger's filters see only its own records, not its children's: each logger papermill logs to (2.7).
+_PAPERMILL_LOGGERS = ("papermill", "papermill.translators", "papermill.utils")
+
+
+@contextlib.contextmanager
+def _papermill_quiet() -> Iterator[None]:
+    for name in _PAPERMILL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _QUIET_FILTER not in logger.filters:
+            logger.addFilter(_QUIET_FILTER)
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
 
 
 def _why(error: Exception) -> str:

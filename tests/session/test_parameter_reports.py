@@ -5,6 +5,7 @@ the hub's parser before posting it (a change that does not parse becomes an audi
 from __future__ import annotations
 
 import json
+import logging
 
 import nbformat
 import pytest
@@ -15,6 +16,7 @@ from jupyter_securehpc.session.parameters import (
     MAX_PARAMETERS_BODY,
     NotebookUnreadable,
     ParametersChange,
+    _read_well_formed,
     parameter_names,
     parameters_report,
     parse_parameters_report,
@@ -61,6 +63,137 @@ def test_names_are_bounded(tmp_path):
     long = "x" * 65
     names = text_parameter_names(notebook_text(f"{long} = 1\n{many}"))
     assert len(names) == MAX_NAMES and long not in names and names[0] == "p0"
+
+
+def v4(cells: list, minor: int = 5, metadata: object = None, **top: object) -> dict:
+    """An nbformat 4 notebook as JSON data, cells as given (possibly malformed)."""
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    return {"cells": cells, "metadata": kernel if metadata is None else metadata, "nbformat": 4,
+            "nbformat_minor": minor, **top}  # fmt: skip
+
+
+def code(source: object, tags: object = "none", **extra: object) -> dict:
+    metadata = {} if tags == "none" else {"tags": tags}
+    return {"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [], "source": source,
+            **extra}  # fmt: skip
+
+
+PARAMS = code("alpha = 0.5\nsubjects = [\n  's01',  # first\n  's02',\n]\nlabel: str = 'x'  # help\n", ["parameters"])
+# (case, notebook's JSON data or raw text or bytes, whether the short way answers, False: papermill itself is asked);
+# the outcome must be papermill's. Texts that nbformat's reader refuses (before any check of ours) fail the short way
+# exactly as they fail in papermill's nbformat.reads.
+NOTEBOOKS = [
+    ("plain", v4([code("print(1)", id="a"), {**PARAMS, "id": "b"}]), True),
+    ("source as a list of lines", v4([code(["alpha = 1\n", "beta = 'two'\n"], ["parameters"], id="p")]), True),
+    ("no parameters cell", v4([code("alpha = 1", id="a")]), True),
+    ("no parameters cell, no kernel", v4([code("alpha = 1", id="a")], metadata={}), True),
+    ("parameters but no kernel name", v4([{**PARAMS, "id": "p"}], metadata={"language_info": {"name": "python"}}),
+     True),
+    ("kernel name only in language_info", v4([{**PARAMS, "id": "p"}],
+                                            metadata={"kernelspec": {"name": "python3"}}), True),
+    ("R, which papermill does not inspect", v4([code("alpha <- 1", ["parameters"], id="p")],
+                                               metadata={"kernelspec": {"name": "ir", "language": "R"}}), True),
+    ("a kernel papermill has no translator for", v4([code("alpha = 1", ["parameters"], id="p")],
+                                                    metadata={"kernelspec": {"name": "cobol", "language": "cobol"}}),
+     True),
+    ("a kernel name that is a number", v4([{**PARAMS, "id": "p"}],
+                                          metadata={"kernelspec": {"name": 5, "language": "python"}}), True),
+    ("two parameters cells: the first", v4([code("first = 1", ["parameters"], id="a"),
+                                            code("second = 2", ["parameters"], id="b")]), True),
+    ("tags as a string (papermill tests 'in')", v4([code("alpha = 1", "myparameters", id="a")]), True),
+    ("tags as an object", v4([code("alpha = 1", {"parameters": 1}, id="a")]), True),
+    ("tags null in a later cell", v4([{**PARAMS, "id": "a"}, code("x = 1", None, id="b")]), True),
+    ("several tags", v4([code("alpha = 1", ["x", "parameters"], id="a")]), True),
+    ("lines with two '=' are skipped", v4([code("a = b = 1\nalpha = 2\nlimit = x == 3", ["parameters"], id="a")]),
+     True),
+    ("minor 4, no ids (upgraded)", v4([code("print(1)"), PARAMS], minor=4), True),
+    ("minor 5, ids missing", v4([code("print(1)"), PARAMS]), True),
+    ("duplicate ids", v4([code("print(1)", id="a"), {**PARAMS, "id": "a"}]), True),
+    ("invalid by the schema (unknown keys)", v4([{**PARAMS, "id": "a", "colour": "red"}], extra_top="x"), True),
+    ("a minor version without a schema", v4([{**PARAMS, "id": "a"}], minor=99), True),
+    ("an id that is a number", v4([{**PARAMS, "id": 7}]), False),
+    ("an id that is a list", v4([{**PARAMS, "id": ["a"]}]), False),
+    ("a cell that is not an object", v4(["alpha = 1", {**PARAMS, "id": "a"}]), True),
+    ("cell metadata that is a list", v4([{**code("x = 1", id="a"), "metadata": []}, {**PARAMS, "id": "b"}]), True),
+    ("cells that are a string", v4("CANARY"), True),
+    ("no cells", {"metadata": {}, "nbformat": 4, "nbformat_minor": 5}, True),
+    ("notebook metadata that is a list", v4([{**PARAMS, "id": "a"}], metadata=[]), True),
+    ("no minor version", {"cells": [{**PARAMS, "id": "a"}], "metadata": {}, "nbformat": 4}, False),
+    ("version 4.0 as a float", {**v4([{**PARAMS, "id": "a"}]), "nbformat": 4.0}, False),
+    ("nbformat 3 (converted by papermill)", {"metadata": {"kernelspec": {"name": "python3", "language": "python"}},
+     "nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": [{"cell_type": "code", "input": "alpha = 1",
+     "language": "python", "metadata": {"tags": ["parameters"]}, "outputs": []}]}]}, False),
+    ("not JSON", "{not json", True),
+    ("a JSON list", "[1, 2]", True),
+    ("not UTF-8", b'{"cells": [], "metadata": {"x": "\xff"}, "nbformat": 4, "nbformat_minor": 5}', True),
+    ("a byte order mark", "\ufeff" + json.dumps(v4([{**PARAMS, "id": "a"}])), True),
+]  # fmt: skip
+
+
+def papermill_says(path) -> tuple:
+    import warnings
+
+    import papermill
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = papermill.inspect_notebook(str(path))
+    except Exception:
+        return ("unreadable",)
+    return ("names", tuple(name for name in found if name.isidentifier() and len(name) <= 64)[:MAX_NAMES])
+
+
+def we_say(path) -> tuple:
+    try:
+        return ("names", parameter_names(path))
+    except NotebookUnreadable:
+        return ("unreadable",)
+
+
+@pytest.mark.parametrize(("case", "content", "short"), NOTEBOOKS, ids=[case for case, _, _ in NOTEBOOKS])
+def test_names_are_what_papermill_inspect_notebook_finds_whichever_way_they_are_read(tmp_path, case, content, short):
+    path = tmp_path / "nb.ipynb"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    expected = papermill_says(path)
+    assert we_say(path) == expected
+    # The short way (no validation of the whole notebook) answers where it is sure to agree, and only there.
+    try:
+        answered = _read_well_formed(str(path)) is not None
+    except Exception:
+        answered = True  # and failed as papermill does
+    assert answered == short
+    if isinstance(content, dict):  # the hub's way: an upload's text, read from a memory file
+        try:
+            assert ("names", text_parameter_names(json.dumps(content))) == expected
+        except NotebookUnreadable:
+            assert expected == ("unreadable",)
+
+
+def test_a_path_papermill_would_format_is_read_by_papermill_itself(tmp_path):
+    path = tmp_path / "run_{date}.ipynb"
+    path.write_text(json.dumps(v4([{**PARAMS, "id": "a"}])))
+    assert _read_well_formed(str(path)) is None
+    assert we_say(path) == papermill_says(path) == ("unreadable",)  # papermill: "Missing parameter 'date'"
+
+
+def test_papermill_logs_no_line_of_the_parameters_cell(tmp_path, caplog):
+    # papermill's translator logs a line it cannot parse, a parameter's value: in a session (or at the hub) that
+    # would land in a log outside the project.
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(v4([code("alpha = 1\nlimit = secret == 'CANARY-value'", ["parameters"], id="a")])))
+    caplog.set_level(logging.DEBUG)
+    assert parameter_names(path) == ("alpha",)
+    assert text_parameter_names(path.read_text()) == ("alpha",)
+    broken = json.dumps(v4([code("limit = secret == 'CANARY-value'", ["parameters"], id="a")], minor="x"))
+    with pytest.raises(NotebookUnreadable):
+        text_parameter_names(broken)  # read by papermill itself (the minor version is no number), which logs
+    assert not [record for record in caplog.records if record.name.startswith("papermill")]
+    papermill_says(path)  # papermill alone logs it: the test would see it
+    assert "CANARY" in caplog.text
 
 
 @pytest.mark.parametrize(
