@@ -148,14 +148,13 @@ class _PapermillQuiet(logging.Filter):
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("securehpc_papermill_quiet", default=False)
 _QUIET_FILTER = _PapermillQuiet()
 # A logger's filters see only its own records, not its children's: each logger papermill logs to (2.7).
-_PAPERMILL_LOGGERS = ("papermill", "papermill.translators", "papermill.utils")
+_PAPERMILL_LOGGERS = tuple(map(logging.getLogger, ("papermill", "papermill.translators", "papermill.utils")))
 
 
 @contextlib.contextmanager
 def _papermill_quiet() -> Iterator[None]:
-    for name in _PAPERMILL_LOGGERS:
-        logger = logging.getLogger(name)
-        if _QUIET_FILTER not in logger.filters:
+    for logger in _PAPERMILL_LOGGERS:
+        if _QUIET_FILTER not in logger.filters:  # again each time: a logging configuration may have reset them
             logger.addFilter(_QUIET_FILTER)
     token = _QUIET.set(True)
     try:
