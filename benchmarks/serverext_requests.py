@@ -12,10 +12,11 @@ policy. Workloads, each at concurrency 8 with aiohttp and token auth in the Auth
 - notebook save: ``PUT /api/contents/saveN.ipynb`` of a small notebook (one file per worker).
 
 Rounds alternate stock and extension so that drift of the machine hits both. Prints a Markdown table:
-requests per second (all rounds pooled), p50 and p99 latency, and the ratio extension/stock (>= 0.95 is
-the goal), and the load average before and after. Every answer must be 200: otherwise the run measured
-refusals or errors, and the script exits with status 1 saying which workload and server, without a table.
-No timing is asserted anywhere; this only measures.
+requests per second (all rounds pooled), p50 and p99 latency, the ratio extension/stock (>= 0.95 is the
+goal), the median and range of the ratios of each round's pair of runs (on a shared machine, a burst of
+other work hits one run of a pair, not both), and the load average before and after. Every answer must
+be 200: otherwise the run measured refusals or errors, and the script exits with status 1 saying which
+workload and server, without a table. No timing is asserted anywhere; this only measures.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +47,7 @@ class Sample:
     errors: int = 0
     statuses: set[int] = field(default_factory=set)
     first_error: str = ""  # the first refused answer's body (the guard's reason), cut short
+    round_rates: list[float] = field(default_factory=list)  # one per timed round
 
     def add(self, other: Sample) -> None:
         self.seconds += other.seconds
@@ -52,6 +55,8 @@ class Sample:
         self.errors += other.errors
         self.statuses |= other.statuses
         self.first_error = self.first_error or other.first_error
+        if other.latencies:
+            self.round_rates.append(other.rate)
 
     @property
     def rate(self) -> float:
@@ -135,15 +140,18 @@ def stop_on_failures(results: dict) -> None:
 
 def table(results: dict) -> str:
     lines = [
-        "| workload (concurrency 8) | stock req/s | extension req/s | ratio "
+        "| workload (concurrency 8) | stock req/s | extension req/s | ratio | ratio per round, median (min-max) "
         "| stock p50 / p99 ms | extension p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for workload, by_server in results.items():
         stock, ext = by_server["stock"], by_server["extension"]
         ratio = ext.rate / stock.rate if stock.rate else float("nan")
+        # Each round's two runs follow each other: their ratio is less exposed to the machine's drift.
+        paired = sorted(e / s for e, s in zip(ext.round_rates, stock.round_rates, strict=True) if s)
+        per_round = f"{statistics.median(paired):.2f} ({paired[0]:.2f}-{paired[-1]:.2f})" if paired else "-"
         lines.append(
-            f"| {workload} | {stock.rate:.0f} | {ext.rate:.0f} | {ratio:.2f} | "
+            f"| {workload} | {stock.rate:.0f} | {ext.rate:.0f} | {ratio:.2f} | {per_round} | "
             f"{stock.percentile(0.5):.1f} / {stock.percentile(0.99):.1f} | "
             f"{ext.percentile(0.5):.1f} / {ext.percentile(0.99):.1f} |"
         )
