@@ -12,15 +12,14 @@ scientist in sleep and in other.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-from urllib.parse import quote
 
-import nbformat
 import pytest
 import requests
 from e2e_hub import diagnostics, start, stop, wait_ready
+from notebooks import contents, write_notebook
+from notebooks import notebook as _notebook
 
 from jupyter_securehpc.projects.service import ProjectService
 from jupyter_securehpc.session.parameters import ParametersChange
@@ -30,30 +29,7 @@ CANARY = "CANARY-default-value-7d1e"
 
 
 def notebook(parameters: str) -> dict:
-    document = nbformat.v4.new_notebook()
-    document.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    first = nbformat.v4.new_code_cell(parameters)
-    first.metadata["tags"] = ["parameters"]
-    document.cells = [first, nbformat.v4.new_code_cell("print(alpha)")]
-    return json.loads(nbformat.writes(document))
-
-
-def contents(base: str, token: str, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, f"{base}/api/contents/{quote(path)}", headers={"Authorization": f"token {token}"},
-                            timeout=60, **kwargs)  # fmt: skip
-
-
-def write_notebook(base: str, token: str, path: str, document: dict) -> requests.Response:
-    """As JupyterLab does it: a new untitled notebook in the folder, renamed, then saved with its content."""
-    folder = os.path.dirname(path)
-    if folder:
-        made = contents(base, token, "PUT", folder, json={"type": "directory"})
-        assert made.status_code in (200, 201), made.text
-    untitled = contents(base, token, "POST", folder, json={"type": "notebook"})
-    assert untitled.status_code == 201, untitled.text
-    renamed = contents(base, token, "PATCH", untitled.json()["path"], json={"path": path})
-    assert renamed.status_code == 200, renamed.text
-    return contents(base, token, "PUT", path, json={"type": "notebook", "format": "json", "content": document})
+    return _notebook("print(alpha)", parameters=parameters)
 
 
 def session(e2e, token: str, project: str) -> str:

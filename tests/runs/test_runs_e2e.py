@@ -17,12 +17,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
-import nbformat
 import pytest
 import requests
 from e2e_hub import diagnostics, hub_env, start, stop, wait_ready
+from notebooks import contents, notebook, read_notebook, write_notebook
 
 from jupyter_securehpc import runs
 from jupyter_securehpc.audit import AuditLog, verify
@@ -58,40 +57,6 @@ print(json.dumps({
 }))
 print(("canary-e2e-run-" + suffix).upper())
 """
-
-
-def notebook(*cells: str, parameters: str) -> dict:
-    document = nbformat.v4.new_notebook()
-    document.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    first = nbformat.v4.new_code_cell(parameters)
-    first.metadata["tags"] = ["parameters"]
-    document.cells = [first, *(nbformat.v4.new_code_cell(cell) for cell in cells)]
-    return json.loads(nbformat.writes(document))
-
-
-def contents(base: str, token: str, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, f"{base}/api/contents/{quote(path)}", headers={"Authorization": f"token {token}"},
-                            timeout=60, **kwargs)  # fmt: skip
-
-
-def write_notebook(base: str, token: str, path: str, document: dict) -> None:
-    """As JupyterLab does it: a new untitled notebook in the folder, renamed, then saved with its content."""
-    folder = os.path.dirname(path)
-    if folder:
-        made = contents(base, token, "PUT", folder, json={"type": "directory"})
-        assert made.status_code in (200, 201), made.text
-    untitled = contents(base, token, "POST", folder, json={"type": "notebook"})
-    assert untitled.status_code == 201, untitled.text
-    renamed = contents(base, token, "PATCH", untitled.json()["path"], json={"path": path})
-    assert renamed.status_code == 200, renamed.text
-    saved = contents(base, token, "PUT", path, json={"type": "notebook", "format": "json", "content": document})
-    assert saved.status_code == 200, saved.text
-
-
-def read_notebook(base: str, token: str, path: str) -> nbformat.NotebookNode:
-    answer = contents(base, token, "GET", path, params={"type": "notebook", "content": "1"})
-    assert answer.status_code == 200, answer.text
-    return nbformat.from_dict(answer.json()["content"])
 
 
 def session(e2e, token: str) -> str:
