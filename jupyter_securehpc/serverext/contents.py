@@ -33,6 +33,7 @@ file can change between this check and the server's read (the same race as in ``
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 from jupyter_securehpc.projects.authz import Action, Decision
@@ -96,9 +97,12 @@ class ContentsRules:
 
     def content_read(self, target: str, fmt: str | None, kind: str | None) -> Verdict:
         """A read of the file's content in ``fmt`` (not base64), judged by the file's kind and the role."""
-        if not os.path.exists(target) or os.path.isdir(target):
-            # Folder listings and 404s carry no file bytes.
-            return ALLOW
+        try:
+            info = os.stat(target)
+        except (OSError, ValueError):
+            return ALLOW  # a 404 carries no file bytes (as os.path.exists: what cannot be stat'ed is not there)
+        if stat.S_ISDIR(info.st_mode):
+            return ALLOW  # folder listings carry no file bytes
         name = os.path.basename(target)
         if kind_of(name) == NOTEBOOK and kind in (None, "notebook"):
             # Notebooks must open (and save); what they show is on screen anyway.
@@ -111,11 +115,11 @@ class ContentsRules:
         if kind == "notebook":
             # A notebook read of a file that is not .ipynb: the server would parse it and echo its start.
             return self.data_text(name)
-        return self.text_read(target, name)
+        return self.text_read(name, info.st_size)
 
-    def text_read(self, target: str, name: str) -> Verdict:
+    def text_read(self, name: str, size: int) -> Verdict:
         """format=text of a file that exists: code the role edits, or data for roles with text rights."""
-        if kind_of(name) in (CODE, NOTEBOOK) and self.write and _size(target) <= TEXT_LIMIT:
+        if kind_of(name) in (CODE, NOTEBOOK) and self.write and size <= TEXT_LIMIT:
             # The code editor (and "Open With > Editor" on a notebook): roles that write edit their scripts.
             return ALLOW
         return self.data_text(name)

@@ -6,8 +6,8 @@ Two steps, both required:
    escape left after the server decoded the URL once (double encoding, ``%252e%252e``, is how ``..`` hides
    from a single decode), no absolute path, no empty, ``.`` or ``..`` segment, no hidden segment.
 2. On the file system: ``realpath`` of the joined path (symlinks followed, also ones a kernel created a
-   second ago) must lie under ``realpath`` of the root by ``os.path.commonpath``, never by string prefix:
-   ``/data/projAB`` starts with ``/data/projA`` but is a sibling, not a child.
+   second ago) must lie under ``realpath`` of the root by whole components (the root and a separator),
+   never by a bare string prefix: ``/data/projAB`` starts with ``/data/projA`` but is a sibling, not a child.
 
 Hidden files (a segment starting with ``.``) are refused here whatever ``ContentsManager.allow_hidden``
 says, and the extension also forces ``allow_hidden = False``: ``.ipynb_checkpoints``, ``.git`` or a
@@ -25,6 +25,8 @@ import re
 import stat
 from urllib.parse import unquote
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class PathRefused(Exception):
     """The path is not a path inside the project; ``reason`` is short and safe to show and log."""
@@ -41,7 +43,7 @@ def check_text(api_path: str, url_separator: bool = True) -> list[str]:
     gives ``/a``), so one leading ``/`` is a separator; elsewhere (``/files/`` arguments, JSON bodies) a
     leading ``/`` makes an absolute path. One trailing ``/`` names a folder.
     """
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in api_path):
+    if _CONTROL.search(api_path):
         raise PathRefused("control character in path")
     if "\\" in api_path:
         raise PathRefused("backslash in path")
@@ -69,10 +71,14 @@ def resolve_inside(root_real: str, api_path: str, url_separator: bool = True) ->
     """
     segments = check_text(api_path, url_separator)
     real = os.path.realpath(os.path.join(root_real, *segments))
-    if real != root_real and os.path.commonpath([root_real, real]) != root_real:
+    if real == root_real:
+        return real
+    # Both are realpaths (absolute, normalised): ``real`` lies under the root exactly when it starts with the
+    # root followed by a separator, which is what os.path.commonpath decides, by whole components.
+    under = root_real if root_real.endswith(os.sep) else root_real + os.sep
+    if not real.startswith(under):
         raise PathRefused("path resolves outside the project")
-    relative = os.path.relpath(real, root_real)
-    if relative != "." and any(part.startswith(".") for part in relative.split(os.sep)):
+    if any(part.startswith(".") for part in real[len(under) :].split(os.sep)):
         raise PathRefused("path resolves to a hidden file or folder")
     return real
 

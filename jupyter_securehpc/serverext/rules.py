@@ -54,6 +54,8 @@ TERMINAL_PREFIXES = ("/terminals", "/api/terminals")
 # Refused for every method but GET and HEAD (reading the list is harmless; changing it is not).
 READ_ONLY_PREFIXES = {"/lab/api/plugins": "the plugin manager is read-only in secure projects"}
 
+_REFUSED_STARTS = (*REFUSED_PREFIXES, *READ_ONLY_PREFIXES)  # a route under one starts with it
+
 __all__ = ["ALLOW", "PATH_ACTION", "ROUTE_ACTION", "RequestFacts", "Rules", "Verdict"]
 
 
@@ -90,12 +92,13 @@ class Rules:
 
     def decide(self, facts: RequestFacts) -> Verdict:
         route = facts.route
-        for prefix, reason in REFUSED_PREFIXES.items():
-            if _under(route, prefix):
-                return refuse_route(reason)
-        for prefix, reason in READ_ONLY_PREFIXES.items():
-            if _under(route, prefix) and facts.method not in ("GET", "HEAD"):
-                return refuse_route(reason)
+        if route.startswith(_REFUSED_STARTS):  # only then can one of them hold: most requests pass at once
+            for prefix, reason in REFUSED_PREFIXES.items():
+                if _under(route, prefix):
+                    return refuse_route(reason)
+            for prefix, reason in READ_ONLY_PREFIXES.items():
+                if _under(route, prefix) and facts.method not in ("GET", "HEAD"):
+                    return refuse_route(reason)
         entry = self.routes.rule_for(facts.handler_class)
         if entry is None:
             return refuse_route(f"no rule allows {import_path(facts.handler_class)} in secure projects")
